@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs (idempotent) and runs it: lint, format check,
+# security lint and pytest. Usage: scripts/test.sh [extra pytest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=.venv
+export MNIST_DIR=${MNIST_DIR:-$(cd .. && pwd)/shared/data/mnist}
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# Chromium for the browser tests, from Debian's archive, when it is not there yet.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+
+# Reinstall only when a requirements file changed.
+stamp=$VENV/.requirements.sha256
+want=$(cat requirements-*.txt | sha256sum | cut -d' ' -f1)
+if [ ! -x $VENV/bin/python ] || [ "$(cat $stamp 2>/dev/null)" != "$want" ]; then
+  [ -x $VENV/bin/python ] || "$PYTHON" -m venv $VENV
+  $VENV/bin/pip install -q --upgrade pip
+  $VENV/bin/pip install -q -r requirements-dev.txt
+  echo "$want" >$stamp
+fi
+
+$VENV/bin/ruff check .
+$VENV/bin/ruff format --check .
+$VENV/bin/python -m pytest "$@"
