@@ -1,0 +1,171 @@
+"""python -m training: train the three LeNet-5 recipes, evaluate each and their vote.
+
+Writes into --out: <recipe>/best.pt and last.pt, run.json, metrics.json, augment.png,
+curves.png, confusion.png and errors.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from training import plots
+from training.augment import augment
+from training.checkpoint import CheckpointError
+from training.config import VARIANTS, RunConfig, resolve_variants
+from training.data import MnistDataError, download, load_mnist, resolve_data_dir
+from training.evaluate import evaluate_run, print_summary
+from training.train import TrainingError, configure_torch, pick_device, train_variant
+
+
+def parse_args(argv: list[str] | None) -> RunConfig:
+    d = RunConfig()
+    p = argparse.ArgumentParser(
+        prog="python -m training",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--out", default=d.out, help="run directory (default: %(default)s)")
+    p.add_argument(
+        "--data-dir",
+        help="folder with the four MNIST IDX files, .gz or raw "
+        "(default: $MNIST_DIR, then data/mnist)",
+    )
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="fetch MNIST with torchvision when the files are absent (needs internet)",
+    )
+    p.add_argument("--device", default=d.device, choices=["auto", "cpu", "cuda"])
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=d.threads,
+        help="CPU threads (default: the cores this process may use)",
+    )
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=d.variants,
+        choices=list(VARIANTS),
+        metavar="NAME",
+        help=f"recipes to train (default: all of {list(VARIANTS)})",
+    )
+    p.add_argument(
+        "--val-size",
+        type=int,
+        default=d.val_size,
+        help="training images held out for validation, stratified (default: %(default)s)",
+    )
+    p.add_argument(
+        "--subset",
+        type=int,
+        default=d.subset,
+        help="train on a stratified subset of N images (default: all)",
+    )
+    p.add_argument("--balanced", action="store_true", help="draw every class equally often")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="override every recipe's epochs")
+    p.add_argument("--split-seed", type=int, default=d.split_seed)
+    p.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="deterministic kernels (slower on CUDA); seeds are always fixed",
+    )
+    p.add_argument("--resume", action="store_true", help="continue from each recipe's last.pt")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="one short epoch on 1,000 images: the whole pipeline in seconds",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="NAME.SECTION.FIELD=VALUE",
+        help="change one field of a recipe, e.g. lenet5-bn-relu.optim.lr=0.002",
+    )
+    args = p.parse_args(argv)
+    try:
+        cfg = RunConfig(**vars(args))
+        resolve_variants(cfg)  # reject a bad --set before any data is read
+    except ValueError as e:
+        p.error(str(e))
+    return cfg
+
+
+def run(cfg: RunConfig, command: str = "") -> dict:
+    device = pick_device(cfg.device)
+    configure_torch(cfg, device)
+    variants = resolve_variants(cfg)
+    data_dir = resolve_data_dir(cfg.data_dir)
+    if cfg.download:
+        download(data_dir)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    data = load_mnist(data_dir, device, cfg.val_size, cfg.subset, cfg.split_seed)
+    print(
+        f"device {device} ({torch.get_num_threads()} CPU threads), train {len(data.train_y):,}, "
+        f"val {len(data.val_y):,}, test {len(data.test_y):,}, mean {data.mean:.4f}, "
+        f"std {data.std:.4f}"
+    )
+    run_info = {
+        "command": command,
+        "config": dataclasses.asdict(cfg),
+        "variants": [v.name for v in variants],
+        "recipes": {v.name: dataclasses.asdict(v) for v in variants},
+        "val_size": cfg.val_size,
+        "split_seed": cfg.split_seed,
+        "normalisation": {"mean": data.mean, "std": data.std},
+        "data_sha256": data.checksums,
+        "versions": {"torch": torch.__version__, "python": platform.python_version()},
+        "device": str(device),
+        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    (out / "run.json").write_text(json.dumps(run_info, indent=2))
+
+    sample = data.train_x[:12].to(torch.float32) / 255.0
+    gen = torch.Generator(device=device).manual_seed(0)
+    plots.augmentation_grid(
+        {v.name: augment(sample, v.augment, gen) for v in variants}, sample, out / "augment.png"
+    )
+
+    histories = {}
+    for v in variants:
+        histories[v.name] = train_variant(v, data, cfg, device, out)["history"]
+    plots.learning_curves(histories, out / "curves.png")
+
+    metrics = evaluate_run(out, [v.name for v in variants], data.test_x, data.test_y)
+    metrics["train_seconds"] = round(time.perf_counter() - t0, 1)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print_summary(metrics)
+    print(f"done in {metrics['train_seconds']:.0f}s; results in {out}/")
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    command = shlex.join(["python", "-m", "training", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        run(cfg, command)
+    except (MnistDataError, CheckpointError, TrainingError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; continue with --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

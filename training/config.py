@@ -1,0 +1,153 @@
+"""Every knob of a training run, as dataclasses with defaults that work.
+
+`VARIANTS` holds the three recipes side by side, so how they differ reads in one place.
+Command-line flags fill `RunConfig`; `--set NAME.SECTION.FIELD=VALUE` changes one field of a
+recipe (the tuner uses the same mechanism).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+
+from training.augment import AugmentConfig
+from training.model import ModelArgs
+
+
+@dataclass
+class OptimConfig:
+    optimizer: str = "adam"  # adam (decoupled weight decay, i.e. AdamW) | sgd (Nesterov)
+    lr: float = 3e-3  # peak learning rate of the schedule
+    weight_decay: float = 1e-4
+    momentum: float = 0.9  # sgd only
+    schedule: str = "onecycle"  # onecycle | cosine (with linear warm-up)
+    warmup: float = 0.2  # fraction of the steps spent warming up
+    epochs: int = 30
+    batch_size: int = 128
+    label_smoothing: float = 0.0
+    ema: float = 0.999  # decay of the weight average that is validated and saved; 0 = off
+    patience: int = 0  # stop after this many epochs without a better validation score; 0 = never
+
+    def __post_init__(self):
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError("optimizer must be adam or sgd")
+        if self.schedule not in ("onecycle", "cosine"):
+            raise ValueError("schedule must be onecycle or cosine")
+
+
+@dataclass
+class VariantConfig:
+    name: str
+    seed: int
+    why: str  # what this recipe contributes to the committee
+    model: ModelArgs = field(default_factory=ModelArgs)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+VARIANTS: dict[str, VariantConfig] = {
+    v.name: v
+    for v in (
+        VariantConfig(
+            name="lenet5-bn-relu",
+            seed=1,
+            why="batch norm + ReLU + max pooling on the original 32x32 input, Adam with one-cycle",
+            model=ModelArgs(activation="relu", pool="max", norm="batch", dropout=0.1, pad=2),
+            optim=OptimConfig(optimizer="adam", lr=3e-3, weight_decay=1e-4, schedule="onecycle"),
+            augment=AugmentConfig(elastic_alpha=1.0),
+        ),
+        VariantConfig(
+            name="lenet5-classic-sgd",
+            seed=2,
+            why="closest to 1998: average pooling, 28x28 input, no norm, SGD+Nesterov with cosine",
+            model=ModelArgs(activation="elu", pool="avg", norm="none", dropout=0.2, pad=0),
+            optim=OptimConfig(
+                optimizer="sgd", lr=0.05, weight_decay=5e-4, schedule="cosine", warmup=0.05
+            ),
+            augment=AugmentConfig(rotate=15.0, scale=0.15, shear=10.0, translate=2.5),
+        ),
+        VariantConfig(
+            name="lenet5-elastic-gelu",
+            seed=3,
+            why="GELU, strong elastic distortion and stroke-width change, label smoothing",
+            model=ModelArgs(activation="gelu", pool="max", norm="batch", dropout=0.15, pad=2),
+            optim=OptimConfig(
+                optimizer="adam",
+                lr=2e-3,
+                weight_decay=5e-4,
+                schedule="cosine",
+                label_smoothing=0.1,
+            ),
+            augment=AugmentConfig(elastic_alpha=1.2, stroke=0.5),
+        ),
+    )
+}
+
+
+@dataclass
+class RunConfig:
+    out: str = "runs/latest"
+    data_dir: str | None = None  # falls back to $MNIST_DIR, then data/mnist
+    download: bool = False
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # CPU threads for torch; 0 = the cores this process may use
+    variants: list[str] = field(default_factory=lambda: list(VARIANTS))
+    val_size: int = 5000  # held out of the 60k training images, stratified
+    subset: int = 0  # train on a stratified subset of this many images; 0 = all
+    balanced: bool = False  # draw every class equally often
+    epochs: int = 0  # overrides every recipe's epochs when > 0
+    split_seed: int = 0
+    deterministic: bool = False
+    resume: bool = False
+    smoke: bool = False
+    overrides: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError("device must be auto, cpu or cuda")
+        unknown = set(self.variants) - set(VARIANTS)
+        if unknown:
+            raise ValueError(f"unknown variant(s) {sorted(unknown)}; known: {list(VARIANTS)}")
+        if self.smoke:
+            # One short epoch on a small stratified subset: the whole pipeline in seconds.
+            self.subset = self.subset or 1000
+            self.val_size = min(self.val_size, 500)
+            self.epochs = 1
+
+
+def _coerce(text: str, current):
+    if isinstance(current, bool):
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"expected true or false, got {text!r}")
+        return text.lower() in ("true", "1")
+    return type(current)(text)
+
+
+def apply_override(variants: dict[str, VariantConfig], spec: str) -> None:
+    """Applies 'name.section.field=value' (or 'name.seed=value') in place."""
+    path, sep, value = spec.partition("=")
+    parts = path.split(".")
+    if not sep or len(parts) not in (2, 3) or parts[0] not in variants:
+        raise ValueError(f"--set {spec!r}: expected VARIANT.SECTION.FIELD=VALUE")
+    target = variants[parts[0]]
+    for name in parts[1:-1]:
+        target = getattr(target, name, None)
+    fields = {f.name for f in dataclasses.fields(target)} if target is not None else set()
+    if parts[-1] not in fields:
+        raise ValueError(f"--set {spec!r}: no such field")
+    setattr(target, parts[-1], _coerce(value, getattr(target, parts[-1])))
+    if hasattr(target, "__post_init__"):
+        target.__post_init__()
+
+
+def resolve_variants(cfg: RunConfig) -> list[VariantConfig]:
+    """The recipes this run trains, with --set and --epochs applied to copies."""
+    variants = copy.deepcopy(VARIANTS)
+    for spec in cfg.overrides:
+        apply_override(variants, spec)
+    chosen = [variants[name] for name in cfg.variants]
+    for v in chosen:
+        if cfg.epochs:
+            v.optim.epochs = cfg.epochs
+    return chosen

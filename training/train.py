@@ -1,0 +1,224 @@
+"""The training loop for one recipe, on CPU or CUDA, with the whole dataset on the device."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from training import checkpoint
+from training.augment import augment
+from training.config import RunConfig, VariantConfig
+from training.data import BatchSampler, Mnist, one_hot
+from training.model import LeNet5, build
+
+
+class TrainingError(Exception):
+    """A run that cannot start or continue as asked. The message is one line for the user."""
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("--device cuda was asked for, but torch sees no CUDA GPU")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def configure_torch(cfg: RunConfig, device: torch.device) -> None:
+    if device.type == "cpu":
+        # torch's default can count hyper-threads or the whole host inside a container.
+        torch.set_num_threads(cfg.threads or len(os.sched_getaffinity(0)))
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        # warn_only: a CUDA kernel without a deterministic twin warns instead of stopping a run.
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+
+
+def _optimizer(model: LeNet5, v: VariantConfig) -> torch.optim.Optimizer:
+    o = v.optim
+    # No weight decay on biases and norm parameters: decaying them only costs accuracy.
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    rest = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [
+        {"params": decay, "weight_decay": o.weight_decay},
+        {"params": rest, "weight_decay": 0},
+    ]
+    if o.optimizer == "adam":
+        return torch.optim.AdamW(groups, lr=o.lr)
+    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=True)
+
+
+def _scheduler(opt, v: VariantConfig, total_steps: int):
+    o = v.optim
+    if o.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=o.lr, total_steps=total_steps, pct_start=o.warmup
+        )
+    warm = max(1, int(o.warmup * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total_steps - warm))))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def _autocast(device: torch.device):
+    # bf16 needs no loss scaling; on CPU fp32 is faster than emulated low precision.
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def normalise(images_u8: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    return (images_u8.to(torch.float32) / 255.0 - mean) / std
+
+
+@torch.no_grad()
+def predict_probs(
+    model: LeNet5, images_u8: torch.Tensor, mean: float, std: float, batch: int = 2000
+) -> torch.Tensor:
+    """Softmax probabilities [N, 10] (float32) for uint8 images [N, 1, 28, 28]."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for chunk in images_u8.split(batch):
+        with _autocast(device):
+            logits = model(normalise(chunk.to(device), mean, std))
+        out.append(logits.float().softmax(dim=1))
+    return torch.cat(out)
+
+
+def _validate(model, data: Mnist) -> tuple[float, float]:
+    probs = predict_probs(model, data.val_x, data.mean, data.std)
+    loss = F.nll_loss(probs.clamp_min(1e-12).log(), data.val_y).item()
+    acc = (probs.argmax(1) == data.val_y).float().mean().item()
+    return loss, acc
+
+
+def train_variant(
+    v: VariantConfig, data: Mnist, cfg: RunConfig, device: torch.device, out_dir: Path
+) -> dict:
+    """Trains one recipe; writes best.pt and last.pt under out_dir/<name>/; returns its record."""
+    vdir = out_dir / v.name
+    vdir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(v.seed)
+    gen = torch.Generator(device=device).manual_seed(v.seed)
+    model = build(dataclasses.replace(v.model, pad_value=-data.mean / data.std)).to(device)
+    opt = _optimizer(model, v)
+    # The exponential moving average of the weights is what gets validated and shipped: under
+    # heavy augmentation it is smoother and more accurate than the last step's weights.
+    ema = None
+    if v.optim.ema:
+        decay = v.optim.ema
+
+        def ema_step(avg: torch.Tensor, new: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+            # Warm-up (as in timm's ModelEmaV2): short runs must not keep the initial weights.
+            d = torch.clamp((1 + n) / (10 + n), max=decay).to(avg.dtype)
+            return avg + (new - avg) * (1 - d)
+
+        ema = torch.optim.swa_utils.AveragedModel(model, avg_fn=ema_step, use_buffers=True)
+    final = ema.module if ema is not None else model
+    sampler = BatchSampler(data.train_y, v.optim.batch_size, cfg.balanced, gen)
+    sched = _scheduler(opt, v, v.optim.epochs * len(sampler))
+    norm = {"mean": data.mean, "std": data.std}
+    history: list[dict] = []
+    best = {"val_acc": -1.0, "val_loss": math.inf, "epoch": 0}
+    start_epoch = 1
+
+    last_path = vdir / "last.pt"
+    if cfg.resume and last_path.exists():
+        model_, state = checkpoint.load(last_path, map_location=device)
+        if state["variant"] != dataclasses.asdict(v):
+            raise TrainingError(f"{last_path}: recipe changed since this checkpoint; cannot resume")
+        model.load_state_dict(model_.state_dict())
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        gen.set_state(state["generator"].to(gen.get_state().device))
+        torch.set_rng_state(state["torch_rng"])
+        history, best, start_epoch = state["history"], state["best"], state["epoch"] + 1
+        tqdm.write(f"{v.name}: resuming after epoch {state['epoch']}")
+
+    epochs_since_best = 0
+    for epoch in range(start_epoch, v.optim.epochs + 1):
+        model.train()
+        t0 = time.perf_counter()
+        total_loss = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.int64)
+        seen = 0
+        bar = tqdm(sampler, desc=f"{v.name} {epoch}/{v.optim.epochs}", leave=False, disable=None)
+        for idx in bar:
+            x = augment(data.train_x[idx].to(torch.float32) / 255.0, v.augment, gen)
+            x = (x - data.mean) / data.std
+            y = data.train_y[idx]
+            with _autocast(device):
+                logits = model(x)
+            if v.optim.label_smoothing > 0:
+                loss = F.cross_entropy(logits.float(), one_hot(y, v.optim.label_smoothing))
+            else:
+                loss = F.cross_entropy(logits.float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            if ema is not None:
+                ema.update_parameters(model)
+            # Accumulate on the device: a .item() per step would stall a GPU on every batch.
+            total_loss += loss.detach() * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            seen += len(y)
+        seconds = time.perf_counter() - t0
+        val_loss, val_acc = _validate(final, data)
+        record = {
+            "epoch": epoch,
+            "train_loss": total_loss.item() / seen,
+            "train_acc": correct.item() / seen,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "lr": opt.param_groups[0]["lr"],
+            "seconds": seconds,
+        }
+        history.append(record)
+        improved = (val_acc, -val_loss) > (best["val_acc"], -best["val_loss"])
+        if improved:
+            best = {"val_acc": val_acc, "val_loss": val_loss, "epoch": epoch}
+            checkpoint.save(vdir / "best.pt", final, norm, v, epoch=epoch, val_acc=val_acc)
+            epochs_since_best = 0
+        else:
+            epochs_since_best += 1
+        tqdm.write(
+            f"{v.name:<20} epoch {epoch:>3}/{v.optim.epochs}  loss {record['train_loss']:.4f}  "
+            f"val_loss {val_loss:.4f}  val_acc {100 * val_acc:6.2f}%  lr {record['lr']:.2e}  "
+            f"{seconds:5.1f}s ({seen / seconds:,.0f} img/s){'  *' if improved else ''}"
+        )
+        checkpoint.save(
+            last_path,
+            model,
+            norm,
+            v,
+            epoch=epoch,
+            history=history,
+            best=best,
+            optimizer=opt.state_dict(),
+            scheduler=sched.state_dict(),
+            ema=ema.state_dict() if ema is not None else None,
+            generator=gen.get_state(),
+            torch_rng=torch.get_rng_state(),
+        )
+        if v.optim.patience and epochs_since_best >= v.optim.patience:
+            tqdm.write(f"{v.name}: no better validation score for {epochs_since_best} epochs, stop")
+            break
+    return {"name": v.name, "history": history, "best": best}
