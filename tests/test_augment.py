@@ -1,0 +1,72 @@
+import pytest
+import torch
+
+from training.augment import AugmentConfig, augment
+from training.config import VARIANTS
+from training.data import load_split
+
+
+@pytest.fixture(scope="module")
+def digits(mnist_dir):
+    test = load_split(mnist_dir, "test")
+    return torch.from_numpy(test.images[:256]).unsqueeze(1).float() / 255.0
+
+
+def _corr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    a = a.flatten(1) - a.flatten(1).mean(1, keepdim=True)
+    b = b.flatten(1) - b.flatten(1).mean(1, keepdim=True)
+    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1) + 1e-9)
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_each_recipe_keeps_shape_range_and_ink(digits, name):
+    out = augment(digits, VARIANTS[name].augment, torch.Generator().manual_seed(0))
+    assert out.shape == digits.shape and out.dtype == digits.dtype
+    assert out.min() >= 0 and out.max() <= 1
+    ink_ratio = out.sum((1, 2, 3)) / digits.sum((1, 2, 3))
+    assert ink_ratio.min() > 0.5 and ink_ratio.max() < 2.0, (ink_ratio.min(), ink_ratio.max())
+    assert not torch.equal(out, digits)
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_augmented_digit_resembles_its_original_not_its_mirror(digits, name):
+    out = augment(digits, VARIANTS[name].augment, torch.Generator().manual_seed(1))
+    to_original = _corr(out, digits)
+    to_mirror = _corr(out, digits.flip(3))
+    asymmetric = _corr(digits, digits.flip(3)) < 0.5  # a 0 or an 8 looks like its mirror
+    assert (to_original[asymmetric] > to_mirror[asymmetric]).float().mean() > 0.95
+    assert to_original.median() > 0.6
+
+
+def test_disabled_augmentation_is_identity(digits):
+    assert torch.equal(augment(digits, AugmentConfig(strength=0.0), torch.Generator()), digits)
+
+
+def test_same_seed_same_draw_and_different_seeds_differ(digits):
+    cfg = VARIANTS["lenet5-elastic-gelu"].augment
+    a = augment(digits[:8], cfg, torch.Generator().manual_seed(5))
+    b = augment(digits[:8], cfg, torch.Generator().manual_seed(5))
+    c = augment(digits[:8], cfg, torch.Generator().manual_seed(6))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_translation_moves_the_centre_of_mass_by_at_most_its_limit(digits):
+    cfg = AugmentConfig(rotate=0, scale=0, shear=0, translate=3.0)
+    out = augment(digits, cfg, torch.Generator().manual_seed(2))
+    cols = torch.arange(28.0)
+
+    def centre_x(x):
+        m = x.sum(2).squeeze(1)
+        return (m * cols).sum(1) / m.sum(1)
+
+    shift = (centre_x(out) - centre_x(digits)).abs()
+    assert shift.max() < 3.6 and shift.mean() > 0.8  # uniform in [-3, 3]: mean |shift| is 1.5
+
+
+def test_thicker_strokes_add_ink():
+    x = torch.zeros(4, 1, 28, 28)
+    x[:, :, 6:22, 13:15] = 1.0
+    cfg = AugmentConfig(rotate=0, scale=0, shear=0, translate=0, stroke=1.0)
+    out = augment(x, cfg, torch.Generator().manual_seed(0))
+    changed = out.sum((1, 2, 3)) - x.sum((1, 2, 3))
+    assert (changed.abs() > 1).all()  # every draw thickened or thinned the bar

@@ -1,0 +1,146 @@
+"""End to end: `python -m training --smoke` as a user runs it."""
+
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.conftest import ROOT
+from training import checkpoint
+from training.config import VARIANTS
+
+
+def run_training(*args, timeout=180):
+    return subprocess.run(
+        [sys.executable, "-m", "training", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="module")
+def smoke_run(mnist_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke")
+    proc = run_training("--smoke", "--data-dir", str(mnist_dir), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    return out, proc
+
+
+def test_smoke_run_writes_checkpoints_metrics_and_plots(smoke_run):
+    out, proc = smoke_run
+    for name in VARIANTS:
+        assert (out / name / "best.pt").is_file() and (out / name / "last.pt").is_file()
+    for png in ("augment.png", "curves.png", "confusion.png", "errors.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["models"]) == set(VARIANTS)
+    assert metrics["test_size"] == 10_000
+    for m in metrics["models"].values():
+        assert 0.1 < m["test_acc"] <= 1 and len(m["per_class_acc"]) == 10
+        assert sum(map(sum, m["confusion"])) == 10_000
+    vote = metrics["vote"]
+    assert vote["errors"] == round((1 - vote["test_acc"]) * 10_000)
+    assert {"pairs", "all_wrong", "any_wrong"} <= set(metrics["error_overlap"])
+    assert "vote" in proc.stdout and "epoch   1/1" in proc.stdout
+
+
+def test_smoke_checkpoint_records_normalisation_and_padding(smoke_run):
+    out, _ = smoke_run
+    run = json.loads((out / "run.json").read_text())
+    model, ckpt = checkpoint.load(out / "lenet5-bn-relu" / "best.pt")
+    norm = ckpt["normalisation"]
+    assert norm == run["normalisation"]
+    assert model.args.pad_value == pytest.approx(-norm["mean"] / norm["std"])
+    assert len(run["data_sha256"]) == 4
+
+
+def test_resume_of_a_finished_run_trains_nothing_more(smoke_run, mnist_dir):
+    out, _ = smoke_run
+    before = torch.load(out / "lenet5-bn-relu" / "last.pt", weights_only=True)["history"]
+    proc = run_training("--smoke", "--resume", "--data-dir", str(mnist_dir), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "resuming after epoch 1" in proc.stdout + proc.stderr
+    after = torch.load(out / "lenet5-bn-relu" / "last.pt", weights_only=True)["history"]
+    assert after == before
+
+
+def test_interrupted_run_resumes_to_the_same_weights(mnist_dir, tmp_path):
+    args = [
+        "--variants",
+        "lenet5-classic-sgd",
+        "--subset",
+        "20000",
+        "--val-size",
+        "500",
+        "--epochs",
+        "3",
+        "--data-dir",
+        str(mnist_dir),
+    ]
+    assert run_training(*args, "--out", str(tmp_path / "straight")).returncode == 0
+
+    proc = subprocess.Popen(
+        [sys.executable, "-u", "-m", "training", *args, "--out", str(tmp_path / "cut")],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for line in proc.stdout:
+        if "epoch   1/3" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    assert proc.wait(timeout=60) == 130
+    assert "continue with --resume" in proc.stderr.read()
+
+    resumed = run_training(*args, "--resume", "--out", str(tmp_path / "cut"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming after epoch 1" in resumed.stdout
+    straight = torch.load(tmp_path / "straight/lenet5-classic-sgd/last.pt", weights_only=True)
+    cut = torch.load(tmp_path / "cut/lenet5-classic-sgd/last.pt", weights_only=True)
+    assert [h["epoch"] for h in cut["history"]] == [1, 2, 3]
+    for key, value in straight["state_dict"].items():
+        assert torch.allclose(value, cut["state_dict"][key], atol=1e-6), key
+
+
+def test_resume_refuses_a_changed_recipe(mnist_dir, tmp_path):
+    args = [
+        "--smoke",
+        "--variants",
+        "lenet5-classic-sgd",
+        "--data-dir",
+        str(mnist_dir),
+        "--out",
+        str(tmp_path),
+    ]
+    assert run_training(*args).returncode == 0
+    proc = run_training(*args, "--resume", "--set", "lenet5-classic-sgd.optim.lr=0.1")
+    assert proc.returncode == 2 and "recipe changed" in proc.stderr
+
+
+def test_bad_override_is_rejected_before_any_work():
+    proc = run_training("--set", "lenet5-bn-relu.optim.nonsense=1")
+    assert proc.returncode == 2 and "no such field" in proc.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_asking_for_cuda_without_a_gpu_is_an_error_not_a_fallback(mnist_dir, tmp_path):
+    proc = run_training(
+        "--smoke", "--device", "cuda", "--data-dir", str(mnist_dir), "--out", str(tmp_path)
+    )
+    assert proc.returncode == 2 and proc.stderr.startswith("error: --device cuda")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_smoke_run_on_cuda(mnist_dir, tmp_path):
+    proc = run_training(
+        "--smoke", "--device", "cuda", "--data-dir", str(mnist_dir), "--out", str(tmp_path)
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "device cuda" in proc.stdout
