@@ -1,0 +1,206 @@
+"""python -m export --run runs/latest --out artifacts: the shipped bundle from a training run.
+
+Exports each model and the ensemble (models + vote in one graph) to ONNX, proves parity with
+PyTorch on the 10,000 MNIST test images, measures every accuracy again from the ONNX files and
+writes manifest.json, metrics.json, golden.npz and MODEL_CARD.md. The bundle is assembled in a
+staging folder and moved into --out only when every check has passed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from export import bundle
+from export.to_onnx import export_ensemble, export_model
+from export.verify import VerificationError, run_batched, session, verify
+from training import checkpoint
+from training.data import MnistDataError, load_mnist, resolve_data_dir
+from training.evaluate import error_overlap, scores
+
+PLOTS = ("curves.png", "confusion.png", "errors.png", "augment.png")
+GOLDEN_SIZE = 16
+
+
+class ExportError(Exception):
+    """A run that cannot be exported. The message is one line for the user."""
+
+
+def load_run(run_dir: Path) -> tuple[dict, list, list[dict]]:
+    run_file = run_dir / "run.json"
+    if not run_file.is_file():
+        raise ExportError(f"{run_file} not found: is {run_dir} a training run directory?")
+    run = json.loads(run_file.read_text())
+    metrics_file = run_dir / "metrics.json"
+    if not metrics_file.is_file():
+        raise ExportError(f"{run_dir} has no metrics.json: the run did not finish")
+    models, ckpts = [], []
+    for name in run["variants"]:
+        model, ckpt = checkpoint.load(run_dir / name / "best.pt")
+        models.append(model)
+        ckpts.append(ckpt)
+    if len({json.dumps(c["normalisation"], sort_keys=True) for c in ckpts}) != 1:
+        raise ExportError("the checkpoints disagree on the input normalisation")
+    run["train_seconds"] = json.loads(metrics_file.read_text()).get("train_seconds")
+    return run, models, ckpts
+
+
+def normalised(images: torch.Tensor, norm: dict) -> np.ndarray:
+    return ((images.to(torch.float32) / 255.0 - norm["mean"]) / norm["std"]).numpy()
+
+
+def golden_indices(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Test images for the self-test: the first of each digit, plus the disagreements."""
+    first = [int(np.flatnonzero(labels == d)[0]) for d in range(10)]
+    preds = probs.argmax(2)  # [N, M]
+    split = np.flatnonzero((preds != preds[:, :1]).any(1))
+    extra = [int(i) for i in split if i not in first][: GOLDEN_SIZE - len(first)]
+    rest = [i for i in range(len(labels)) if i not in first + extra]
+    return np.array(first + extra + rest[: GOLDEN_SIZE - len(first) - len(extra)])
+
+
+def build(run_dir: Path, out: Path, data_dir: Path, command: str) -> dict:
+    steps = tqdm(total=7, desc="export", unit="step", disable=None)
+
+    def step(text: str) -> None:
+        steps.set_postfix_str(text)
+        steps.update(1)
+
+    run, models, ckpts = load_run(run_dir)
+    norm = ckpts[0]["normalisation"]
+    data = load_mnist(data_dir, torch.device("cpu"), run["val_size"], 0, run["split_seed"])
+    test_x, test_y = normalised(data.test_x, norm), data.test_y.numpy()
+    val_x, val_y = normalised(data.val_x, norm), data.val_y.numpy()
+    step("data loaded")
+
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+    try:
+        files = [stage / f"{name}.onnx" for name in run["variants"]]
+        for model, ckpt, path in zip(models, ckpts, files, strict=True):
+            export_model(model, path, ckpt["variant"]["why"])
+        ensemble_path = stage / "ensemble.onnx"
+        export_ensemble(models, ensemble_path, "LeNet-5 ensemble and vote")
+        step("ONNX written")
+
+        parity = verify(models, files, ensemble_path, test_x, progress=steps.set_postfix_str)
+        step("parity proven")
+
+        ens = session(ensemble_path)
+        test_out = run_batched(ens, test_x, 512)
+        val_out = run_batched(ens, val_x, 512)
+        step("accuracy measured")
+
+        t_label, t_probs = torch.from_numpy(test_out[0]), torch.from_numpy(test_out[3])
+        truth = torch.from_numpy(test_y)
+        metrics = {
+            "measured_with": "onnxruntime on the shipped files",
+            "test_size": len(test_y),
+            "val_size": len(val_y),
+            "models": {},
+            "vote": scores(truth, t_label),
+            "parity": parity,
+        }
+        entries = []
+        for i, (model, ckpt, path) in enumerate(zip(models, ckpts, files, strict=True)):
+            s = scores(truth, t_probs[:, i].argmax(1))
+            s["val_acc"] = float((val_out[3][:, i].argmax(1) == val_y).mean())
+            metrics["models"][path.stem] = s
+            entries.append(bundle.model_entry(path, model, ckpt, s))
+        metrics["vote"]["val_acc"] = float((val_out[0] == val_y).mean())
+        metrics["vote"]["ties_broken"] = int(test_out[2].sum())
+        metrics["error_overlap"] = error_overlap(
+            [p.stem for p in files], (truth != t_probs.argmax(2).T)
+        )
+
+        idx = golden_indices(test_y, test_out[3])
+        golden_path = stage / "golden.npz"
+        bundle.write_golden(
+            golden_path,
+            data.test_x[idx, 0].numpy(),
+            test_x[idx],
+            test_y[idx],
+            [o[idx] for o in test_out],
+        )
+        step("golden written")
+
+        for name in PLOTS:
+            if (run_dir / name).is_file():
+                shutil.copy(run_dir / name, stage / name)
+        manifest = bundle.manifest(
+            normalisation=norm,
+            models=entries,
+            ensemble_path=ensemble_path,
+            ensemble_scores={
+                "val_acc": metrics["vote"]["val_acc"],
+                "test_acc": metrics["vote"]["test_acc"],
+                "ties_broken_test": metrics["vote"]["ties_broken"],
+            },
+            golden_path=golden_path,
+            run=run,
+            export_command=command,
+        )
+        bundle.write_json(stage / "manifest.json", manifest)
+        bundle.write_json(stage / "metrics.json", metrics)
+        (stage / "MODEL_CARD.md").write_text(bundle.model_card(manifest, metrics, parity))
+        step("manifest and model card written")
+
+        for f in stage.iterdir():
+            f.replace(out / f.name)
+        step(f"bundle in {out}/")
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        steps.close()
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m export",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--run",
+        type=Path,
+        default=Path("runs/latest"),
+        help="training run directory (default: %(default)s)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("artifacts"),
+        help="bundle directory (default: %(default)s)",
+    )
+    p.add_argument("--data-dir", help="MNIST IDX files (default: $MNIST_DIR, then data/mnist)")
+    args = p.parse_args(argv)
+    command = shlex.join(["python", "-m", "export", *(argv if argv is not None else sys.argv[1:])])
+    try:
+        m = build(args.run, args.out, resolve_data_dir(args.data_dir), command)
+    except (ExportError, checkpoint.CheckpointError, MnistDataError, VerificationError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for e in m["models"]:
+        print(
+            f"{e['file']:<28} test {100 * e['test_acc']:.2f}%  val {100 * e['val_acc']:.2f}%  "
+            f"{e['bytes'] / 1024:.0f} KiB"
+        )
+    ens = m["ensemble"]
+    print(
+        f"{ens['file']:<28} test {100 * ens['test_acc']:.2f}%  val {100 * ens['val_acc']:.2f}%  "
+        f"(vote)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,273 @@
+"""The shipped bundle: manifest.json (the one source of truth the server reads), golden.npz
+(inputs with expected outputs for the server's start-up self-test) and MODEL_CARD.md."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import platform
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import torch
+
+from export.to_onnx import ENSEMBLE_OUTPUTS, INPUT, MODEL_OUTPUTS, OPSET
+from training.model import LeNet5, parameter_count, summary
+from training.vote import RULE
+
+SCHEMA_VERSION = 1
+CLASSES = [str(d) for d in range(10)]
+
+# How MNIST itself was made (LeCun et al.), measured again on the training set: the longer
+# side of every digit's ink box is 20 pixels (99.98 %), and the centre of mass sits at pixel
+# (14.0, 14.0), row and column, 0-based (mean over 20k digits, sd 0.29).
+DIGIT_BOX = 20
+CENTRE_OF_MASS = [14.0, 14.0]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def git_commit() -> dict:
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *args], capture_output=True, text=True, check=True, timeout=10
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {
+        "commit": git("rev-parse", "HEAD") or None,
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+    }
+
+
+def input_spec(mean: float, std: float) -> dict:
+    return {
+        "name": INPUT,
+        "dtype": "float32",
+        "layout": "NCHW",
+        "shape": [None, 1, 28, 28],
+        "height": 28,
+        "width": 28,
+        "normalise": "x = (pixel / 255 - mean) / std",
+        "mean": mean,
+        "std": std,
+        "ink": "high",  # ink is 255 before normalisation: a white digit on a black background
+        "background": 0,
+        "digit_box": DIGIT_BOX,
+        "fit": "scale so the longer side of the ink's bounding box is digit_box pixels, "
+        "keeping the aspect ratio, with anti-aliasing",
+        "centre_of_mass": CENTRE_OF_MASS,
+        "centring": "translate so the intensity-weighted centre of mass of the fitted digit lands "
+        "on centre_of_mass (row, column, 0-based pixel indices)",
+    }
+
+
+def model_entry(path: Path, model: LeNet5, ckpt: dict, scores: dict) -> dict:
+    return {
+        "name": path.stem,
+        "file": path.name,
+        "sha256": sha256(path),
+        "bytes": path.stat().st_size,
+        "opset": OPSET,
+        "inputs": {INPUT: [None, 1, 28, 28]},
+        "outputs": {name: [None, 10] for name in MODEL_OUTPUTS},
+        "parameters": parameter_count(model),
+        "architecture": summary(model.args),
+        "recipe": ckpt["variant"]["why"],
+        "seed": ckpt["variant"]["seed"],
+        "best_epoch": ckpt["epoch"],
+        "val_acc": scores["val_acc"],
+        "test_acc": scores["test_acc"],
+    }
+
+
+def manifest(
+    *,
+    normalisation: dict,
+    models: list[dict],
+    ensemble_path: Path,
+    ensemble_scores: dict,
+    golden_path: Path,
+    run: dict,
+    export_command: str,
+) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "name": "mnist-lenet5-ensemble",
+        "input": input_spec(normalisation["mean"], normalisation["std"]),
+        "classes": CLASSES,
+        "models": models,
+        "ensemble": {
+            "file": ensemble_path.name,
+            "sha256": sha256(ensemble_path),
+            "bytes": ensemble_path.stat().st_size,
+            "opset": OPSET,
+            "members": [m["name"] for m in models],
+            "inputs": {INPUT: [None, 1, 28, 28]},
+            "outputs": {
+                "label": [None],
+                "votes": [None, 10],
+                "tie_broken": [None],
+                "probabilities": [None, len(models), 10],
+            },
+            "output_order": list(ENSEMBLE_OUTPUTS),
+            "vote_rule": RULE,
+            **ensemble_scores,
+        },
+        "golden": {"file": golden_path.name, "sha256": sha256(golden_path), "atol": 1e-4},
+        "metrics": "metrics.json",
+        "provenance": {
+            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "git": git_commit(),
+            "train_command": run.get("command"),
+            "export_command": export_command,
+            "seeds": {name: r["seed"] for name, r in run["recipes"].items()},
+            "split": {"val_size": run["val_size"], "split_seed": run["split_seed"]},
+            "data_sha256": run["data_sha256"],
+            "trained_on": run.get("device"),
+            "train_seconds": run.get("train_seconds"),
+            "versions": {
+                "torch": torch.__version__,
+                "onnx": onnx.__version__,
+                "onnxruntime": onnxruntime.__version__,
+                "python": platform.python_version(),
+            },
+        },
+    }
+
+
+def write_golden(
+    path: Path, pixels: np.ndarray, x: np.ndarray, truth: np.ndarray, outputs: list[np.ndarray]
+) -> None:
+    """pixels uint8 [K,28,28] (MNIST as stored), x their normalised tensors, and the expected
+    ensemble outputs, in ENSEMBLE_OUTPUTS order."""
+    label, votes, tie_broken, probabilities = outputs
+    np.savez_compressed(
+        path,
+        pixels=pixels,
+        image=x,
+        truth=truth,
+        label=label,
+        votes=votes,
+        tie_broken=tie_broken,
+        probabilities=probabilities,
+    )
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f} %"
+
+
+def model_card(m: dict, metrics: dict, parity: dict) -> str:
+    """MODEL_CARD.md from the manifest and the metrics measured on the ONNX files."""
+    names = [e["name"] for e in m["models"]]
+    e, p, inp = m["ensemble"], m["provenance"], m["input"]
+    rows = "\n".join(
+        f"| `{x['name']}` | {x['architecture']} | {x['parameters']:,} | {x['recipe']} | "
+        f"{_pct(x['val_acc'])} | **{_pct(x['test_acc'])}** |"
+        for x in m["models"]
+    )
+    per_class = "\n".join(
+        f"| {d} | "
+        + " | ".join(_pct(metrics["models"][n]["per_class_acc"][d]) for n in names)
+        + f" | {_pct(metrics['vote']['per_class_acc'][d])} |"
+        for d in range(10)
+    )
+    overlap = metrics["error_overlap"]
+    pairs = "; ".join(f"{k}: {v}" for k, v in overlap["pairs"].items())
+    parity_rows = "\n".join(
+        f"| `{n}` | {r['max_abs_diff']:.1e} | {len(r['argmax_mismatches'])} | "
+        f"{r['max_diff_between_batch_sizes']:.1e} |"
+        for n, r in parity["models"].items()
+    )
+    git = str(p["git"]["commit"])[:12] + (" + local changes" if p["git"]["dirty"] else "")
+    return f"""# Model card: {m["name"]}
+
+Three LeNet-5 convolutional networks trained on MNIST and a vote between them, shipped as ONNX
+(opset {e["opset"]}). Made by `{p["export_command"]}` from a run of `{p["train_command"]}`
+on {p["trained_on"]}, {p["created"]} (git {git}).
+
+## Intended use
+Recognising one handwritten digit (0-9) per image: a digit drawn on a screen, or written on
+paper and photographed or scanned, after the server's preprocessing has made it look like an
+MNIST digit. A teaching-size model: fast and small, not a general OCR system.
+
+**Not for**: text with several characters, letters or other scripts, digits in other numeral
+systems, decisions about people (cheques, forms, exams) without a human check.
+
+## Data
+MNIST (LeCun, Cortes, Burges): 60,000 training and 10,000 test images, 28x28 grey levels.
+{p["split"]["val_size"]:,} training images (stratified, seed {p["split"]["split_seed"]}) are held
+out for validation; the 10,000 test images were used for nothing but the numbers below.
+Input: `{inp["normalise"]}` with mean {inp["mean"]:.4f} and std {inp["std"]:.4f} (measured on
+the training part), ink high (white on black), the digit's longer side fitted to
+{inp["digit_box"]} px and its centre of mass at pixel {tuple(inp["centre_of_mass"])}.
+
+## Models
+| name | architecture | parameters | what makes it differ | validation | test |
+|---|---|---:|---|---:|---:|
+{rows}
+| **vote** | {e["vote_rule"]} | | | {_pct(e["val_acc"])} | **{_pct(e["test_acc"])}** |
+
+All accuracies were measured with onnxruntime on the shipped ONNX files.
+On the test set the vote was decided by a tie-break {e["ties_broken_test"]} times.
+
+**How often the mistakes coincide** (test images wrong for): each model
+{", ".join(f"{k} {v}" for k, v in overlap["per_model"].items())}; both of a pair: {pairs};
+a majority (so the vote is wrong, unless a tie-break saves it): {overlap["majority_wrong"]};
+all three: {overlap["all_wrong"]}; at least one: {overlap["any_wrong"]}.
+
+### Per-class test accuracy
+| digit | {" | ".join(names)} | vote |
+|---|{"---:|" * (len(names) + 1)}
+{per_class}
+
+### Plots
+- Learning curves: ![learning curves](curves.png)
+- Confusion of the vote on the test set: ![confusion](confusion.png)
+- Test digits the vote gets wrong: ![errors](errors.png)
+- Training augmentation, one draw per recipe: ![augmentation](augment.png)
+
+## ONNX parity with PyTorch
+On all {parity["images"]:,} test images, at batch sizes 1, 7 and 256:
+
+| model | max abs. prob. difference | argmax differences | max diff. between batch sizes |
+|---|---:|---:|---:|
+{parity_rows}
+
+The ensemble graph's labels equal the Python vote (`training/vote.py`) on all images
+({parity["ensemble"]["label_mismatches_vs_python_vote"]} differences; max probability difference
+to PyTorch {parity["ensemble"]["max_abs_diff"]:.1e}).
+
+## Known limitations
+- Anything that is not a single digit still gets a digit: the server flags likely non-digits
+  as `uncertain`, but no classifier trained only on digits can recognise what it never saw.
+- Other scripts and numeral systems (Arabic-Indic, Devanagari, Chinese) are out of scope.
+- Very thin or very thick strokes, digits touching the image border, several digits in one
+  image and heavy clutter degrade accuracy; MNIST writers were US Census employees and high
+  school students, so other handwriting styles (e.g. a crossed 7, a 1 with a long flag) are
+  less well covered.
+- Printed (typeset) digits are not MNIST's domain; they mostly work after preprocessing but
+  are not what the test figures describe.
+
+## Reproduce
+```
+pip install -r requirements-train.txt
+{p["train_command"]}
+{p["export_command"]}
+```
+Data sha256: {", ".join(f"`{k}` {v[:12]}…" for k, v in p["data_sha256"].items())}.
+Versions: {", ".join(f"{k} {v}" for k, v in p["versions"].items())}.
+"""
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")
