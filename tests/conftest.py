@@ -23,3 +23,23 @@ def mnist_dir() -> Path:
     ):
         pytest.fail(f"MNIST not found in {path}: set MNIST_DIR (tests never download it)")
     return path
+
+
+ARTIFACTS = ROOT / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def bundle() -> Path:
+    """The shipped bundle the server serves."""
+    if not (ARTIFACTS / "manifest.json").is_file():
+        pytest.fail(f"no bundle in {ARTIFACTS}: run python -m export first")
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def mnist_test(mnist_dir):
+    """The 10,000 MNIST test digits (uint8 [N, 28, 28], ink high) and their labels."""
+    from training.data import load_split
+
+    test = load_split(mnist_dir, "test")
+    return test.images, test.labels

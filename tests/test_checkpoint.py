@@ -9,7 +9,7 @@ from training.model import build
 
 
 def test_checkpoint_rebuilds_the_same_model_from_its_own_arguments(tmp_path):
-    v = VARIANTS["lenet5-bn-relu"]
+    v = VARIANTS["lenet5-bn-gelu"]
     torch.manual_seed(0)
     model = build(dataclasses.replace(v.model, pad_value=-0.4242))
     with torch.no_grad():  # non-trivial running statistics, so BN state round-trips too

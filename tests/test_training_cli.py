@@ -52,7 +52,7 @@ def test_smoke_run_writes_checkpoints_metrics_and_plots(smoke_run):
 def test_smoke_checkpoint_records_normalisation_and_padding(smoke_run):
     out, _ = smoke_run
     run = json.loads((out / "run.json").read_text())
-    model, ckpt = checkpoint.load(out / "lenet5-bn-relu" / "best.pt")
+    model, ckpt = checkpoint.load(out / "lenet5-bn-gelu" / "best.pt")
     norm = ckpt["normalisation"]
     assert norm == run["normalisation"]
     assert model.args.pad_value == pytest.approx(-norm["mean"] / norm["std"])
@@ -61,11 +61,11 @@ def test_smoke_checkpoint_records_normalisation_and_padding(smoke_run):
 
 def test_resume_of_a_finished_run_trains_nothing_more(smoke_run, mnist_dir):
     out, _ = smoke_run
-    before = torch.load(out / "lenet5-bn-relu" / "last.pt", weights_only=True)["history"]
+    before = torch.load(out / "lenet5-bn-gelu" / "last.pt", weights_only=True)["history"]
     proc = run_training("--smoke", "--resume", "--data-dir", str(mnist_dir), "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "resuming after epoch 1" in proc.stdout + proc.stderr
-    after = torch.load(out / "lenet5-bn-relu" / "last.pt", weights_only=True)["history"]
+    after = torch.load(out / "lenet5-bn-gelu" / "last.pt", weights_only=True)["history"]
     assert after == before
 
 
@@ -124,7 +124,7 @@ def test_resume_refuses_a_changed_recipe(mnist_dir, tmp_path):
 
 
 def test_bad_override_is_rejected_before_any_work():
-    proc = run_training("--set", "lenet5-bn-relu.optim.nonsense=1")
+    proc = run_training("--set", "lenet5-bn-gelu.optim.nonsense=1")
     assert proc.returncode == 2 and "no such field" in proc.stderr
 
 

@@ -1,0 +1,354 @@
+"""Realistic uploads made from MNIST test digits, and images that are not digits at all.
+
+Real users send phone photos, scans, screenshots and canvas drawings, not 28x28 tensors. Each
+`KINDS` entry turns one MNIST digit (uint8 28x28, ink high) into the bytes of such an upload;
+`NOT_DIGITS` entries make images that should be flagged `uncertain` or refused. Everything is
+seeded, so a kind and an index always give the same file. Used by tests/test_preprocess.py and
+bench/realworld.py (accuracy per kind).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+FONT_DIRS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"))
+
+
+def _encode(im: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def _shape(digit: np.ndarray, height: int, thicken: int = 0) -> np.ndarray:
+    """The digit as a smooth high-resolution ink mask in [0, 1], `height` pixels tall overall."""
+    im = Image.fromarray(digit).resize((height, height), Image.Resampling.BICUBIC)
+    im = im.filter(ImageFilter.GaussianBlur(height / 90))
+    if thicken:
+        im = im.filter(ImageFilter.MaxFilter(thicken | 1))
+    ink = np.asarray(im, dtype=np.float32) / 255.0
+    # Sharpen the blurry upscale into strokes with soft edges, as a pen leaves them.
+    return np.clip((ink - 0.3) / 0.3, 0.0, 1.0)
+
+
+def _paste(canvas: np.ndarray, mask: np.ndarray, top: int, left: int) -> np.ndarray:
+    """Full-size ink mask with `mask` at (top, left)."""
+    out = np.zeros(canvas.shape[:2], dtype=np.float32)
+    h, w = mask.shape
+    out[top : top + h, left : left + w] = mask
+    return out
+
+
+def _lighting(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """A smooth illumination field: a linear gradient and a vignette, 0.65 to 1."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    angle = rng.uniform(0, 2 * math.pi)
+    grad = (np.cos(angle) * xx / w + np.sin(angle) * yy / h) * rng.uniform(0.1, 0.3)
+    r = np.hypot((xx - w / 2) / w, (yy - h / 2) / h)
+    field = 1.0 - grad - grad.min() - rng.uniform(0.1, 0.25) * r**2 * 2
+    return np.clip(field, 0.65, 1.0)
+
+
+def _rotate(mask: np.ndarray, degrees: float) -> np.ndarray:
+    im = Image.fromarray((mask * 255).astype(np.uint8))
+    im = im.rotate(degrees, resample=Image.Resampling.BICUBIC, expand=True)
+    return np.asarray(im, dtype=np.float32) / 255.0
+
+
+def photo(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """Phone photo: ink on tinted paper, uneven light, noise, slight blur, off-centre, JPEG."""
+    h, w = 900, 1200
+    mask = _rotate(_shape(digit, int(rng.integers(300, 520))), rng.uniform(-8, 8))
+    top = int(rng.integers(0, h - mask.shape[0]))
+    left = int(rng.integers(0, w - mask.shape[1]))
+    ink = _paste(np.zeros((h, w)), mask, top, left)
+    paper = np.array([rng.uniform(0.85, 0.97), rng.uniform(0.83, 0.95), rng.uniform(0.75, 0.9)])
+    pen = np.array([rng.uniform(0.05, 0.2), rng.uniform(0.05, 0.2), rng.uniform(0.1, 0.45)])
+    rgb = paper * (1 - ink[..., None]) + pen * ink[..., None]
+    rgb = rgb * _lighting(h, w, rng)[..., None] + rng.normal(0, 0.025, (h, w, 3))
+    im = Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8), "RGB")
+    im = im.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.5)))
+    return _encode(im, "JPEG", quality=int(rng.integers(70, 92)))
+
+
+def coloured_paper(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """Blue or grey ink on yellow, pink or green paper, scanned to PNG."""
+    papers = [(0.98, 0.93, 0.55), (0.97, 0.8, 0.85), (0.75, 0.93, 0.78), (0.8, 0.88, 0.98)]
+    inks = [(0.1, 0.15, 0.6), (0.35, 0.35, 0.38), (0.05, 0.05, 0.05)]
+    paper = np.array(papers[rng.integers(len(papers))])
+    pen = np.array(inks[rng.integers(len(inks))])
+    mask = _shape(digit, int(rng.integers(120, 260)))
+    size = int(mask.shape[0] * rng.uniform(1.2, 1.8))
+    off = (size - mask.shape[0]) // 2
+    ink = _paste(
+        np.zeros((size, size)), mask, off + int(rng.integers(-off // 2, off // 2 + 1)), off
+    )
+    rgb = paper * (1 - ink[..., None]) + pen * ink[..., None] + rng.normal(0, 0.01, (size, size, 3))
+    return _encode(Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8)), "PNG")
+
+
+def scan(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """Grey scan of pencil (weak contrast) on white, with a dark page edge on one side; TIFF."""
+    h, w = 700, 500
+    mask = _shape(digit, int(rng.integers(200, 380)))
+    ink = _paste(np.zeros((h, w)), mask, (h - mask.shape[0]) // 2, (w - mask.shape[1]) // 2)
+    grey = 0.95 - ink * rng.uniform(0.35, 0.6) + rng.normal(0, 0.02, (h, w))
+    grey[:, : int(rng.integers(8, 30))] = 0.15  # the scanner lid's shadow at the page edge
+    return _encode(Image.fromarray((np.clip(grey, 0, 1) * 255).astype(np.uint8), "L"), "TIFF")
+
+
+def screenshot(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """A crisp black-on-white digit in a small PNG, as cut from a screen."""
+    mask = _shape(digit, 150)
+    grey = 1.0 - _paste(np.zeros((200, 200)), mask, 25, 25)
+    return _encode(Image.fromarray((grey * 255).astype(np.uint8), "L"), "PNG")
+
+
+def canvas(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """A web-canvas drawing: thick black strokes on a transparent 280x280 RGBA PNG."""
+    mask = _shape(digit, 280, thicken=int(rng.integers(5, 13)))
+    rgba = np.zeros((280, 280, 4), dtype=np.uint8)
+    rgba[..., 3] = (mask * 255).astype(np.uint8)
+    return _encode(Image.fromarray(rgba, "RGBA"), "PNG")
+
+
+def transparent_white(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """White strokes on transparency (invisible on a white page): RGB says nothing, alpha does."""
+    mask = _shape(digit, 200)
+    rgba = np.full((200, 200, 4), 255, dtype=np.uint8)
+    rgba[..., 3] = (mask * 255).astype(np.uint8)
+    return _encode(Image.fromarray(rgba, "RGBA"), "PNG")
+
+
+def inverted(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """Chalk on a blackboard: light strokes on a dark green background, JPEG."""
+    mask = _shape(digit, int(rng.integers(200, 400)))
+    size = mask.shape[0] + 100
+    ink = _paste(np.zeros((size, size)), mask, 50, 50)
+    board = np.array([0.12, 0.22, 0.16])
+    chalk = np.array([0.9, 0.9, 0.88])
+    rgb = (
+        board * (1 - ink[..., None]) + chalk * ink[..., None] + rng.normal(0, 0.03, (*ink.shape, 3))
+    )
+    return _encode(Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8)), "JPEG", quality=85)
+
+
+def off_centre(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """A small digit in a corner of a large white image, with a few specks of dust."""
+    h, w = 600, 800
+    mask = _shape(digit, int(rng.integers(60, 110)))
+    top = (
+        int(rng.integers(5, 120))
+        if rng.random() < 0.5
+        else int(rng.integers(450, h - mask.shape[0]))
+    )
+    left = (
+        int(rng.integers(5, 150))
+        if rng.random() < 0.5
+        else int(rng.integers(600, w - mask.shape[1]))
+    )
+    ink = _paste(np.zeros((h, w)), mask, top, left)
+    for _ in range(6):  # dust: specks well away from the digit
+        y, x = int(rng.integers(0, h - 3)), int(rng.integers(0, w - 3))
+        if abs(y - top) > 150 and abs(x - left) > 150:
+            ink[y : y + 2, x : x + 2] = 1.0
+    grey = 1.0 - 0.9 * ink
+    return _encode(Image.fromarray((grey * 255).astype(np.uint8), "L"), "PNG")
+
+
+def rotated(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """Written at a slant: rotated 10 to 20 degrees either way, BMP."""
+    angle = rng.uniform(10, 20) * rng.choice([-1, 1])
+    mask = _rotate(_shape(digit, 200), angle)
+    grey = 1.0 - mask * 0.85
+    return _encode(Image.fromarray((grey * 255).astype(np.uint8), "L").convert("RGB"), "BMP")
+
+
+def tiny(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """A thumbnail: 16x16, black on white, GIF."""
+    im = Image.fromarray(255 - digit).resize((16, 16), Image.Resampling.LANCZOS)
+    return _encode(im.convert("P"), "GIF")
+
+
+def mnist_png(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """The MNIST digit itself, as a 28x28 PNG: the train/serve contract."""
+    return _encode(Image.fromarray(digit, "L"), "PNG")
+
+
+KINDS: dict[str, Callable[[np.ndarray, np.random.Generator], bytes]] = {
+    "mnist_png": mnist_png,
+    "photo": photo,
+    "coloured_paper": coloured_paper,
+    "scan": scan,
+    "screenshot": screenshot,
+    "canvas": canvas,
+    "transparent_white": transparent_white,
+    "inverted": inverted,
+    "off_centre": off_centre,
+    "rotated": rotated,
+    "tiny": tiny,
+}
+
+
+def make(kind: str, digit: np.ndarray, seed: int) -> bytes:
+    return KINDS[kind](digit, np.random.default_rng(seed))
+
+
+def fonts() -> list[Path]:
+    """Every TrueType/OpenType font installed (Debian's fonts-* packages)."""
+    found = []
+    for d in FONT_DIRS:
+        if d.is_dir():
+            found += sorted(p for p in d.rglob("*") if p.suffix.lower() in (".ttf", ".otf"))
+    return found
+
+
+def printed(text: str, font: Path, rng: np.random.Generator, size: int = 160) -> bytes:
+    """`text` typeset in `font`, black on white with a little noise, as a PNG."""
+    f = ImageFont.truetype(str(font), size)
+    im = Image.new("L", (size * 2, size * 2), 255)
+    draw = ImageDraw.Draw(im)
+    box = draw.textbbox((0, 0), text, font=f)
+    x = (im.width - (box[2] - box[0])) // 2 - box[0]
+    y = (im.height - (box[3] - box[1])) // 2 - box[1]
+    draw.text((x, y), text, font=f, fill=0)
+    arr = np.asarray(im, dtype=np.float32) / 255 + rng.normal(0, 0.02, (im.height, im.width))
+    return _encode(Image.fromarray((np.clip(arr, 0, 1) * 255).astype(np.uint8)), "PNG")
+
+
+# ---- images that are not digits -------------------------------------------------------------
+
+
+def _draw(size: int, paint: Callable[[ImageDraw.ImageDraw, int], None]) -> bytes:
+    im = Image.new("L", (size, size), 255)
+    paint(ImageDraw.Draw(im), size)
+    return _encode(im, "PNG")
+
+
+def not_digit_shape(rng: np.random.Generator) -> bytes:
+    """Filled squares, triangles, stars, crosses, arrows and hearts (outlines of circles and
+    thin lines would be a 0 or a 1, so those are left out on purpose)."""
+    s = 240
+    kind = rng.integers(6)
+    c = s / 2
+
+    def star(d, n=5):
+        pts = [
+            (
+                c + (90 if i % 2 == 0 else 38) * math.cos(math.pi * i / n - math.pi / 2),
+                c + (90 if i % 2 == 0 else 38) * math.sin(math.pi * i / n - math.pi / 2),
+            )
+            for i in range(2 * n)
+        ]
+        d.polygon(pts, fill=0)
+
+    painters = [
+        lambda d, s: d.rectangle((50, 50, 190, 190), fill=0),
+        lambda d, s: d.polygon([(120, 30), (215, 200), (25, 200)], fill=0),
+        lambda d, s: star(d),
+        lambda d, s: (
+            d.rectangle((100, 30, 140, 210), fill=0),
+            d.rectangle((30, 100, 210, 140), fill=0),
+        ),
+        lambda d, s: d.polygon(
+            [(20, 100), (140, 100), (140, 50), (220, 120), (140, 190), (140, 140), (20, 140)],
+            fill=0,
+        ),
+        lambda d, s: (
+            d.ellipse((30, 40, 125, 135), fill=0),
+            d.ellipse((115, 40, 210, 135), fill=0),
+            d.polygon([(36, 105), (204, 105), (120, 215)], fill=0),
+        ),
+    ]
+    return _draw(s, painters[kind])
+
+
+def not_digit_clothing(rng: np.random.Generator) -> bytes:
+    """Silhouettes of a T-shirt, trousers, a dress, a shoe or a bag (Fashion-MNIST's kinds)."""
+    kind = rng.integers(5)
+    polys = [
+        [
+            (70, 30),
+            (170, 30),
+            (225, 80),
+            (195, 110),
+            (175, 95),
+            (175, 215),
+            (65, 215),
+            (65, 95),
+            (45, 110),
+            (15, 80),
+        ],
+        [(70, 20), (170, 20), (180, 220), (135, 220), (120, 90), (105, 220), (60, 220)],
+        [(95, 20), (145, 20), (150, 80), (200, 220), (40, 220), (90, 80)],
+        [(20, 150), (110, 150), (150, 110), (185, 110), (220, 170), (220, 200), (20, 200)],
+        [(40, 90), (200, 90), (215, 215), (25, 215)],
+    ]
+
+    def paint(d, s):
+        d.polygon(polys[kind], fill=int(rng.integers(0, 90)))
+        if kind == 4:
+            d.arc((80, 30, 160, 130), 180, 360, fill=0, width=12)
+
+    return _draw(240, paint)
+
+
+def not_digit_noise(rng: np.random.Generator) -> bytes:
+    """Random noise, smooth or salt-and-pepper."""
+    size = int(rng.integers(64, 300))
+    noise = rng.random((size, size))
+    if rng.random() < 0.5:
+        im = Image.fromarray((noise * 255).astype(np.uint8)).filter(
+            ImageFilter.GaussianBlur(rng.uniform(1, 6))
+        )
+        arr = np.asarray(im, dtype=np.float32)
+        arr = (arr - arr.min()) / max(1.0, arr.max() - arr.min()) * 255
+        return _encode(Image.fromarray(arr.astype(np.uint8)), "PNG")
+    return _encode(Image.fromarray(((noise > 0.5) * 255).astype(np.uint8)), "PNG")
+
+
+def not_digit_blank_paper(rng: np.random.Generator) -> bytes:
+    """A photo of a blank sheet: tinted paper, uneven light, noise, JPEG."""
+    h, w = 600, 800
+    paper = np.array([rng.uniform(0.85, 0.97), rng.uniform(0.83, 0.95), rng.uniform(0.75, 0.9)])
+    rgb = paper * _lighting(h, w, rng)[..., None] + rng.normal(0, 0.02, (h, w, 3))
+    return _encode(Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8)), "JPEG", quality=85)
+
+
+def not_digit_scene(rng: np.random.Generator) -> bytes:
+    """A busy 'photo': overlapping random rectangles and ellipses in many grey levels, JPEG."""
+    im = Image.new("RGB", (400, 300), tuple(int(v) for v in rng.integers(0, 256, 3)))
+    d = ImageDraw.Draw(im)
+    for _ in range(int(rng.integers(15, 40))):
+        x0, y0 = int(rng.integers(0, 380)), int(rng.integers(0, 280))
+        box = (x0, y0, x0 + int(rng.integers(10, 150)), y0 + int(rng.integers(10, 120)))
+        colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+        (d.rectangle if rng.random() < 0.5 else d.ellipse)(box, fill=colour)
+    return _encode(im, "JPEG", quality=80)
+
+
+LETTERS = "ABCDEFGHJKLMNPQRTUVWXYabcdefhkmnpqrtuvwxy"  # O, I, S, Z, g... look like digits: left out
+
+
+def not_digit_letter(rng: np.random.Generator) -> bytes:
+    found = fonts()
+    if not found:
+        raise RuntimeError("no fonts installed: apt-get install fonts-dejavu-core")
+    font = found[int(rng.integers(len(found)))]
+    return printed(LETTERS[int(rng.integers(len(LETTERS)))], font, rng)
+
+
+NOT_DIGITS: dict[str, Callable[[np.random.Generator], bytes]] = {
+    "letter": not_digit_letter,
+    "shape": not_digit_shape,
+    "clothing": not_digit_clothing,
+    "noise": not_digit_noise,
+    "scene": not_digit_scene,
+    "blank_paper": not_digit_blank_paper,
+}

@@ -1,0 +1,154 @@
+"""The digit server: `create_app(config)` builds a Flask app for any WSGI server.
+
+Start-up checks every file of the bundle against the manifest's sha256 and runs the golden
+self-test; a bundle that fails either never serves.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from dataclasses import dataclass
+
+from flask import Flask, Request, g, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from server import manifest as manifest_mod
+from server.config import ServerConfig
+from server.ensemble import Ensemble
+from server.errors import ApiError, BodyTooLarge, MethodNotAllowed, NotFound
+from server.metrics import Metrics
+from server.predictor import Predictor
+
+log = logging.getLogger("server")
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+
+class InMemoryRequest(Request):
+    """Multipart files stay in memory: uploads are never written to disk (the body is already
+    capped by MAX_CONTENT_LENGTH, so memory is bounded)."""
+
+    def _get_file_stream(
+        self, total_content_length, content_type, filename=None, content_length=None
+    ):
+        return io.BytesIO()
+
+
+@dataclass
+class State:
+    config: ServerConfig
+    manifest: manifest_mod.Manifest
+    ensemble: Ensemble
+    predictor: Predictor
+    metrics: Metrics
+    self_test: dict
+    ready: bool = False
+
+
+def create_app(config: ServerConfig | None = None) -> Flask:
+    """Loads and checks the bundle, then returns the app. Raises ManifestError, DeviceError or
+    SelfTestError when the bundle or the device cannot be used."""
+    config = config or ServerConfig()
+    t0 = time.perf_counter()
+    manifest = manifest_mod.load(config.artifacts)
+    ensemble = Ensemble(manifest, device=config.device, threads=config.threads)
+    self_test = ensemble.self_test(manifest)
+    log.info(
+        "loaded %s (%s) on %s; onnxruntime providers active: %s; self-test passed on %d images "
+        "(max diff %.1e) in %.0f ms",
+        manifest.ensemble_file.name,
+        ", ".join(manifest.model_names),
+        ensemble.device,
+        ", ".join(ensemble.providers),
+        self_test["images"],
+        self_test["max_abs_diff"],
+        1000 * (time.perf_counter() - t0),
+    )
+
+    app = Flask(__name__)
+    app.request_class = InMemoryRequest
+    app.config.update(
+        MAX_CONTENT_LENGTH=config.max_body,
+        # Caps text fields (we expect none), but werkzeug also applies it to its multipart
+        # buffer, which it fills 64 KiB at a time: a cap near that refuses valid uploads.
+        MAX_FORM_MEMORY_SIZE=1024 * 1024,
+        MAX_FORM_PARTS=config.max_batch + 16,
+        JSON_SORT_KEYS=False,
+    )
+    app.json.sort_keys = False
+    state = State(
+        config=config,
+        manifest=manifest,
+        ensemble=ensemble,
+        predictor=Predictor(manifest, ensemble, config.max_pixels),
+        metrics=Metrics(manifest.model_names, ensemble.device),
+        self_test=self_test,
+        ready=True,
+    )
+    app.extensions["digits"] = state
+
+    from server.pages import pages
+    from server.routes import api
+
+    app.register_blueprint(api)
+    app.register_blueprint(pages)
+
+    @app.before_request
+    def start_timer():
+        g.t0 = time.perf_counter()
+
+    @app.after_request
+    def finish(response):
+        response.headers.update(SECURITY_HEADERS)
+        response.headers.setdefault("Cache-Control", "no-store")
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        elapsed = time.perf_counter() - g.get("t0", time.perf_counter())
+        state.metrics.requests.labels(route, request.method, str(response.status_code)).inc()
+        state.metrics.latency.labels(route).observe(elapsed)
+        if config.access_log:
+            log.info(
+                "%s %s %d %.1f ms",
+                request.method,
+                request.path,
+                response.status_code,
+                1000 * elapsed,
+            )
+        return response
+
+    @app.errorhandler(ApiError)
+    def api_error(e: ApiError):
+        return jsonify(e.body()), e.status
+
+    @app.errorhandler(HTTPException)
+    def http_error(e: HTTPException):
+        if isinstance(e, RequestEntityTooLarge):
+            err: ApiError = BodyTooLarge(
+                f"The request body is over the limit of {config.max_body:,} bytes."
+            )
+        elif e.code == 404:
+            err = NotFound(f"No such endpoint: {request.path}")
+        elif e.code == 405:
+            err = MethodNotAllowed(f"{request.method} is not allowed on {request.path}.")
+        else:
+            err = ApiError(e.description or e.name)
+            err.status, err.code = e.code or 400, e.name.lower().replace(" ", "_")
+        return jsonify(err.body()), err.status
+
+    @app.errorhandler(Exception)
+    def unexpected(e: Exception):
+        # A bug, not the client's fault: log it with its traceback, answer without it.
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return jsonify({"error": "Internal error; it has been logged.", "code": "internal"}), 500
+
+    return app

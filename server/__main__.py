@@ -1,0 +1,169 @@
+"""python -m server: the digit server under waitress.
+
+Exit status 2 when the bundle is missing, altered or fails its self-test, or when the asked-for
+device cannot be used. SIGTERM and SIGINT stop accepting connections, let requests in flight
+finish, then exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+
+from waitress import wasyncore
+from waitress.channel import HTTPChannel
+from waitress.server import create_server
+from waitress.task import ErrorTask
+
+from server import SECURITY_HEADERS, create_app
+from server.config import ServerConfig
+from server.ensemble import DeviceError, SelfTestError
+from server.manifest import ManifestError
+
+log = logging.getLogger("server")
+
+
+class JsonErrorTask(ErrorTask):
+    """Errors waitress answers itself (body over the limit, malformed HTTP) as JSON too."""
+
+    def execute(self):
+        e = self.request.error
+        body = json.dumps(
+            {"error": f"{e.reason}: {e.body}", "code": e.reason.lower().replace(" ", "_")}
+        ).encode()
+        self.status = f"{e.code} {e.reason}"
+        self.response_headers.extend(
+            [("Content-Type", "application/json"), *SECURITY_HEADERS.items()]
+        )
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class JsonErrorChannel(HTTPChannel):
+    error_task_class = JsonErrorTask
+
+
+def parse_args(argv: list[str] | None) -> ServerConfig:
+    d = ServerConfig()
+    p = argparse.ArgumentParser(
+        prog="python -m server",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--host", default=d.host, help="address to listen on (default: %(default)s)")
+    p.add_argument("--port", type=int, default=d.port, help="0 picks a free port")
+    p.add_argument("--artifacts", default=str(d.artifacts), help="bundle directory")
+    p.add_argument("--device", default=d.device, choices=["auto", "cpu", "cuda"])
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=d.threads,
+        help="onnxruntime threads per inference (default: %(default)s)",
+    )
+    p.add_argument(
+        "--http-threads",
+        type=int,
+        default=d.http_threads,
+        help="waitress worker threads (default: %(default)s)",
+    )
+    p.add_argument("--max-body", type=int, default=d.max_body, help="bytes per request")
+    p.add_argument("--max-pixels", type=int, default=d.max_pixels, help="pixels per image")
+    p.add_argument("--max-batch", type=int, default=d.max_batch, help="images per request")
+    p.add_argument(
+        "--channel-timeout",
+        type=int,
+        default=d.channel_timeout,
+        help="seconds an idle or stalled connection is kept (default: %(default)s)",
+    )
+    p.add_argument("--connection-limit", type=int, default=d.connection_limit)
+    p.add_argument("--access-log", action="store_true", help="log one line per request")
+    args = p.parse_args(argv)
+    try:
+        return ServerConfig(**vars(args))
+    except ValueError as e:
+        p.error(str(e))
+
+
+def _busy(channel) -> bool:
+    return isinstance(channel, HTTPChannel) and bool(
+        channel.requests or channel.request is not None or channel.total_outbufs_len
+    )
+
+
+def drain(server, stopping: threading.Event, grace: float) -> None:
+    """waitress's loop, until a stop is asked for and no request is in flight any more.
+
+    On a stop the listening socket closes first (new connections are refused), then requests
+    already received are answered and flushed; idle keep-alive connections do not hold us."""
+    adj, deadline = server.adj, None
+    while True:
+        wasyncore.loop(
+            timeout=adj.asyncore_loop_timeout,
+            map=server._map,
+            use_poll=adj.asyncore_use_poll,
+            count=1,
+        )
+        if not stopping.is_set():
+            continue
+        if deadline is None:
+            deadline = time.monotonic() + grace
+            wasyncore.dispatcher.close(server)  # the listener only; the trigger stays
+        if not any(_busy(c) for c in list(server._map.values())) or time.monotonic() > deadline:
+            break
+    server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
+    wasyncore.close_all(server._map)
+
+
+def serve(config: ServerConfig) -> int:
+    try:
+        app = create_app(config)
+    except (ManifestError, DeviceError, SelfTestError) as e:
+        log.error("cannot start: %s", e)
+        return 2
+    server = create_server(
+        app,
+        host=config.host,
+        port=config.port,
+        threads=config.http_threads,
+        connection_limit=config.connection_limit,
+        channel_timeout=config.channel_timeout,
+        # How often stalled connections are looked for; waitress's default is every 30 s.
+        cleanup_interval=max(1, min(30, config.channel_timeout // 2)),
+        max_request_body_size=config.max_body,
+        # Bodies stay in memory: waitress would spill anything over 512 KiB to a temp file.
+        inbuf_overflow=config.max_body + 65536,
+        clear_untrusted_proxy_headers=True,
+        ident="digits",
+    )
+    server.channel_class = JsonErrorChannel
+    host, port = server.effective_host, server.effective_port
+    log.info("serving on http://%s:%s (%d threads)", host, port, config.http_threads)
+
+    stopping = threading.Event()
+
+    def stop(signum, frame):
+        log.info("signal %d: finishing requests in flight, then exiting", signum)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    drain(server, stopping, grace=max(10, config.channel_timeout))
+    log.info("stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return serve(parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""The server's settings: one dataclass, filled from command-line flags by __main__."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class ServerConfig:
+    artifacts: Path = Path("artifacts")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int = 1  # onnxruntime threads per inference; requests run in parallel already
+    http_threads: int = 8  # waitress worker threads
+    max_body: int = 10 * 1024 * 1024  # bytes of one request body
+    max_pixels: int = 40_000_000  # pixels of one image, checked before it is decoded
+    max_batch: int = 256  # images in one request
+    channel_timeout: int = 30  # seconds a client may stay silent mid-request
+    connection_limit: int = 200  # open connections waitress accepts
+    access_log: bool = False
+
+    def __post_init__(self):
+        self.artifacts = Path(self.artifacts)
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError("device must be auto, cpu or cuda")
+        for name in (
+            "threads",
+            "http_threads",
+            "max_body",
+            "max_pixels",
+            "max_batch",
+            "channel_timeout",
+            "connection_limit",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")

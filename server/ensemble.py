@@ -1,0 +1,100 @@
+"""The models on onnxruntime: one session of the ensemble graph (three LeNet-5s and their vote),
+shared by every request thread, on CPU or CUDA, with a golden self-test at start."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+from server.manifest import Manifest
+
+log = logging.getLogger(__name__)
+CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
+
+
+class DeviceError(Exception):
+    """The asked-for device cannot be used. One line for the operator."""
+
+
+class SelfTestError(Exception):
+    """The models do not reproduce the golden outputs shipped with them."""
+
+
+@dataclass(frozen=True)
+class Outputs:
+    label: np.ndarray  # int64 [N]
+    votes: np.ndarray  # int64 [N, 10]
+    tie_broken: np.ndarray  # bool [N]
+    probabilities: np.ndarray  # float32 [N, models, 10]
+
+
+def _providers(device: str) -> list:
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return [CPU]
+    if device == "cuda" and CUDA not in available:
+        raise DeviceError(
+            "--device cuda: this onnxruntime has no CUDA provider (install onnxruntime-gpu "
+            f"instead of onnxruntime); available: {', '.join(available)}"
+        )
+    if CUDA in available:
+        return [(CUDA, {"device_id": 0}), CPU]
+    return [CPU]
+
+
+class Ensemble:
+    def __init__(self, manifest: Manifest, device: str = "auto", threads: int = 1):
+        options = ort.SessionOptions()
+        # Requests are already parallel (one per waitress thread): a pool per inference on top
+        # would oversubscribe the cores. Spinning pool threads would burn CPU while idle.
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        providers = _providers(device)
+        try:
+            self.session = ort.InferenceSession(
+                str(manifest.ensemble_file), options, providers=providers
+            )
+        except Exception as e:  # onnxruntime raises its own hierarchy for broken graphs
+            raise DeviceError(f"cannot load {manifest.ensemble_file.name}: {e}") from None
+        self.providers = self.session.get_providers()
+        # onnxruntime falls back to the CPU quietly when CUDA libraries fail to load.
+        if device == "cuda" and self.providers[0] != CUDA:
+            raise DeviceError(
+                f"--device cuda: the CUDA provider failed to start (active: {self.providers}); "
+                "check the CUDA and cuDNN libraries onnxruntime-gpu needs"
+            )
+        self.device = "cuda" if self.providers[0] == CUDA else "cpu"
+        self.input_name = manifest.input.name
+        self.output_names = manifest.raw["ensemble"]["output_order"]
+        self.model_names = manifest.model_names
+
+    def run(self, batch: np.ndarray) -> Outputs:
+        """batch: float32 [N, 1, H, W], normalised."""
+        label, votes, tie_broken, probabilities = self.session.run(
+            self.output_names, {self.input_name: batch}
+        )
+        return Outputs(label, votes, tie_broken.astype(bool), probabilities)
+
+    def self_test(self, manifest: Manifest) -> dict:
+        """Runs the golden inputs shipped with the models and compares every output."""
+        with np.load(manifest.golden_file) as g:
+            golden = {k: g[k] for k in g.files}
+        out = self.run(golden["image"])
+        diff = float(np.abs(out.probabilities - golden["probabilities"]).max())
+        if diff > manifest.golden_atol:
+            raise SelfTestError(
+                f"self-test: probabilities differ from golden.npz by {diff:.2e} "
+                f"(> {manifest.golden_atol:g})"
+            )
+        if not np.array_equal(out.label, golden["label"]) or not np.array_equal(
+            out.votes, golden["votes"]
+        ):
+            raise SelfTestError("self-test: labels or votes differ from golden.npz")
+        return {"images": len(out.label), "max_abs_diff": diff}

@@ -1,0 +1,102 @@
+"""Reads artifacts/manifest.json, the one source of truth written by export, and checks the
+files it names against their sha256 before anything is loaded."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+SUPPORTED_SCHEMA = 1
+
+
+class ManifestError(Exception):
+    """The bundle is missing, altered or not one this server understands. One line."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    height: int
+    width: int
+    mean: float
+    std: float
+    ink_high: bool  # the models saw ink as high values (MNIST: white digit on black)
+    digit_box: int  # the longer side of the digit's ink box, in pixels
+    centre_of_mass: tuple[float, float]  # row, column, 0-based
+
+
+@dataclass(frozen=True)
+class Manifest:
+    root: Path
+    raw: dict
+    input: InputSpec
+    classes: list[str]
+    model_names: list[str]
+    ensemble_file: Path
+    golden_file: Path
+    golden_atol: float
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _checked(root: Path, entry: dict, what: str) -> Path:
+    path = root / entry["file"]
+    if path.name != entry["file"] or not path.is_file():
+        raise ManifestError(f"{what} file {entry['file']!r} is missing from {root}")
+    if _sha256(path) != entry["sha256"]:
+        raise ManifestError(
+            f"{path} does not match its sha256 in the manifest (altered or truncated)"
+        )
+    return path
+
+
+def load(root: Path) -> Manifest:
+    path = root / "manifest.json"
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ManifestError(f"{path} not found: point --artifacts at an exported bundle") from None
+    except (OSError, ValueError) as e:
+        raise ManifestError(f"{path} is not readable JSON ({e})") from None
+    try:
+        if raw.get("schema_version") != SUPPORTED_SCHEMA:
+            raise ManifestError(
+                f"{path}: schema_version {raw.get('schema_version')!r}, this server reads "
+                f"{SUPPORTED_SCHEMA}"
+            )
+        spec = raw["input"]
+        if spec["ink"] not in ("high", "low") or spec["layout"] != "NCHW":
+            raise ManifestError(f"{path}: input ink/layout not understood")
+        for m in raw["models"]:
+            _checked(root, m, f"model {m['name']!r}")
+        ensemble = _checked(root, raw["ensemble"], "ensemble")
+        golden = _checked(root, raw["golden"], "golden")
+        return Manifest(
+            root=root,
+            raw=raw,
+            input=InputSpec(
+                name=spec["name"],
+                height=int(spec["height"]),
+                width=int(spec["width"]),
+                mean=float(spec["mean"]),
+                std=float(spec["std"]),
+                ink_high=spec["ink"] == "high",
+                digit_box=int(spec["digit_box"]),
+                centre_of_mass=(float(spec["centre_of_mass"][0]), float(spec["centre_of_mass"][1])),
+            ),
+            classes=[str(c) for c in raw["classes"]],
+            model_names=list(raw["ensemble"]["members"]),
+            ensemble_file=ensemble,
+            golden_file=golden,
+            golden_atol=float(raw["golden"]["atol"]),
+        )
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise ManifestError(f"{path}: malformed manifest ({type(e).__name__}: {e})") from None

@@ -1,0 +1,72 @@
+"""Prometheus metrics, in a registry of the app's own so that several apps (tests) coexist."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Requests take about a millisecond; the default buckets start at 5 ms and would hide that.
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
+
+
+class Metrics:
+    def __init__(self, model_names: list[str], device: str):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "http_requests",
+            "HTTP requests by route and status",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "http_request_duration_seconds",
+            "Time to answer a request",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.images = Counter("predict_images", "Images received by /predict", registry=r)
+        self.rejected = Counter(
+            "predict_rejected_images", "Images refused, by error code", ["code"], registry=r
+        )
+        self.predictions = Counter("predictions", "Answers by voted digit", ["digit"], registry=r)
+        self.disagreements = Counter(
+            "prediction_disagreements", "Answers where the models did not all agree", registry=r
+        )
+        self.ties = Counter(
+            "prediction_ties_broken", "Answers decided by the tie-break", registry=r
+        )
+        self.uncertain = Counter("prediction_uncertain", "Answers flagged uncertain", registry=r)
+        self.batch = Histogram(
+            "predict_batch_size",
+            "Images per /predict request",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=r,
+        )
+        info = Gauge("model_info", "The loaded bundle", ["models", "device"], registry=r)
+        info.labels(models=",".join(model_names), device=device).set(1)
+
+    def record_answer(self, answer: dict) -> None:
+        self.predictions.labels(digit=str(answer["label"])).inc()
+        if answer["agreement"] < len(answer["models"]):
+            self.disagreements.inc()
+        if answer["tie_broken"]:
+            self.ties.inc()
+        if answer["uncertain"]:
+            self.uncertain.inc()

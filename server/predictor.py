@@ -1,0 +1,143 @@
+"""Images in, answers out: preprocessing, one batched run of the ensemble graph, the verdict.
+
+Everything the answer says is computed here from plain arrays, so it is testable without HTTP.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from server.ensemble import Ensemble
+from server.errors import ApiError, InferenceFailed
+from server.manifest import Manifest
+from server.preprocess import Preprocessed, Shape, preprocess
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class UncertaintyRule:
+    """When an answer is flagged `uncertain`: probably not a digit, or a doubtful one.
+
+    Two kinds of evidence: the models' (they disagree, or their mean probability for the voted
+    digit is low) and the fitted image's (more separate pieces, a more filled-in shape or more
+    ink than MNIST digits have). The thresholds sit just outside what real digits do; the rates
+    they give on digits and on non-digits are measured by bench/uncertainty.py (see README).
+    """
+
+    min_confidence: float = 0.9
+    max_parts: int = 2  # MNIST: 99.9 % of digits have 1 or 2 pieces
+    min_edge_ratio: float = 0.37  # MNIST: 0.5th percentile
+    max_ink: float = 0.26  # MNIST: 99.5th percentile
+
+    def reasons(self, confidence: float, agreement: int, models: int, shape: Shape) -> list[str]:
+        checks = {
+            "models_disagree": agreement < models,
+            "low_confidence": confidence < self.min_confidence,
+            "several_pieces": shape.parts > self.max_parts,
+            "filled_shape": shape.edge_ratio < self.min_edge_ratio,
+            "too_much_ink": shape.ink > self.max_ink,
+        }
+        return [name for name, failed in checks.items() if failed]
+
+    def describe(self) -> str:
+        return (
+            "uncertain when the models do not all agree, their mean probability for the voted "
+            f"digit is below {self.min_confidence:g}, or the fitted image has more than "
+            f"{self.max_parts} pieces, an edge ratio below {self.min_edge_ratio:g} (a filled "
+            f"shape) or more than {self.max_ink:.0%} ink"
+        )
+
+
+def png_base64(pixels: np.ndarray) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(pixels, "L").save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+class Predictor:
+    def __init__(
+        self,
+        manifest: Manifest,
+        ensemble: Ensemble,
+        max_pixels: int,
+        rule: UncertaintyRule | None = None,
+    ):
+        self.manifest = manifest
+        self.ensemble = ensemble
+        self.max_pixels = max_pixels
+        self.rule = rule or UncertaintyRule()
+
+    def prepare(self, data: bytes) -> Preprocessed:
+        return preprocess(data, self.manifest.input, self.max_pixels)
+
+    def predict(self, images: list[bytes], include_image: bool = False) -> list[dict | ApiError]:
+        """One answer per image, in order: a result dict, or the ApiError that image raised."""
+        prepared: list[Preprocessed | ApiError] = []
+        for data in images:
+            try:
+                prepared.append(self.prepare(data))
+            except ApiError as e:
+                prepared.append(e)
+        good = [p for p in prepared if isinstance(p, Preprocessed)]
+        if not good:
+            return prepared  # type: ignore[return-value]
+        batch = np.stack([p.tensor for p in good])
+        try:
+            out = self.ensemble.run(batch)
+        except Exception as e:  # a fault in the runtime, not in the request
+            log.exception("inference failed on a batch of %d", len(batch))
+            raise InferenceFailed("The models could not run; try again later.") from e
+        results: list[dict | ApiError] = []
+        i = 0
+        for p in prepared:
+            if isinstance(p, ApiError):
+                results.append(p)
+                continue
+            results.append(self._answer(out, i, p, include_image))
+            i += 1
+        return results
+
+    def _answer(self, out, i: int, p: Preprocessed, include_image: bool) -> dict:
+        label = int(out.label[i])
+        probs = out.probabilities[i]  # [models, 10]
+        votes = out.votes[i]
+        confidence = float(probs[:, label].mean())
+        agreement = int(votes[label])
+        reasons = self.rule.reasons(confidence, agreement, len(probs), p.shape)
+        answer = {
+            "label": label,
+            "confidence": round(confidence, 6),
+            "votes": votes.tolist(),
+            "agreement": agreement,
+            "tie_broken": bool(out.tie_broken[i]),
+            "uncertain": bool(reasons),
+            "uncertain_reasons": reasons,
+            "models": [
+                {
+                    "name": name,
+                    "label": int(row.argmax()),
+                    "confidence": round(float(row.max()), 6),
+                    "probabilities": [round(float(v), 6) for v in row],
+                }
+                for name, row in zip(self.ensemble.model_names, probs, strict=True)
+            ],
+            "preprocessing": {
+                "source_size": list(p.source_size),
+                "inverted": p.inverted,
+                "components_kept": p.components_kept,
+                "components_dropped": p.components_dropped,
+                "ink": round(p.shape.ink, 4),
+                "pieces": p.shape.parts,
+                "edge_ratio": round(p.shape.edge_ratio, 4),
+            },
+        }
+        if include_image:
+            answer["image"] = "data:image/png;base64," + png_base64(p.pixels)
+        return answer

@@ -1,0 +1,344 @@
+"""Image bytes -> the tensor the models were trained on. Pure functions on numpy and Pillow.
+
+Real uploads are photos of ink on paper, scans, screenshots, canvas drawings and transparent
+PNGs, in either polarity and at any size. Each step below undoes one way they differ from MNIST:
+
+  decode      accepted formats only, pixel cap before the full decode, JPEG draft mode,
+              first frame, EXIF orientation
+  to_grey     any mode to one grey channel; transparent pixels become background
+  ink_map     ink polarity, uneven lighting and paper colour removed: ink is 1, background 0
+  find_digit  connected components; specks and page borders dropped
+  fit         the digit's ink box scaled to the manifest's box, centred by centre of mass
+              on the manifest's pixel, quantised to 8 bits as MNIST is, then normalised
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from server import components
+from server.errors import NoInk, TooManyPixels, UndecodableImage, UnsupportedFormat
+from server.manifest import InputSpec
+
+ACCEPTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
+LOSSY_FORMATS = ("JPEG", "WEBP")
+WORK_SIZE = 320  # longest side analysed; a digit filling a tenth of it still has 32 pixels
+ANALYSIS_SIZE = 128  # longest side at which connected components are found
+MIN_CONTRAST = 0.08  # darkest-to-lightest spread below which an image is blank
+MIN_INK = 0.15  # weakest stroke contrast (relative to the paper) accepted as ink
+MIN_EXTENT = 5  # pixels at analysis size: a mark shorter than this is a speck, not a digit
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the fitted 28x28 digit looks like, for telling digits from other things."""
+
+    ink: float  # mean intensity in [0, 1]; MNIST: 0.04 to 0.26 (0.5th-99.5th percentile)
+    parts: int  # 8-connected pieces of 3+ pixels above half intensity; MNIST: 1 or 2
+    edge_ratio: float  # share of inked pixels on the ink's edge: 1 for thin strokes, low for
+    # filled blobs; MNIST: 0.37 and up (0.5th percentile)
+
+
+@dataclass(frozen=True)
+class Preprocessed:
+    pixels: np.ndarray  # uint8 [28, 28], ink high: what the models saw, before normalisation
+    tensor: np.ndarray  # float32 [1, 28, 28], normalised as the manifest says
+    source_size: tuple[int, int]  # width, height of the upload
+    inverted: bool  # the upload had dark ink on a light background
+    components_kept: int
+    components_dropped: int
+    shape: Shape
+
+
+SIGNATURES = (
+    b"\x89PNG\r\n\x1a\n",
+    b"\xff\xd8\xff",
+    b"GIF87a",
+    b"GIF89a",
+    b"BM",
+    b"II*\x00",
+    b"MM\x00*",
+)
+
+
+def _claims_accepted_format(data: bytes) -> bool:
+    """Starts like an accepted format: a broken one is then corrupt (400), not foreign (415)."""
+    return data.startswith(SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+
+
+@dataclass(frozen=True)
+class Decoded:
+    image: Image.Image  # upright, first frame, possibly reduced (JPEG draft mode)
+    size: tuple[int, int]  # width, height as uploaded
+    format: str
+
+
+def decode(data: bytes, max_pixels: int) -> Decoded:
+    """Opens an upload. The pixel cap is checked from the header, before any pixel is decoded;
+    JPEGs decode already reduced (draft mode) when they are large."""
+    if not data:
+        raise UndecodableImage("The image is empty (0 bytes).")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+        except UnidentifiedImageError:
+            if _claims_accepted_format(data):
+                raise UndecodableImage("The image header is corrupt.") from None
+            raise UnsupportedFormat(
+                "This is not an image in an accepted format (PNG, JPEG, GIF, BMP, WebP, TIFF)."
+            ) from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise TooManyPixels(f"The image has more than {max_pixels:,} pixels.") from None
+        except Exception:  # Pillow's parsers raise many types on malformed headers
+            raise UndecodableImage("The image header is corrupt.") from None
+    w, h = im.size
+    fmt = im.format or ""
+    if w < 1 or h < 1:
+        raise UndecodableImage("The image has no pixels.")
+    if w * h > max_pixels:
+        raise TooManyPixels(f"The image has {w:,} x {h:,} pixels; the limit is {max_pixels:,}.")
+    if fmt == "JPEG":
+        im.draft("L", (WORK_SIZE, WORK_SIZE))  # DCT scaling: a 12 MP photo decodes at 1/8
+    try:
+        im.load()
+    except Exception:  # truncated data, bad chunks or checksums, decoder errors of any kind
+        raise UndecodableImage("The image data is truncated or corrupt.") from None
+    with contextlib.suppress(Exception):  # a broken EXIF block is no reason to refuse pixels
+        im = ImageOps.exif_transpose(im)
+    return Decoded(im, (w, h), fmt)
+
+
+def _resize_to_work(im: Image.Image) -> Image.Image:
+    w, h = im.size
+    scale = WORK_SIZE / max(w, h)
+    if scale >= 1:
+        return im
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return im.resize(size, Image.Resampling.BOX, reducing_gap=2.0)
+
+
+def to_grey(im: Image.Image) -> np.ndarray:
+    """float32 [H, W] in [0, 1] at most WORK_SIZE on a side; transparent pixels are background."""
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        arr = np.asarray(im, dtype=np.float32)
+        top = 65535.0 if im.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        if im.mode == "F":
+            top = max(1.0, float(arr.max(initial=0)))
+        grey = Image.fromarray(np.clip(arr / top, 0, 1).astype(np.float32), "F")
+        return np.asarray(_resize_to_work(grey), dtype=np.float32)
+    if not im.has_transparency_data and im.mode not in ("LA", "La", "PA", "RGBA", "RGBa"):
+        return np.asarray(_resize_to_work(im.convert("L")), dtype=np.float32) / 255.0
+    if im.mode not in ("LA", "RGBA"):
+        im = im.convert("RGBA")
+    la = np.asarray(_resize_to_work(im.convert("LA")), dtype=np.float32) / 255.0
+    lum, alpha = la[..., 0], la[..., 1]
+    if alpha.min() > 0.98:
+        return lum
+    opaque = alpha > 0.5
+    if not opaque.any():
+        return np.zeros_like(lum)
+    if opaque.mean() < 0.5:
+        # Mostly transparent: the opaque pixels are the drawing. Put them on a background of
+        # the opposite brightness, so white strokes on transparency stay visible.
+        weighted = float((lum * alpha).sum() / alpha.sum())
+        background = 1.0 if weighted < 0.5 else 0.0
+    else:
+        # Mostly opaque (a photo with rounded corners): fill the holes with the paper colour.
+        background = float(np.median(lum[opaque]))
+    return lum * alpha + background * (1.0 - alpha)
+
+
+def _block_background(g: np.ndarray) -> np.ndarray:
+    """Smooth estimate of the background of g (ink high), block by block."""
+    h, w = g.shape
+    block = max(8, round(max(h, w) / 8))  # several stroke widths, even on a tiny image
+    hb, wb = -(-h // block), -(-w // block)
+    padded = np.pad(g, ((0, hb * block - h), (0, wb * block - w)), mode="edge")
+    cells = padded.reshape(hb, block, wb, block).transpose(0, 2, 1, 3).reshape(hb, wb, -1)
+    k = cells.shape[2] // 10  # 10th percentile: below any stroke, robust to noise
+    low = np.partition(cells, k, axis=2)[:, :, k]
+    # A block all inside a fat stroke stands out from its neighbours; a median of the 3x3
+    # neighbourhood replaces it and still follows a lighting gradient.
+    grid = np.pad(low, 1, mode="edge")
+    low = np.median([grid[i : i + hb, j : j + wb] for i in range(3) for j in range(3)], axis=0)
+    if low.max() - low.min() < 0.02:
+        return np.full_like(g, float(low.mean()))
+    up = Image.fromarray(low.astype(np.float32), "F").resize((w, h), Image.Resampling.BILINEAR)
+    return np.asarray(up, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class InkMap:
+    ink: np.ndarray  # float32 [H, W] in [0, 1]: 1 is full ink, 0 is paper
+    inverted: bool  # the upload had dark ink on a light background
+    noise: float  # standard deviation of the paper's grain, in ink units
+
+
+def ink_map(grey: np.ndarray) -> InkMap:
+    """Ink is 1, paper 0, whatever the polarity, the lighting and the paper's colour."""
+    lo, hi = float(grey.min()), float(grey.max())
+    if hi - lo < MIN_CONTRAST:
+        raise NoInk("No digit found: the image is blank.")
+    # The background covers most of the image, so the median is a background value: the ink
+    # is whichever extreme lies farther from it.
+    step = (max(1, grey.shape[0] // 64), max(1, grey.shape[1] // 64))
+    median = float(np.median(grey[:: step[0], :: step[1]]))
+    inverted = median - lo > hi - median
+    g = 1.0 - grey if inverted else grey
+    background = _block_background(g)
+    # Contrast relative to the local paper brightness, so shade and paper colour cancel out.
+    ink = (g - background) / np.maximum(1.0 - background, 0.1)
+    sample = ink[:: step[0], :: step[1]]
+    noise = 1.4826 * float(np.median(np.abs(sample - np.median(sample))))  # robust sigma
+    return InkMap(np.clip(ink, 0.0, 1.0, out=ink), inverted, noise)
+
+
+def _shrink(ink: np.ndarray, size: int) -> tuple[np.ndarray, float]:
+    h, w = ink.shape
+    scale = min(1.0, size / max(h, w))
+    if scale == 1.0:
+        return ink, 1.0
+    small = Image.fromarray(ink, "F").resize(
+        (max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BOX
+    )
+    return np.asarray(small, dtype=np.float32), scale
+
+
+def _is_border(comps: components.Components, i: int, h: int, w: int) -> bool:
+    """Page edges, shadows and frames: long thin strips along a side, or huge corner regions."""
+    top, left, bottom, right = comps.top[i], comps.left[i], comps.bottom[i], comps.right[i]
+    ch, cw = bottom - top, right - left
+    hugs_side = (left == 0 or right == w) and cw <= 0.12 * w and ch >= 0.3 * h
+    hugs_top = (top == 0 or bottom == h) and ch <= 0.12 * h and cw >= 0.3 * w
+    edges = (top == 0) + (left == 0) + (bottom == h) + (right == w)
+    return bool(hugs_side or hugs_top or (comps.area[i] > 0.5 * h * w and edges >= 2))
+
+
+def find_digit(m: InkMap, lossy: bool = False) -> tuple[np.ndarray, int, int]:
+    """(ink cropped to the digit with specks removed, components kept, components dropped).
+
+    The crop keeps every trace of ink, as MNIST's box includes the faintest anti-aliased rim;
+    for lossy formats (JPEG, WebP) the ringing around strokes is not ink, so traces below a
+    tenth of the stroke contrast do not count.
+    """
+    ink = m.ink
+    h, w = ink.shape
+    # Stroke contrast, measured away from the edges, where page borders and shadows lie.
+    inner = ink[h // 20 : h - h // 20, w // 20 : w - w // 20]
+    marked = inner[inner > max(0.05, 3 * m.noise)]
+    strong = float(np.percentile(marked, 99)) if len(marked) else 0.0
+    if strong < max(MIN_INK, 8 * m.noise):
+        raise NoInk("No digit found: nothing stands out from the background.")
+    small, scale = _shrink(ink, ANALYSIS_SIZE)
+    binary = small > max(0.35 * strong, 4 * m.noise)
+    comps = components.label(binary)
+    sh, sw = binary.shape
+    candidates = [i for i in range(len(comps)) if not _is_border(comps, i, sh, sw)]
+    extent = [
+        max(comps.bottom[i] - comps.top[i], comps.right[i] - comps.left[i]) for i in candidates
+    ]
+    if not candidates or max(extent) < MIN_EXTENT:
+        raise NoInk("No digit found: no mark is large enough to be a digit.")
+    main = candidates[0]
+    big = comps.area[main]
+    t, le, b, r = comps.top[main], comps.left[main], comps.bottom[main], comps.right[main]
+    near = (t - (b - t) / 4, le - (r - le) / 4, b + (b - t) / 4, r + (r - le) / 4)
+    keep = [
+        i
+        for i in candidates
+        if comps.area[i] >= 0.06 * big
+        or (
+            comps.area[i] >= 0.01 * big
+            and comps.top[i] >= near[0]
+            and comps.left[i] >= near[1]
+            and comps.bottom[i] <= near[2]
+            and comps.right[i] <= near[3]
+        )
+    ]
+    mask = comps.mask(binary.shape, np.array(keep))
+    # Grow the mask by a pixel so the anti-aliased rims of the strokes stay.
+    grown = mask.copy()
+    grown[1:] |= mask[:-1]
+    grown[:-1] |= mask[1:]
+    grown[:, 1:] |= grown[:, :-1]
+    grown[:, :-1] |= grown[:, 1:].copy()
+    if scale != 1.0:
+        full = Image.fromarray(grown.astype(np.uint8) * 255, "L").resize(
+            (w, h), Image.Resampling.NEAREST
+        )
+        grown = np.asarray(full) > 0
+    digit = np.where(grown, ink, 0.0).astype(np.float32)
+    traces = digit > (0.1 * strong if lossy else 0.0)
+    rows, cols = np.flatnonzero(traces.any(1)), np.flatnonzero(traces.any(0))
+    crop = digit[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    # Strokes as dark as MNIST's: its cores are saturated, a pencil's are not.
+    core = float(crop.max())
+    if core < 0.9:
+        crop = np.clip(crop / core, 0.0, 1.0)
+    return crop, len(keep), len(comps) - len(keep)
+
+
+def fit(crop: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """The digit scaled into the box and centred by centre of mass: uint8 [height, width]."""
+    h, w = crop.shape
+    scale = spec.digit_box / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if size != (w, h):
+        resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
+        crop = np.asarray(Image.fromarray(crop, "F").resize(size, resample), dtype=np.float32)
+    crop = np.clip(crop, 0.0, 1.0)
+    fh, fw = crop.shape
+    mass = float(crop.sum())
+    if mass <= 0:
+        raise NoInk("No digit found.")
+    cy = float((crop.sum(1) * np.arange(fh)).sum() / mass)
+    cx = float((crop.sum(0) * np.arange(fw)).sum() / mass)
+    top = int(np.clip(round(spec.centre_of_mass[0] - cy), 0, spec.height - fh))
+    left = int(np.clip(round(spec.centre_of_mass[1] - cx), 0, spec.width - fw))
+    out = np.zeros((spec.height, spec.width), dtype=np.float32)
+    out[top : top + fh, left : left + fw] = crop
+    return np.round(out * 255.0).astype(np.uint8)
+
+
+def shape_of(pixels: np.ndarray) -> Shape:
+    binary = pixels > 127
+    inked = int(binary.sum())
+    if not inked:
+        return Shape(ink=float(pixels.mean()) / 255.0, parts=0, edge_ratio=1.0)
+    p = np.pad(binary, 1)
+    interior = p[1:-1, 1:-1] & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
+    return Shape(
+        ink=float(pixels.mean()) / 255.0,
+        parts=int((components.label(binary).area >= 3).sum()),
+        edge_ratio=float((binary & ~interior).sum()) / inked,
+    )
+
+
+def normalise(pixels: np.ndarray, spec: InputSpec) -> np.ndarray:
+    ink = pixels.astype(np.float32) / 255.0
+    if not spec.ink_high:
+        ink = 1.0 - ink
+    return ((ink - spec.mean) / spec.std)[None].astype(np.float32)
+
+
+def preprocess(data: bytes, spec: InputSpec, max_pixels: int) -> Preprocessed:
+    upload = decode(data, max_pixels)
+    m = ink_map(to_grey(upload.image))
+    crop, kept, dropped = find_digit(m, lossy=upload.format in LOSSY_FORMATS)
+    pixels = fit(crop, spec)
+    return Preprocessed(
+        pixels=pixels,
+        tensor=normalise(pixels, spec),
+        source_size=upload.size,
+        inverted=m.inverted,
+        components_kept=kept,
+        components_dropped=dropped,
+        shape=shape_of(pixels),
+    )

@@ -1,0 +1,132 @@
+"""HTTP routes. Each one parses, calls, answers; the work happens in predictor.py."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from server.errors import ApiError, BatchTooLarge, MissingImage, UnsupportedMediaType
+from server.openapi import spec as openapi_spec
+
+api = Blueprint("api", __name__)
+
+
+def state():
+    return current_app.extensions["digits"]
+
+
+def read_images() -> list[bytes]:
+    """The uploaded images: every multipart field `image`, or a raw image/* body."""
+    limit = state().config.max_batch
+    ctype = request.mimetype
+    if ctype == "multipart/form-data":
+        files = request.files.getlist("image")
+        if not files:
+            others = sorted(set(request.files) | set(request.form))
+            hint = f" (got {', '.join(repr(o) for o in others[:5])})" if others else ""
+            raise MissingImage(f"No image: send the file in a multipart field named 'image'{hint}.")
+        if len(files) > limit:
+            raise BatchTooLarge(f"{len(files)} images in one request; the limit is {limit}.")
+        return [f.read() for f in files]
+    if ctype.startswith("image/"):
+        return [request.get_data(cache=False)]
+    if not ctype:
+        raise UnsupportedMediaType(
+            "No Content-Type: send multipart/form-data with a field 'image', or an image/* body."
+        )
+    raise UnsupportedMediaType(
+        f"Content-Type {ctype} is not accepted: send multipart/form-data with a field 'image', "
+        "or the image itself with an image/* Content-Type."
+    )
+
+
+def _flag(name: str) -> bool:
+    return request.args.get(name, "").lower() in ("1", "true", "yes")
+
+
+@api.post("/predict")
+def predict():
+    s = state()
+    images = read_images()
+    s.metrics.images.inc(len(images))
+    s.metrics.batch.observe(len(images))
+    answers = s.predictor.predict(images, include_image=_flag("include_image"))
+    for a in answers:
+        if isinstance(a, ApiError):
+            s.metrics.rejected.labels(code=a.code).inc()
+        else:
+            s.metrics.record_answer(a)
+    if len(images) == 1:
+        if isinstance(answers[0], ApiError):
+            raise answers[0]
+        return jsonify(answers[0])
+    return jsonify(
+        {
+            "results": [
+                {**a.body(), "status": a.status} if isinstance(a, ApiError) else a for a in answers
+            ]
+        }
+    )
+
+
+@api.get("/healthz")
+def healthz():
+    return jsonify({"status": "ok"})
+
+
+@api.get("/readyz")
+def readyz():
+    s = state()
+    body = {
+        "ready": s.ready,
+        "device": s.ensemble.device,
+        "providers": s.ensemble.providers,
+        "models": s.manifest.model_names,
+        "self_test": s.self_test,
+    }
+    return jsonify(body), 200 if s.ready else 503
+
+
+@api.get("/metrics")
+def metrics():
+    return Response(generate_latest(state().metrics.registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+@api.get("/models")
+def models():
+    m = state().manifest.raw
+    return jsonify(
+        {
+            "name": m["name"],
+            "input": m["input"],
+            "classes": m["classes"],
+            "models": [
+                {
+                    k: e[k]
+                    for k in (
+                        "name",
+                        "file",
+                        "sha256",
+                        "parameters",
+                        "architecture",
+                        "recipe",
+                        "val_acc",
+                        "test_acc",
+                    )
+                }
+                for e in m["models"]
+            ],
+            "ensemble": {
+                k: m["ensemble"][k]
+                for k in ("file", "sha256", "members", "vote_rule", "val_acc", "test_acc")
+            },
+            "uncertainty": state().predictor.rule.describe(),
+            "provenance": {k: m["provenance"][k] for k in ("created", "git", "versions")},
+        }
+    )
+
+
+@api.get("/openapi.json")
+def openapi():
+    s = state()
+    return jsonify(openapi_spec(s.config.max_batch, s.config.max_body, s.config.max_pixels))

@@ -1,0 +1,270 @@
+"""The HTTP API through Flask's test client, on the shipped bundle."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from server import create_app
+from server.config import ServerConfig
+from server.ensemble import Outputs
+
+
+def png(img: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def app(bundle):
+    return create_app(ServerConfig(artifacts=bundle, max_batch=8, max_body=2_000_000))
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture(scope="module")
+def samples(mnist_test):
+    images, labels = mnist_test
+    return [(png(images[i]), int(labels[i])) for i in range(8)]
+
+
+def post_files(client, files, query=""):
+    data = {"image": [(io.BytesIO(b), f"d{i}.png") for i, b in enumerate(files)]}
+    return client.post("/predict" + query, data=data, content_type="multipart/form-data")
+
+
+def test_raw_png_body_gets_the_documented_answer(client, samples):
+    data, label = samples[0]
+    r = client.post("/predict", data=data, content_type="image/png")
+    assert r.status_code == 200 and r.mimetype == "application/json"
+    a = r.get_json()
+    assert a["label"] == label
+    assert set(a) >= {
+        "label",
+        "confidence",
+        "votes",
+        "agreement",
+        "tie_broken",
+        "uncertain",
+        "models",
+    }
+    assert len(a["votes"]) == 10 and sum(a["votes"]) == 3 and a["votes"][label] == a["agreement"]
+    assert 0 < a["confidence"] <= 1 and isinstance(a["tie_broken"], bool)
+    assert len(a["models"]) == 3
+    for m in a["models"]:
+        assert set(m) == {"name", "label", "confidence", "probabilities"}
+        assert len(m["probabilities"]) == 10 and abs(sum(m["probabilities"]) - 1) < 1e-3
+    assert "image" not in a
+
+
+def test_multipart_single_image_answers_one_object(client, samples):
+    data, label = samples[1]
+    r = post_files(client, [data])
+    assert r.status_code == 200 and r.get_json()["label"] == label
+
+
+def test_batch_answers_in_order_with_per_image_errors(client, samples):
+    files = [samples[0][0], b"not an image", samples[2][0], png(np.zeros((28, 28), np.uint8))]
+    r = post_files(client, files)
+    assert r.status_code == 200
+    results = r.get_json()["results"]
+    assert len(results) == 4
+    assert results[0]["label"] == samples[0][1] and results[2]["label"] == samples[2][1]
+    assert results[1] == {"error": results[1]["error"], "code": "unsupported_format", "status": 415}
+    assert results[3]["code"] == "no_ink" and results[3]["status"] == 422
+
+
+def test_batch_over_the_limit_is_413(client, samples):
+    r = post_files(client, [samples[0][0]] * 9)
+    assert r.status_code == 413 and r.get_json()["code"] == "batch_too_large"
+
+
+def test_include_image_returns_the_28x28_the_models_saw(client, mnist_test):
+    images, _ = mnist_test
+    r = client.post("/predict?include_image=1", data=png(images[0]), content_type="image/png")
+    url = r.get_json()["image"]
+    assert url.startswith("data:image/png;base64,")
+    import base64
+
+    seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
+    assert seen.shape == (28, 28) and np.array_equal(seen, images[0])
+
+
+@pytest.mark.parametrize(
+    "kwargs, status, code",
+    [
+        (
+            {"data": {"file": (io.BytesIO(b"x"), "x.png")}, "content_type": "multipart/form-data"},
+            400,
+            "missing_image",
+        ),
+        ({"data": b"plain text", "content_type": "text/plain"}, 415, "unsupported_media_type"),
+        ({"data": b"{}", "content_type": "application/json"}, 415, "unsupported_media_type"),
+        ({"data": b""}, 415, "unsupported_media_type"),
+        ({"data": b"hello", "content_type": "image/png"}, 415, "unsupported_format"),
+        (
+            {"data": b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "content_type": "image/png"},
+            400,
+            "undecodable_image",
+        ),
+        ({"data": b"", "content_type": "image/png"}, 400, "undecodable_image"),
+        (
+            {"data": png(np.full((40, 40), 255, np.uint8)), "content_type": "image/png"},
+            422,
+            "no_ink",
+        ),
+        ({"data": b"x" * 2_100_000, "content_type": "image/png"}, 413, "body_too_large"),
+    ],
+)
+def test_bad_requests_get_a_4xx_json_error(client, kwargs, status, code):
+    r = client.post("/predict", **kwargs)
+    assert r.status_code == status, r.get_data(as_text=True)
+    body = r.get_json()
+    assert body["code"] == code and body["error"].endswith(".") and len(body) == 2
+    assert client.get("/healthz").status_code == 200
+
+
+def test_text_file_in_the_image_field_is_415(client):
+    r = post_files(client, [b"just some notes\n"])
+    assert r.status_code == 415 and r.get_json()["code"] == "unsupported_format"
+
+
+def test_pixel_cap(bundle):
+    small = create_app(ServerConfig(artifacts=bundle, max_pixels=10_000)).test_client()
+    r = small.post("/predict", data=png(np.zeros((200, 200), np.uint8)), content_type="image/png")
+    assert r.status_code == 413 and r.get_json()["code"] == "too_many_pixels"
+
+
+def test_unknown_route_and_method_are_json(client):
+    r = client.get("/nope")
+    assert r.status_code == 404 and r.get_json()["code"] == "not_found"
+    r = client.get("/predict")
+    assert r.status_code == 405 and r.get_json()["code"] == "method_not_allowed"
+
+
+def test_security_headers_on_every_response(client, samples):
+    for r in (
+        client.get("/"),
+        client.get("/healthz"),
+        client.post("/predict", data=b"x"),
+        client.post("/predict", data=samples[0][0], content_type="image/png"),
+    ):
+        assert r.headers["X-Content-Type-Options"] == "nosniff"
+        assert r.headers["X-Frame-Options"] == "DENY"
+        csp = r.headers["Content-Security-Policy"]
+        assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp
+        assert "unsafe-inline" not in csp
+
+
+def test_health_readiness_and_models(client, bundle):
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+    ready = client.get("/readyz").get_json()
+    assert ready["ready"] is True and ready["providers"][0] == "CPUExecutionProvider"
+    assert ready["self_test"]["images"] >= 10
+    models = client.get("/models").get_json()
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert [m["sha256"] for m in models["models"]] == [m["sha256"] for m in manifest["models"]]
+    assert models["ensemble"]["test_acc"] == manifest["ensemble"]["test_acc"]
+    assert "uncertain" in models["uncertainty"]
+
+
+def test_metrics_count_requests_predictions_and_errors(client, samples):
+    before = client.get("/metrics").get_data(as_text=True)
+    data, label = samples[3]
+    client.post("/predict", data=data, content_type="image/png")
+    client.post("/predict", data=b"junk", content_type="image/png")
+    text = client.get("/metrics").get_data(as_text=True)
+    assert text != before
+
+    def value(name: str) -> float:
+        line = next(x for x in text.splitlines() if x.startswith(name))
+        return float(line.rsplit(" ", 1)[1])
+
+    assert value(f'predictions_total{{digit="{label}"}}') >= 1
+    assert value('http_requests_total{method="POST",route="/predict",status="415"}') >= 1
+    assert value('predict_rejected_images_total{code="unsupported_format"}') >= 1
+    assert 'http_request_duration_seconds_bucket{le="0.001",route="/predict"}' in text
+    assert "prediction_disagreements_total" in text
+
+
+def test_openapi_describes_every_route(client, app):
+    spec = client.get("/openapi.json").get_json()
+    assert spec["openapi"].startswith("3.")
+    routes = {r.rule for r in app.url_map.iter_rules()} - {"/static/<path:filename>", "/"}
+    assert routes <= set(spec["paths"])
+    responses = spec["paths"]["/predict"]["post"]["responses"]
+    assert {"200", "400", "413", "415", "422", "503"} <= set(responses)
+
+
+def test_inference_failure_is_503_and_the_server_keeps_serving(app, client, samples, monkeypatch):
+    ensemble = app.extensions["digits"].ensemble
+    real = ensemble.run
+    calls = {"n": 0}
+
+    def flaky(batch):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("simulated onnxruntime failure")
+        return real(batch)
+
+    monkeypatch.setattr(ensemble, "run", flaky)
+    r = client.post("/predict", data=samples[0][0], content_type="image/png")
+    assert r.status_code == 503 and r.get_json()["code"] == "inference_failed"
+    r = client.post("/predict", data=samples[0][0], content_type="image/png")
+    assert r.status_code == 200 and r.get_json()["label"] == samples[0][1]
+
+
+def _answer_for(app, probs: np.ndarray) -> dict:
+    """The answer the predictor builds for given per-model probabilities [3, 10]."""
+    import torch
+
+    from training.vote import vote
+
+    label, votes, tie = vote(torch.from_numpy(probs[:, None, :]))
+    out = Outputs(label.numpy(), votes.numpy(), tie.numpy(), probs[None])
+    from server.preprocess import Preprocessed, Shape
+
+    prep = Preprocessed(
+        np.zeros((28, 28), np.uint8),
+        np.zeros((1, 28, 28), np.float32),
+        (28, 28),
+        False,
+        1,
+        0,
+        Shape(0.12, 1, 0.8),
+    )
+    return app.extensions["digits"].predictor._answer(out, 0, prep, False)
+
+
+def one_hot_ish(digit: int, p: float, second: int | None = None, q: float = 0.0) -> list[float]:
+    row = np.full(10, (1 - p - q) / 8)
+    row[digit] = p
+    if second is not None:
+        row[second] = q
+    return list(row / row.sum())
+
+
+def test_answer_reports_the_vote_and_the_tie_break(app):
+    tie = _answer_for(
+        app,
+        np.array(
+            [one_hot_ish(1, 0.5, 4, 0.3), one_hot_ish(4, 0.6), one_hot_ish(9, 0.7)],
+            dtype=np.float32,
+        ),
+    )
+    assert tie["label"] == 4 and tie["tie_broken"] is True and tie["agreement"] == 1
+    assert tie["uncertain"] is True
+    majority = _answer_for(
+        app,
+        np.array(
+            [one_hot_ish(3, 0.99), one_hot_ish(3, 0.98), one_hot_ish(8, 0.99)], dtype=np.float32
+        ),
+    )
+    assert majority["label"] == 3 and majority["agreement"] == 2 and not majority["tie_broken"]
+    assert [m["label"] for m in majority["models"]] == [3, 3, 8]

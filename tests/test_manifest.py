@@ -1,0 +1,78 @@
+import json
+import shutil
+
+import pytest
+
+from server import manifest
+
+
+@pytest.fixture
+def copy_of_bundle(bundle, tmp_path):
+    dst = tmp_path / "bundle"
+    shutil.copytree(bundle, dst)
+    return dst
+
+
+def test_shipped_bundle_loads_and_names_its_parts(bundle):
+    m = manifest.load(bundle)
+    assert m.input.height == m.input.width == 28 and m.input.ink_high
+    assert m.input.digit_box == 20 and m.input.centre_of_mass == (14.0, 14.0)
+    assert 0.12 < m.input.mean < 0.14 and 0.30 < m.input.std < 0.32
+    assert m.classes == [str(d) for d in range(10)]
+    assert len(m.model_names) == 3 and m.ensemble_file.is_file()
+
+
+def test_altered_model_is_refused(copy_of_bundle):
+    raw = json.loads((copy_of_bundle / "manifest.json").read_text())
+    path = copy_of_bundle / raw["models"][1]["file"]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(manifest.ManifestError, match="does not match its sha256"):
+        manifest.load(copy_of_bundle)
+
+
+def test_truncated_ensemble_is_refused(copy_of_bundle):
+    path = copy_of_bundle / "ensemble.onnx"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(manifest.ManifestError, match=r"ensemble\.onnx does not match"):
+        manifest.load(copy_of_bundle)
+
+
+def test_missing_model_is_refused(copy_of_bundle):
+    raw = json.loads((copy_of_bundle / "manifest.json").read_text())
+    (copy_of_bundle / raw["models"][0]["file"]).unlink()
+    with pytest.raises(manifest.ManifestError, match="is missing"):
+        manifest.load(copy_of_bundle)
+
+
+def test_file_names_cannot_escape_the_bundle(copy_of_bundle):
+    raw = json.loads((copy_of_bundle / "manifest.json").read_text())
+    raw["golden"]["file"] = "../../etc/passwd"
+    (copy_of_bundle / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(manifest.ManifestError, match="is missing"):
+        manifest.load(copy_of_bundle)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: m.update(schema_version=99), "schema_version 99"),
+        (lambda m: m["input"].pop("mean"), "malformed manifest"),
+        (lambda m: m["input"].update(ink="purple"), "ink/layout"),
+    ],
+)
+def test_manifest_this_server_cannot_read_is_refused(copy_of_bundle, edit, message):
+    raw = json.loads((copy_of_bundle / "manifest.json").read_text())
+    edit(raw)
+    (copy_of_bundle / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(manifest.ManifestError, match=message):
+        manifest.load(copy_of_bundle)
+
+
+def test_missing_or_broken_manifest(tmp_path):
+    with pytest.raises(manifest.ManifestError, match="not found"):
+        manifest.load(tmp_path)
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(manifest.ManifestError, match="not readable JSON"):
+        manifest.load(tmp_path)

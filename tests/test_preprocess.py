@@ -1,0 +1,255 @@
+"""Preprocessing: every accepted mode and format, the errors, and the train/serve contract."""
+
+import io
+import time
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench import synth
+from server.errors import NoInk, TooManyPixels, UndecodableImage, UnsupportedFormat
+from server.manifest import InputSpec
+from server.preprocess import decode, preprocess, shape_of
+
+SPEC = InputSpec("image", 28, 28, 0.1307, 0.3081, True, 20, (14.0, 14.0))
+CAP = 40_000_000
+
+
+def encode(im: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def digits(mnist_test):
+    images, labels = mnist_test
+    return images[:200], labels[:200]
+
+
+@pytest.fixture(scope="module")
+def seven(digits):
+    return digits[0][0]  # the first test digit is a 7
+
+
+def pixels_of(data: bytes) -> np.ndarray:
+    return preprocess(data, SPEC, CAP).pixels
+
+
+def test_mnist_digit_comes_back_as_the_tensor_training_saw(digits):
+    # The contract: an MNIST digit sent as a PNG reaches the models as training fed it.
+    # Tolerance: identical 8-bit pixels for at least 99 % of digits; the rest may differ where
+    # a speck was removed or the centre of mass rounds to another pixel.
+    images, _ = digits
+    exact = 0
+    for img in images:
+        p = preprocess(encode(Image.fromarray(img), "PNG"), SPEC, CAP)
+        if np.array_equal(p.pixels, img):
+            exact += 1
+            expected = ((img.astype(np.float32) / 255 - SPEC.mean) / SPEC.std)[None]
+            np.testing.assert_allclose(p.tensor, expected, atol=1e-6)
+    assert exact >= 0.99 * len(images), exact
+
+
+@pytest.mark.parametrize("invert", [False, True])
+def test_polarity_is_detected(seven, invert):
+    img = 255 - seven if invert else seven
+    p = preprocess(encode(Image.fromarray(img), "PNG"), SPEC, CAP)
+    assert p.inverted == invert
+    assert np.abs(p.pixels.astype(int) - seven).max() <= 1
+
+
+def _modes(seven: np.ndarray) -> dict[str, Image.Image]:
+    dark = 255 - seven  # black ink on white paper, as most uploads are
+    rgb = np.stack([dark, dark, dark], axis=2)
+    rgba = np.dstack([np.zeros_like(rgb), seven])  # black strokes on transparency
+    return {
+        "1": Image.fromarray(dark).point(lambda v: 255 if v > 127 else 0).convert("1"),
+        "L": Image.fromarray(dark),
+        "P": Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE),
+        "RGB": Image.fromarray(rgb),
+        "RGBA": Image.fromarray(rgba.astype(np.uint8), "RGBA"),
+        "LA": Image.fromarray(np.dstack([np.zeros_like(seven), seven]).astype(np.uint8), "LA"),
+        "I;16": Image.fromarray(dark.astype(np.uint16) * 257),
+        "I": Image.fromarray(dark.astype(np.int32) * 257),
+        "CMYK": Image.fromarray(rgb).convert("CMYK"),
+    }
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "P", "RGB", "RGBA", "LA", "I;16", "I", "CMYK"])
+def test_every_mode_gives_the_same_digit(seven, mode):
+    im = _modes(seven)[mode]
+    assert im.mode == mode
+    fmt = {"CMYK": "TIFF", "I": "TIFF"}.get(mode, "PNG")
+    got = pixels_of(encode(im, fmt)).astype(int)
+    tolerance = 255 if mode == "1" else 2  # "1" is thresholded: only the shape must agree
+    if mode == "1":
+        assert ((got > 127) == (seven > 127)).mean() > 0.95
+    else:
+        assert np.abs(got - seven).max() <= tolerance
+
+
+@pytest.mark.parametrize(
+    "fmt, kw",
+    [
+        ("PNG", {}),
+        ("JPEG", {"quality": 95}),
+        ("GIF", {}),
+        ("BMP", {}),
+        ("WEBP", {"lossless": True}),
+        ("TIFF", {}),
+    ],
+)
+def test_every_accepted_format_decodes(seven, fmt, kw):
+    im = Image.fromarray(255 - seven)
+    got = pixels_of(encode(im if fmt != "GIF" else im.convert("P"), fmt, **kw)).astype(int)
+    assert np.abs(got - seven).mean() < 6
+
+
+def test_palette_with_transparency_treats_transparent_pixels_as_background(seven):
+    # Ten garish palette entries, all fully transparent, under black opaque strokes: the
+    # colours hidden by transparency must not matter.
+    rng = np.random.default_rng(0)
+    stroke = seven > 127
+    index = np.where(stroke, 10, rng.integers(0, 10, seven.shape)).astype(np.uint8)
+    im = Image.fromarray(index, "P")
+    im.putpalette([int(v) for v in rng.integers(0, 256, 30)] + [0, 0, 0])
+    im.info["transparency"] = bytes([0] * 10 + [255])
+    data = encode(im, "PNG", transparency=im.info["transparency"])
+    assert Image.open(io.BytesIO(data)).mode == "P"
+    plain = Image.fromarray(np.where(stroke, 0, 255).astype(np.uint8))  # same strokes, opaque
+    assert np.array_equal(pixels_of(data), pixels_of(encode(plain, "PNG")))
+
+
+def test_transparent_white_strokes_are_ink(seven):
+    rgba = np.dstack([np.full((28, 28, 3), 255, np.uint8), seven])
+    got = pixels_of(encode(Image.fromarray(rgba, "RGBA"), "PNG")).astype(int)
+    assert np.abs(got - seven).max() <= 1
+
+
+def test_first_frame_of_an_animation_is_used(seven):
+    frames = [Image.fromarray(255 - seven).convert("P"), Image.new("P", (28, 28), 0)]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50)
+    assert np.abs(pixels_of(data).astype(int) - seven).mean() < 6
+
+
+def test_exif_orientation_is_applied(seven):
+    upright = Image.fromarray(255 - seven).resize((112, 112))
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # the camera stored it turned
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "turn 90 degrees clockwise to display"
+    turned = pixels_of(encode(stored, "JPEG", quality=95, exif=exif.tobytes())).astype(int)
+    plain = pixels_of(encode(upright, "JPEG", quality=95)).astype(int)
+    assert np.abs(turned - plain).mean() < 3
+
+
+def test_large_jpeg_is_decoded_in_draft_mode():
+    im = Image.new("L", (4000, 3000), 255)
+    im.paste(0, (1800, 1000, 2200, 2000))
+    data = encode(im, "JPEG", quality=80)
+    decoded = decode(data, CAP)
+    assert decoded.size == (4000, 3000) and decoded.format == "JPEG"
+    assert max(decoded.image.size) <= 1000  # DCT-scaled while decoding, never 12 MP in memory
+
+
+def test_pixel_cap_is_checked_before_decoding():
+    # A 50,000 x 50,000 PNG (2.5 gigapixels) whose pixel data is never sent.
+    data = bytearray(encode(Image.new("1", (50_000, 1)), "PNG"))
+    data[20:24] = (50_000).to_bytes(4, "big")  # IHDR height
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")  # the chunk stays valid
+    t0 = time.perf_counter()
+    with pytest.raises(TooManyPixels):
+        decode(bytes(data), CAP)
+    assert time.perf_counter() - t0 < 0.5
+
+
+@pytest.mark.parametrize(
+    "data, error",
+    [
+        (b"", UndecodableImage),
+        (b"hello, world\n" * 10, UnsupportedFormat),
+        (b"<svg xmlns='http://www.w3.org/2000/svg'/>", UnsupportedFormat),
+        (b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n", UnsupportedFormat),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 30, UndecodableImage),
+    ],
+)
+def test_bad_bytes_raise_typed_errors(data, error):
+    with pytest.raises(error):
+        preprocess(data, SPEC, CAP)
+
+
+def test_truncated_png_and_jpeg_are_undecodable(seven):
+    for fmt in ("PNG", "JPEG"):
+        data = encode(Image.fromarray(seven).resize((300, 300)), fmt)
+        with pytest.raises(UndecodableImage):
+            preprocess(data[: len(data) // 2], SPEC, CAP)
+
+
+def test_formats_outside_the_list_are_refused(seven):
+    for fmt in ("PPM", "ICO", "PCX"):
+        with pytest.raises(UnsupportedFormat):
+            preprocess(encode(Image.fromarray(seven), fmt), SPEC, CAP)
+
+
+@pytest.mark.parametrize("value", [0, 128, 255])
+def test_uniform_images_have_no_ink(value):
+    with pytest.raises(NoInk):
+        preprocess(encode(Image.new("L", (200, 100), value), "PNG"), SPEC, CAP)
+
+
+def test_blank_paper_photo_has_no_ink():
+    refused = 0
+    for i in range(10):
+        try:
+            preprocess(synth.not_digit_blank_paper(np.random.default_rng(i)), SPEC, CAP)
+        except NoInk:
+            refused += 1
+    assert refused >= 9
+
+
+def test_specks_and_page_edges_are_ignored(seven):
+    page = np.full((280, 280), 255, np.uint8)
+    big = np.asarray(Image.fromarray(255 - seven).resize((140, 140), Image.Resampling.BICUBIC))
+    page[70:210, 70:210] = big
+    clean = pixels_of(encode(Image.fromarray(page), "PNG")).astype(int)
+    page[:, :12] = 20  # the dark edge of the scanner lid
+    for y, x in [(20, 240), (250, 30), (260, 250)]:
+        page[y : y + 3, x : x + 3] = 0  # dust
+    p = preprocess(encode(Image.fromarray(page), "PNG"), SPEC, CAP)
+    assert p.components_dropped >= 3
+    assert np.abs(p.pixels.astype(int) - clean).max() <= 2
+
+
+def test_off_centre_digit_is_centred_by_centre_of_mass(seven):
+    page = np.full((400, 600), 255, np.uint8)
+    small = np.asarray(Image.fromarray(255 - seven).resize((84, 84), Image.Resampling.BICUBIC))
+    page[300:384, 500:584] = small
+    px = pixels_of(encode(Image.fromarray(page), "PNG")).astype(float)
+    rows, cols = np.arange(28), np.arange(28)
+    cy = (px.sum(1) * rows).sum() / px.sum()
+    cx = (px.sum(0) * cols).sum() / px.sum()
+    assert abs(cy - 14.0) <= 0.5 and abs(cx - 14.0) <= 0.5
+    ink = np.flatnonzero((px > 0).any(0)), np.flatnonzero((px > 0).any(1))
+    assert max(ink[0][-1] - ink[0][0], ink[1][-1] - ink[1][0]) + 1 == 20  # the digit box
+
+
+@pytest.mark.parametrize("kind", sorted(synth.KINDS))
+def test_realistic_uploads_are_preprocessed_into_mnist_like_digits(digits, kind):
+    images, _ = digits
+    for i in range(10):
+        p = preprocess(synth.make(kind, images[i], i), SPEC, CAP)
+        assert p.pixels.shape == (28, 28) and p.tensor.shape == (1, 28, 28)
+        assert 0.03 < p.shape.ink < 0.35, (kind, i, p.shape)
+        assert p.shape.parts <= 3
+
+
+def test_shape_tells_strokes_from_blobs(seven):
+    stroke = shape_of(seven)
+    blob = np.zeros((28, 28), np.uint8)
+    blob[4:24, 6:22] = 255
+    filled = shape_of(blob)
+    assert stroke.edge_ratio > 0.5 > filled.edge_ratio
+    assert stroke.parts == filled.parts == 1
+    assert filled.ink > stroke.ink

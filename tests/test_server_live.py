@@ -1,0 +1,202 @@
+"""The server as deployed: `python -m server` under waitress on 127.0.0.1, a free port."""
+
+import io
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from tests.live import ROOT, LiveServer
+
+
+def png(img: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def server(bundle):
+    s = LiveServer("--artifacts", str(bundle), "--channel-timeout", "2", "--http-threads", "8")
+    yield s
+    assert s.stop() == 0
+
+
+def test_start_up_logs_providers_and_self_test(server):
+    assert "onnxruntime providers active: CPUExecutionProvider" in server.log
+    assert "self-test passed" in server.log
+    ready = requests.get(server.url + "/readyz", timeout=5).json()
+    assert ready["ready"] and ready["device"] == "cpu"
+
+
+def test_all_mnist_test_digits_over_http_match_the_manifest(server, bundle, mnist_test):
+    # The train/serve contract, end to end: every test digit as a PNG, through waitress,
+    # preprocessing and the ensemble graph, scores what export measured on the tensors.
+    images, labels = mnist_test
+    manifest = json.loads((bundle / "manifest.json").read_text())
+
+    def post(start: int) -> list[int]:
+        files = [
+            ("image", (f"{i}.png", png(images[i]), "image/png")) for i in range(start, start + 250)
+        ]
+        r = requests.post(server.url + "/predict", files=files, timeout=60)
+        assert r.status_code == 200, r.text
+        return [res["label"] for res in r.json()["results"]]
+
+    with ThreadPoolExecutor(4) as pool:
+        predicted = [label for chunk in pool.map(post, range(0, 10_000, 250)) for label in chunk]
+    accuracy = float(np.mean(np.array(predicted) == labels))
+    assert abs(accuracy - manifest["ensemble"]["test_acc"]) <= 0.001, accuracy
+
+
+def test_concurrent_requests_are_all_answered_correctly(server, mnist_test):
+    images, labels = mnist_test
+
+    def one(i: int) -> tuple[int, int]:
+        r = requests.post(
+            server.url + "/predict",
+            data=png(images[i]),
+            headers={"Content-Type": "image/png"},
+            timeout=30,
+        )
+        return r.status_code, r.json()["label"]
+
+    with ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(one, range(300)))
+    assert all(status == 200 for status, _ in answers)
+    wrong = sum(label != labels[i] for i, (_, label) in enumerate(answers))
+    assert wrong <= 2  # the models' own error rate on these 300 digits
+
+
+def test_oversized_body_is_refused_before_it_is_read(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: image/png\r\n"
+            b"Content-Length: 1073741824\r\n\r\n" + b"\0" * 1000
+        )
+        t0 = time.perf_counter()
+        response = b""
+        while b"}" not in response:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            response += chunk
+    assert time.perf_counter() - t0 < 2
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413") and b"application/json" in head
+    assert json.loads(body)["code"] == "request_entity_too_large"
+    assert requests.get(server.url + "/healthz", timeout=5).status_code == 200
+
+
+def test_slow_client_is_dropped_and_others_are_served(server, mnist_test):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(b"POST /predict HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5000\r\n")
+        # While this client stalls, others are served.
+        r = requests.post(
+            server.url + "/predict",
+            data=png(mnist_test[0][0]),
+            headers={"Content-Type": "image/png"},
+            timeout=5,
+        )
+        assert r.status_code == 200
+        t0 = time.perf_counter()
+        assert s.recv(1024) == b""  # closed by the server after the channel timeout (2 s)
+        assert time.perf_counter() - t0 < 6
+
+
+def test_sigterm_lets_requests_in_flight_finish(bundle, mnist_test):
+    s = LiveServer("--artifacts", str(bundle))
+    big = png(np.asarray(Image.fromarray(255 - mnist_test[0][0]).resize((2000, 2000))))
+    files = [("image", (f"{i}.png", big, "image/png")) for i in range(60)]
+    assert 60 * len(big) < 10_000_000  # under the body limit: the batch takes a while to work
+    result = {}
+
+    def post():
+        result["r"] = requests.post(s.url + "/predict", files=files, timeout=60)
+
+    t = threading.Thread(target=post)
+    t.start()
+    time.sleep(0.4)  # the upload is in, the batch is being worked on
+    s.proc.send_signal(signal.SIGTERM)
+    t.join(60)
+    assert s.wait_exit(30) == 0, s.log
+    r = result["r"]
+    assert r.status_code == 200 and len(r.json()["results"]) == 60
+    assert "finishing requests in flight" in s.log and "stopped" in s.log
+    with pytest.raises(requests.ConnectionError):
+        requests.get(s.url + "/healthz", timeout=2)
+
+
+def _start_fails(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "server", "--port", "0", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_missing_bundle_is_a_clear_start_up_error(tmp_path):
+    p = _start_fails("--artifacts", str(tmp_path / "nothing"))
+    assert p.returncode == 2
+    assert "cannot start:" in p.stderr and "manifest.json not found" in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "remove"])
+def test_damaged_model_file_is_a_clear_start_up_error(bundle, tmp_path, damage):
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy)
+    model = copy / json.loads((copy / "manifest.json").read_text())["models"][0]["file"]
+    data = model.read_bytes()
+    if damage == "truncate":
+        model.write_bytes(data[: len(data) // 3])
+    elif damage == "flip":
+        model.write_bytes(data[:100] + bytes([data[100] ^ 0xFF]) + data[101:])
+    else:
+        model.unlink()
+    p = _start_fails("--artifacts", str(copy))
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert ("sha256" if damage != "remove" else "is missing") in p.stderr
+
+
+def test_cuda_without_a_gpu_is_an_error_not_a_fallback(bundle):
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    p = _start_fails("--artifacts", str(bundle), "--device", "cuda")
+    assert p.returncode == 2 and "--device cuda" in p.stderr and "onnxruntime-gpu" in p.stderr
+
+
+def test_serving_never_imports_torch(bundle, mnist_test):
+    code = f"""
+import sys, io
+from PIL import Image
+import numpy as np
+from server import create_app
+from server.config import ServerConfig
+app = create_app(ServerConfig(artifacts={str(bundle)!r}))
+digit = np.load({str(bundle / "golden.npz")!r})['pixels'][0]
+buf = io.BytesIO(); Image.fromarray(digit).save(buf, 'PNG')
+r = app.test_client().post('/predict', data=buf.getvalue(), content_type='image/png')
+assert r.status_code == 200, r.data
+banned = ('torch', 'torchvision', 'training', 'export')
+print(sorted(m for m in sys.modules if m.split('.')[0] in banned))
+"""
+    p = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "[]"

@@ -1,0 +1,237 @@
+"""The web page in a real headless Chromium against a real server on 127.0.0.1.
+
+Screenshots at desktop and phone width go to test-output/screenshots/ for a person to look at.
+"""
+
+import io
+import itertools
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.live import ROOT, LiveServer
+
+pytestmark = pytest.mark.browser
+webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
+from selenium.webdriver.common.actions.action_builder import ActionBuilder  # noqa: E402
+from selenium.webdriver.common.actions.pointer_input import PointerInput  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+SHOTS = ROOT / "test-output" / "screenshots"
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+
+
+@pytest.fixture(scope="module")
+def server(bundle):
+    s = LiveServer("--artifacts", str(bundle))
+    yield s
+    s.stop()
+
+
+def _browser(javascript: bool = True, width: int = 1280, height: int = 900, phone: bool = False):
+    if not CHROMIUM.exists() or not CHROMEDRIVER.exists():
+        pytest.fail("Chromium is not installed: apt-get install chromium chromium-driver")
+    profile = tempfile.mkdtemp(prefix="chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        f"--window-size={width},{height}",
+    ):
+        options.add_argument(flag)
+    if phone:  # a real phone viewport (headless windows cannot be narrower than 500 px)
+        options.add_experimental_option(
+            "mobileEmulation",
+            {"deviceMetrics": {"width": width, "height": height, "pixelRatio": 2, "touch": True}},
+        )
+    if not javascript:
+        options.add_experimental_option(
+            "prefs", {"profile.managed_default_content_settings.javascript": 2}
+        )
+    driver = webdriver.Chrome(service=webdriver.ChromeService(str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(30)
+    driver.profile_dir = profile
+    return driver
+
+
+@pytest.fixture
+def browser():
+    driver = _browser()
+    yield driver
+    driver.quit()
+    shutil.rmtree(driver.profile_dir, ignore_errors=True)
+
+
+def _digit_file(tmp_path: Path, img: np.ndarray, name: str = "digit.png") -> Path:
+    path = tmp_path / name
+    # Black on white and larger, as a user's file would be.
+    Image.fromarray(255 - img).resize((140, 140), Image.Resampling.BICUBIC).save(path)
+    return path
+
+
+def _wait_for_answer(driver, timeout: float = 15) -> str:
+    digit = WebDriverWait(driver, timeout).until(
+        ec.visibility_of_element_located((By.ID, "answer-digit"))
+    )
+    return digit.text
+
+
+def _shot(driver, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(SHOTS / f"{name}.png"))
+
+
+def test_upload_an_mnist_digit_and_read_it_on_the_page(server, browser, mnist_test, tmp_path):
+    images, labels = mnist_test
+    browser.get(server.url + "/")
+    browser.find_element(By.ID, "file").send_keys(str(_digit_file(tmp_path, images[0])))
+    assert _wait_for_answer(browser) == str(labels[0])
+    votes = browser.find_elements(By.CSS_SELECTOR, ".model-vote")
+    assert [v.text for v in votes] == [str(labels[0])] * 3
+    assert "agree" in browser.find_element(By.ID, "agreement").text
+    seen = browser.find_element(By.CSS_SELECTOR, ".seen img")
+    assert seen.get_attribute("src").startswith("data:image/png;base64,")
+    _shot(browser, "desktop-upload")
+
+
+def _stroke(driver, canvas, points: list[tuple[float, float]], kind: str = "mouse") -> None:
+    """Draws through `points`, given as fractions of the canvas size, with one pointer."""
+    w, h = canvas.size["width"], canvas.size["height"]
+    builder = ActionBuilder(driver, mouse=PointerInput(kind, kind))
+    pointer = builder.pointer_action
+    x0, y0 = points[0]
+    pointer.move_to(canvas, int((x0 - 0.5) * w), int((y0 - 0.5) * h))
+    pointer.pointer_down()
+    for (xa, ya), (xb, yb) in itertools.pairwise(points):
+        for t in np.linspace(0.125, 1, 8):  # a hand moves through, not jumps to, each point
+            x, y = xa + t * (xb - xa), ya + t * (yb - ya)
+            pointer.move_to(canvas, int((x - 0.5) * w), int((y - 0.5) * h))
+    pointer.pointer_up()
+    builder.perform()
+
+
+@pytest.mark.parametrize("kind", ["mouse", "touch", "pen"])
+def test_draw_a_one_with_any_pointer_and_read_it_with_three_votes(server, browser, kind):
+    browser.get(server.url + "/")
+    canvas = browser.find_element(By.ID, "pad")
+    _stroke(browser, canvas, [(0.5, 0.15), (0.5, 0.5), (0.5, 0.85)], kind=kind)
+    assert _wait_for_answer(browser) == "1"
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".model-vote")) == 3
+
+
+def test_draw_a_seven_in_two_strokes(server, browser):
+    browser.get(server.url + "/")
+    canvas = browser.find_element(By.ID, "pad")
+    _stroke(browser, canvas, [(0.25, 0.2), (0.5, 0.2), (0.75, 0.2)])
+    _stroke(browser, canvas, [(0.75, 0.2), (0.6, 0.5), (0.45, 0.85)])
+    assert _wait_for_answer(browser) == "7"
+    _shot(browser, "desktop-drawn-seven")
+    browser.find_element(By.ID, "clear").click()
+    browser.find_element(By.ID, "recognise-drawing").click()
+    alert = WebDriverWait(browser, 5).until(
+        ec.visibility_of_element_located((By.CSS_SELECTOR, ".error"))
+    )
+    assert "Nothing drawn" in alert.text
+
+
+def test_a_text_file_gets_a_plain_error(server, browser, tmp_path):
+    notes = tmp_path / "notes.png"
+    notes.write_text("this is not an image\n")
+    browser.get(server.url + "/")
+    browser.find_element(By.ID, "file").send_keys(str(notes))
+    alert = WebDriverWait(browser, 10).until(
+        ec.visibility_of_element_located((By.CSS_SELECTOR, ".error"))
+    )
+    assert "not an image in an accepted format" in alert.text
+    _shot(browser, "desktop-error")
+
+
+def test_form_works_without_javascript(server, mnist_test, tmp_path):
+    images, labels = mnist_test
+    driver = _browser(javascript=False)
+    try:
+        driver.get(server.url + "/")
+        assert not driver.find_element(By.ID, "draw-panel").is_displayed()
+        driver.find_element(By.ID, "file").send_keys(str(_digit_file(tmp_path, images[1])))
+        driver.find_element(By.ID, "upload-button").click()
+        assert _wait_for_answer(driver) == str(labels[1])
+        assert len(driver.find_elements(By.CSS_SELECTOR, ".model-vote")) == 3
+        _shot(driver, "desktop-no-javascript")
+    finally:
+        driver.quit()
+        shutil.rmtree(driver.profile_dir, ignore_errors=True)
+
+
+def test_phone_width_layout_fits_and_works(server, mnist_test, tmp_path):
+    images, labels = mnist_test
+    driver = _browser(width=390, height=844, phone=True)
+    try:
+        driver.get(server.url + "/")
+        _shot(driver, "phone-empty")
+        driver.find_element(By.ID, "file").send_keys(str(_digit_file(tmp_path, images[2])))
+        assert _wait_for_answer(driver) == str(labels[2])
+        overflow = driver.execute_script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 0  # nothing wider than the phone's screen
+        # The result is below the inputs on a phone: the page scrolls it into view.
+        WebDriverWait(driver, 5).until(
+            lambda d: d.execute_script(
+                "return document.getElementById('result').getBoundingClientRect().top < 80"
+            )
+        )
+        _shot(driver, "phone-result")
+    finally:
+        driver.quit()
+        shutil.rmtree(driver.profile_dir, ignore_errors=True)
+
+
+def test_page_is_keyboard_reachable_and_loads_nothing_external(server, browser):
+    browser.get(server.url + "/")
+    reached = set()
+    for _ in range(12):
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        active = browser.switch_to.active_element
+        reached.add(active.get_attribute("id") or active.tag_name)
+    assert {"file", "upload-button", "clear", "recognise-drawing", "pen"} <= reached
+    urls = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)"
+    )
+    assert urls and all(u.startswith(server.url) for u in urls)
+    logs = browser.get_log("browser")
+    assert not [entry for entry in logs if entry["level"] == "SEVERE"], logs
+
+
+def test_paste_from_the_clipboard(server, browser, mnist_test):
+    images, labels = mnist_test
+    buf = io.BytesIO()
+    Image.fromarray(255 - images[3]).save(buf, format="PNG")
+    browser.get(server.url + "/")
+    # A synthetic paste event carrying a PNG file, as the clipboard delivers a copied image.
+    browser.execute_script(
+        """
+        const bytes = Uint8Array.from(atob(arguments[0]), c => c.charCodeAt(0));
+        const file = new File([bytes], "pasted.png", {type: "image/png"});
+        const data = new DataTransfer();
+        data.items.add(file);
+        document.dispatchEvent(new ClipboardEvent("paste", {clipboardData: data}));
+        """,
+        __import__("base64").b64encode(buf.getvalue()).decode(),
+    )
+    assert _wait_for_answer(browser) == str(labels[3])
