@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
@@ -33,10 +34,15 @@ class JsonErrorTask(ErrorTask):
 
     def execute(self):
         e = self.request.error
+        code, reason = e.code, e.reason
+        if code == 501:
+            # An unsupported Transfer-Encoding: RFC 9112 suggests 501, but the request is the
+            # client's to fix, and nothing a client sends gets a 5xx from us.
+            code, reason = 400, "Bad Request"
         body = json.dumps(
             {"error": f"{e.reason}: {e.body}", "code": e.reason.lower().replace(" ", "_")}
         ).encode()
-        self.status = f"{e.code} {e.reason}"
+        self.status = f"{code} {reason}"
         self.response_headers.extend(
             [("Content-Type", "application/json"), *SECURITY_HEADERS.items()]
         )
@@ -159,6 +165,9 @@ def serve(config: ServerConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Pillow warns about odd files (oversized tags, huge sizes) that we refuse or handle
+    # anyway; one warning per hostile upload would flood the log.
+    warnings.filterwarnings("ignore", module="PIL")
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

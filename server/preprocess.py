@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,20 +83,20 @@ def decode(data: bytes, max_pixels: int) -> Decoded:
     JPEGs decode already reduced (draft mode) when they are large."""
     if not data:
         raise UndecodableImage("The image is empty (0 bytes).")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            im = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
-        except UnidentifiedImageError:
-            if _claims_accepted_format(data):
-                raise UndecodableImage("The image header is corrupt.") from None
-            raise UnsupportedFormat(
-                "This is not an image in an accepted format (PNG, JPEG, GIF, BMP, WebP, TIFF)."
-            ) from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise TooManyPixels(f"The image has more than {max_pixels:,} pixels.") from None
-        except Exception:  # Pillow's parsers raise many types on malformed headers
+    # No warnings.catch_warnings here: it swaps process-wide state and is not thread-safe.
+    # Pillow only warns about sizes; the pixel cap below is what refuses them.
+    try:
+        im = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+    except UnidentifiedImageError:
+        if _claims_accepted_format(data):
             raise UndecodableImage("The image header is corrupt.") from None
+        raise UnsupportedFormat(
+            "This is not an image in an accepted format (PNG, JPEG, GIF, BMP, WebP, TIFF)."
+        ) from None
+    except Image.DecompressionBombError:
+        raise TooManyPixels(f"The image has more than {max_pixels:,} pixels.") from None
+    except Exception:  # Pillow's parsers raise many types on malformed headers
+        raise UndecodableImage("The image header is corrupt.") from None
     w, h = im.size
     fmt = im.format or ""
     if w < 1 or h < 1:

@@ -92,7 +92,7 @@ def parse_args(argv: list[str] | None) -> RunConfig:
         action="append",
         default=[],
         metavar="NAME.SECTION.FIELD=VALUE",
-        help="change one field of a recipe, e.g. lenet5-bn-relu.optim.lr=0.002",
+        help="change one field of a recipe, e.g. lenet5-bn-gelu.optim.lr=0.002",
     )
     args = p.parse_args(argv)
     try:

@@ -23,7 +23,7 @@ class OptimConfig:
     momentum: float = 0.9  # sgd only
     schedule: str = "onecycle"  # onecycle | cosine (with linear warm-up)
     warmup: float = 0.2  # fraction of the steps spent warming up
-    epochs: int = 30
+    epochs: int = 60
     batch_size: int = 128
     label_smoothing: float = 0.0
     ema: float = 0.999  # decay of the weight average that is validated and saved; 0 = off
@@ -50,36 +50,52 @@ VARIANTS: dict[str, VariantConfig] = {
     v.name: v
     for v in (
         VariantConfig(
-            name="lenet5-bn-relu",
-            seed=1,
-            why="batch norm + ReLU + max pooling on the original 32x32 input, Adam with one-cycle",
-            model=ModelArgs(activation="relu", pool="max", norm="batch", dropout=0.1, pad=2),
-            optim=OptimConfig(optimizer="adam", lr=3e-3, weight_decay=1e-4, schedule="onecycle"),
-            augment=AugmentConfig(elastic_alpha=1.0),
-        ),
-        VariantConfig(
             name="lenet5-classic-sgd",
             seed=2,
-            why="closest to 1998: average pooling, 28x28 input, no norm, SGD+Nesterov with cosine",
+            why="closest to 1998: ELU, average pooling, 28x28 input, no norm; SGD+Nesterov, "
+            "cosine; strong affine augmentation",
             model=ModelArgs(activation="elu", pool="avg", norm="none", dropout=0.2, pad=0),
             optim=OptimConfig(
-                optimizer="sgd", lr=0.05, weight_decay=5e-4, schedule="cosine", warmup=0.05
+                optimizer="sgd",
+                lr=0.05,
+                weight_decay=5e-4,
+                schedule="cosine",
+                warmup=0.05,
+                epochs=60,
             ),
             augment=AugmentConfig(rotate=15.0, scale=0.15, shear=10.0, translate=2.5),
         ),
         VariantConfig(
-            name="lenet5-elastic-gelu",
-            seed=3,
-            why="GELU, strong elastic distortion and stroke-width change, label smoothing",
-            model=ModelArgs(activation="gelu", pool="max", norm="batch", dropout=0.15, pad=2),
+            name="lenet5-relu-adam",
+            seed=1,
+            why="ReLU, max pooling, the original 32x32 input; AdamW, one-cycle; affine + "
+            "elastic augmentation",
+            model=ModelArgs(activation="relu", pool="max", norm="none", dropout=0.1, pad=2),
             optim=OptimConfig(
                 optimizer="adam",
-                lr=2e-3,
-                weight_decay=5e-4,
-                schedule="cosine",
-                label_smoothing=0.1,
+                lr=3e-3,
+                weight_decay=0.05,
+                schedule="onecycle",
+                warmup=0.2,
+                epochs=60,
             ),
-            augment=AugmentConfig(elastic_alpha=1.2, stroke=0.5),
+            augment=AugmentConfig(elastic_alpha=0.5),
+        ),
+        VariantConfig(
+            name="lenet5-bn-gelu",
+            seed=3,
+            why="batch norm, GELU, average pooling, 32x32 input; SGD+Nesterov, one-cycle; "
+            "affine + stroke-width augmentation",
+            model=ModelArgs(activation="gelu", pool="avg", norm="batch", dropout=0.1, pad=2),
+            optim=OptimConfig(
+                optimizer="sgd",
+                lr=0.1,
+                weight_decay=5e-4,
+                schedule="onecycle",
+                warmup=0.2,
+                epochs=60,
+            ),
+            augment=AugmentConfig(stroke=0.3),
         ),
     )
 }

@@ -1,0 +1,346 @@
+"""Hostile and broken input against a real server: every answer is a 4xx JSON error (or a valid
+prediction), in bounded time, and the server keeps answering /healthz after each."""
+
+import contextlib
+import io
+import struct
+import time
+import zipfile
+import zlib
+
+import numpy as np
+import pytest
+import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from server import create_app
+from server.config import ServerConfig
+from server.errors import ApiError
+from server.manifest import InputSpec
+from server.preprocess import preprocess
+from tests.live import LiveServer
+
+TIME_BOUND = 3.0  # seconds for any single hostile request, on a busy 2-core CI machine
+SPEC = InputSpec("image", 28, 28, 0.1307, 0.3081, True, 20, (14.0, 14.0))
+
+
+@pytest.fixture(scope="module")
+def server(bundle):
+    s = LiveServer("--artifacts", str(bundle), "--max-batch", "16")
+    yield s
+    assert s.stop() == 0
+
+
+def encode(im: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A valid PNG header declaring a huge image, followed by a few bytes of pixel data."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", zlib.compress(b"\0" * 1024))
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def gif_declaring(width: int, height: int) -> bytes:
+    return (
+        b"GIF89a"
+        + struct.pack("<HHBBB", width, height, 0, 0, 0)
+        + b",\0\0\0\0"
+        + struct.pack("<HH", width, height)
+        + b"\0\x02\x02\x4c\x01\0;"
+    )
+
+
+@pytest.fixture(scope="module")
+def digit(mnist_test):
+    images, labels = mnist_test
+    return images[0], int(labels[0])
+
+
+def check(server, response: requests.Response, elapsed: float, statuses) -> dict:
+    assert elapsed < TIME_BOUND, elapsed
+    assert response.status_code in statuses, (response.status_code, response.text[:300])
+    body = response.json()
+    if response.status_code >= 400:
+        assert set(body) == {"error", "code"} and body["error"], body
+        assert "Traceback" not in response.text
+    assert requests.get(server.url + "/healthz", timeout=5).status_code == 200
+    return body
+
+
+def post_raw(server, data: bytes, content_type: str | None = "image/png", statuses=range(400, 500)):
+    headers = {"Content-Type": content_type} if content_type else {}
+    t0 = time.perf_counter()
+    r = requests.post(server.url + "/predict", data=data, headers=headers, timeout=30)
+    return check(server, r, time.perf_counter() - t0, statuses)
+
+
+def post_files(
+    server, files: list[tuple[str, bytes]], field: str = "image", statuses=range(400, 500)
+):
+    t0 = time.perf_counter()
+    r = requests.post(
+        server.url + "/predict",
+        timeout=30,
+        files=[(field, (name, data, "application/octet-stream")) for name, data in files],
+    )
+    return check(server, r, time.perf_counter() - t0, statuses)
+
+
+def test_empty_body(server):
+    assert post_raw(server, b"")["code"] == "undecodable_image"
+    assert post_raw(server, b"", content_type=None)["code"] == "unsupported_media_type"
+
+
+def test_wrong_field_name(server, digit):
+    body = post_files(server, [("d.png", encode(Image.fromarray(digit[0]), "PNG"))], field="file")
+    assert body["code"] == "missing_image" and "'file'" in body["error"]
+
+
+def test_not_multipart(server):
+    t0 = time.perf_counter()
+    r = requests.post(server.url + "/predict", data={"image": "abc"}, timeout=10)
+    assert check(server, r, time.perf_counter() - t0, [415])["code"] == "unsupported_media_type"
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_truncated_images(server, digit, fmt):
+    data = encode(Image.fromarray(digit[0]).resize((300, 300)), fmt)
+    for cut in (len(data) // 2, len(data) * 3 // 4, 40):
+        assert post_raw(server, data[:cut])["code"] == "undecodable_image"
+    # Only the end marker missing: every pixel is there, so an answer is fine too.
+    post_raw(server, data[:-12], statuses=[200, 400])
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP"])
+def test_bit_flips_in_headers(server, digit, fmt):
+    data = encode(
+        Image.fromarray(digit[0]).resize((56, 56)).convert("P" if fmt == "GIF" else "L"), fmt
+    )
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        broken = bytearray(data)
+        for pos in rng.integers(0, min(64, len(data)), 3):
+            broken[pos] ^= 1 << int(rng.integers(8))
+        post_raw(server, bytes(broken), statuses=[200, *range(400, 500)])
+
+
+def test_zero_byte_and_one_pixel_images(server):
+    assert post_raw(server, b"")["code"] == "undecodable_image"
+    for value in (0, 255):
+        one = encode(Image.new("L", (1, 1), value), "PNG")
+        assert post_raw(server, one)["code"] == "no_ink"
+
+
+@pytest.mark.parametrize("size", [(100_000, 1), (1, 100_000), (20_000, 3)])
+def test_extreme_aspect_ratios(server, size):
+    rng = np.random.default_rng(1)
+    stripes = (rng.random(size[::-1]) < 0.5).astype(np.uint8) * 255
+    post_raw(server, encode(Image.fromarray(stripes), "PNG"), statuses=[200, *range(400, 500)])
+
+
+@pytest.mark.parametrize(
+    "bomb",
+    [png_declaring(100_000, 100_000), png_declaring(7000, 7000), gif_declaring(65535, 65535)],
+)
+def test_decompression_bombs_are_refused_before_decoding(server, bomb):
+    assert post_raw(server, bomb)["code"] == "too_many_pixels"
+
+
+def test_large_but_allowed_image_is_handled_within_bounds(server):
+    # 36 megapixels of zeros: 35 KB on the wire, fully decoded in memory, under the cap.
+    data = encode(Image.new("L", (6000, 6000), 0), "PNG", optimize=True)
+    assert len(data) < 200_000
+    assert post_raw(server, data)["code"] == "no_ink"
+
+
+def test_animated_gif_with_thousands_of_frames(server, digit):
+    first = Image.fromarray(255 - digit[0]).convert("P")
+    frames = [Image.new("P", (28, 28), i % 256) for i in range(3000)]
+    data = encode(first, "GIF", save_all=True, append_images=frames, duration=10, loop=0)
+    body = post_raw(server, data, statuses=[200])
+    assert body["label"] == digit[1]
+
+
+def test_sixteen_bit_cmyk_and_palette_with_transparency(server, digit):
+    img, label = digit
+    sixteen = Image.fromarray((255 - img).astype(np.uint16) * 257)
+    cmyk = Image.fromarray(np.stack([255 - img] * 3, axis=2)).convert("CMYK")
+    palette = Image.fromarray(np.where(img > 127, 1, 0).astype(np.uint8), "P")
+    palette.putpalette([250, 20, 200, 0, 0, 0])  # index 0 magenta, but fully transparent
+    for data in (
+        encode(sixteen, "PNG"),
+        encode(cmyk, "JPEG", quality=95),
+        encode(cmyk, "TIFF"),
+        encode(palette, "PNG", transparency=bytes([0, 255])),
+    ):
+        assert post_raw(server, data, statuses=[200])["label"] == label
+
+
+def _zip() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("digit.png", b"\x89PNG not really")
+    return buf.getvalue()
+
+
+FOREIGN = {
+    "svg": b"<?xml version='1.0'?><svg xmlns='http://www.w3.org/2000/svg'><text>7</text></svg>",
+    "svg-xxe": (
+        b"<?xml version='1.0'?><!DOCTYPE svg [<!ENTITY x SYSTEM 'file:///etc/passwd'>]>"
+        b"<svg xmlns='http://www.w3.org/2000/svg'><text>&x;</text></svg>"
+    ),
+    "pdf": b"%PDF-1.7\n1 0 obj<</Type/Catalog>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF",
+    "html": b"<!doctype html><html><script>alert(1)</script></html>",
+    "zip": _zip(),
+    "elf": b"\x7fELF\x02\x01\x01\0" + b"\0" * 120,
+    "windows-exe": b"MZ\x90\0\x03\0\0\0" + b"\0" * 120,
+}
+
+
+@pytest.mark.parametrize("name", sorted(FOREIGN))
+def test_non_images_are_415_whatever_they_are_called(server, name):
+    assert post_raw(server, FOREIGN[name])["code"] == "unsupported_format"
+    assert post_files(server, [("digit.png", FOREIGN[name])])["code"] == "unsupported_format"
+
+
+def test_content_type_that_lies(server, digit):
+    img, label = digit
+    png = encode(Image.fromarray(img), "PNG")
+    # The bytes decide, not the label: a PNG called JPEG is still read as the PNG it is.
+    assert post_raw(server, png, content_type="image/jpeg", statuses=[200])["label"] == label
+    assert (
+        post_raw(server, FOREIGN["zip"], content_type="image/png")["code"] == "unsupported_format"
+    )
+    assert post_raw(server, png, content_type="text/plain")["code"] == "unsupported_media_type"
+    assert (
+        post_raw(server, png, content_type="multipart/form-data; boundary=xyz")["code"]
+        == "missing_image"
+    )
+
+
+def test_batch_over_the_limit(server, digit):
+    png = encode(Image.fromarray(digit[0]), "PNG")
+    assert post_files(server, [("d.png", png)] * 17)["code"] == "batch_too_large"
+
+
+def test_thousands_of_multipart_parts(server):
+    t0 = time.perf_counter()
+    r = requests.post(
+        server.url + "/predict", timeout=30, files=[("junk", ("x", b"x", "text/plain"))] * 3000
+    )
+    assert check(server, r, time.perf_counter() - t0, [413])["code"] == "body_too_large"
+
+
+def test_oversized_headers_and_broken_http(server):
+    import socket
+
+    for request in (
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 300_000 + b"\r\n\r\n",
+        b"NOT HTTP AT ALL\r\n\r\n",
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+    ):
+        response = b""
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(request)
+            # The server answers, then closes with our excess bytes unread: that can end in
+            # a reset once the answer is in.
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := s.recv(65536):
+                    response += chunk
+        head, _, body = response.partition(b"\r\n\r\n")
+        status = int(head.split()[1])
+        assert 400 <= status < 500 and b"application/json" in head, head
+        assert b'"code"' in body
+    assert requests.get(server.url + "/healthz", timeout=5).status_code == 200
+
+
+# ---- property-based fuzzing ------------------------------------------------------------------
+
+
+def _valid_images() -> list[bytes]:
+    rng = np.random.default_rng(3)
+    ink = (rng.random((40, 30)) < 0.2).astype(np.uint8) * 255
+    im = Image.fromarray(ink)
+    return [
+        encode(im, "PNG"),
+        encode(im, "JPEG"),
+        encode(im.convert("P"), "GIF"),
+        encode(im, "BMP"),
+        encode(im, "TIFF"),
+        encode(im, "WEBP"),
+    ]
+
+
+VALID = _valid_images()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=4096))
+def test_preprocess_of_any_bytes_is_a_result_or_a_typed_error(data):
+    try:
+        preprocess(data, SPEC, 40_000_000)
+    except ApiError as e:
+        assert 400 <= e.status < 500
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(range(len(VALID))),
+    st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=8),
+    st.integers(0, 10_000),
+)
+def test_preprocess_of_mutated_images_is_a_result_or_a_typed_error(which, edits, cut):
+    data = bytearray(VALID[which])
+    for pos, value in edits:
+        data[pos % len(data)] = value
+    try:
+        preprocess(bytes(data[: max(1, len(data) - cut % 64)]), SPEC, 40_000_000)
+    except ApiError as e:
+        assert 400 <= e.status < 500
+
+
+@pytest.fixture(scope="module")
+def client(bundle):
+    return create_app(ServerConfig(artifacts=bundle)).test_client()
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    st.one_of(st.binary(max_size=2048), st.sampled_from(VALID)),
+    st.sampled_from(
+        [
+            "image/png",
+            "image/jpeg",
+            "image/anything",
+            "multipart/form-data",
+            "multipart/form-data; boundary=----x",
+            "text/plain",
+            "",
+            "image/",
+        ]
+    ),
+)
+def test_any_raw_body_gets_200_or_a_4xx_json(client, body, content_type):
+    r = client.post("/predict", data=body, content_type=content_type or None)
+    assert r.status_code == 200 or 400 <= r.status_code < 500, r.status_code
+    payload = r.get_json()
+    assert ("label" in payload) if r.status_code == 200 else ("code" in payload)
