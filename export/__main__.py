@@ -54,6 +54,24 @@ def load_run(run_dir: Path) -> tuple[dict, list, list[dict]]:
     return run, models, ckpts
 
 
+def _bundle_files(out: Path) -> set[str]:
+    """The files the manifest already in `out` lists (nothing else there is ever removed)."""
+    try:
+        m = json.loads((out / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return set()
+    listed = [e.get("file") for e in m.get("models", [])]
+    listed += [
+        m.get("ensemble", {}).get("file"),
+        m.get("golden", {}).get("file"),
+        *PLOTS,
+        "manifest.json",
+        "metrics.json",
+        "MODEL_CARD.md",
+    ]
+    return {Path(f).name for f in listed if isinstance(f, str)}
+
+
 def normalised(images: torch.Tensor, norm: dict) -> np.ndarray:
     return ((images.to(torch.float32) / 255.0 - norm["mean"]) / norm["std"]).numpy()
 
@@ -154,8 +172,11 @@ def build(run_dir: Path, out: Path, data_dir: Path, command: str) -> dict:
         (stage / "MODEL_CARD.md").write_text(bundle.model_card(manifest, metrics, parity))
         step("manifest and model card written")
 
+        stale = _bundle_files(out) - {f.name for f in stage.iterdir()}
         for f in stage.iterdir():
             f.replace(out / f.name)
+        for name in stale:  # files of the bundle this one replaces, e.g. a renamed model
+            (out / name).unlink(missing_ok=True)
         step(f"bundle in {out}/")
     finally:
         shutil.rmtree(stage, ignore_errors=True)

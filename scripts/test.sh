@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs (idempotent) and runs it: lint, format check,
-# security lint and pytest. Usage: scripts/test.sh [extra pytest args]
+# security lint of the server and pytest. Usage: scripts/test.sh [extra pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,4 +28,5 @@ fi
 
 $VENV/bin/ruff check .
 $VENV/bin/ruff format --check .
+$VENV/bin/bandit -q -c pyproject.toml -r server
 $VENV/bin/python -m pytest "$@"

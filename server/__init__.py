@@ -15,6 +15,7 @@ from flask import Flask, Request, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from server import manifest as manifest_mod
+from server import v2
 from server.config import ServerConfig
 from server.ensemble import Ensemble
 from server.errors import ApiError, BodyTooLarge, MethodNotAllowed, NotFound
@@ -53,6 +54,7 @@ class State:
     predictor: Predictor
     metrics: Metrics
     self_test: dict
+    v2_models: dict
     ready: bool = False
 
 
@@ -94,6 +96,11 @@ def create_app(config: ServerConfig | None = None) -> Flask:
         predictor=Predictor(manifest, ensemble, config.max_pixels),
         metrics=Metrics(manifest.model_names, ensemble.device),
         self_test=self_test,
+        # The Open Inference Protocol serves each model and the ensemble graph by name.
+        v2_models={
+            **{n: v2.Model.of(n, ensemble.open(p)) for n, p in manifest.model_files.items()},
+            "ensemble": v2.Model.of("ensemble", ensemble.session),
+        },
         ready=True,
     )
     app.extensions["digits"] = state
@@ -103,6 +110,7 @@ def create_app(config: ServerConfig | None = None) -> Flask:
 
     app.register_blueprint(api)
     app.register_blueprint(pages)
+    app.register_blueprint(v2.v2)
 
     @app.before_request
     def start_timer():

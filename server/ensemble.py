@@ -47,22 +47,17 @@ def _providers(device: str) -> list:
 
 class Ensemble:
     def __init__(self, manifest: Manifest, device: str = "auto", threads: int = 1):
-        options = ort.SessionOptions()
+        self._options = ort.SessionOptions()
         # Requests are already parallel (one per waitress thread): a pool per inference on top
         # would oversubscribe the cores. Spinning pool threads would burn CPU while idle.
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3
-        providers = _providers(device)
-        try:
-            self.session = ort.InferenceSession(
-                str(manifest.ensemble_file), options, providers=providers
-            )
-        except Exception as e:  # onnxruntime raises its own hierarchy for broken graphs
-            raise DeviceError(f"cannot load {manifest.ensemble_file.name}: {e}") from None
+        self._options.intra_op_num_threads = threads
+        self._options.inter_op_num_threads = 1
+        self._options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        self._options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self._options.log_severity_level = 3
+        self._providers = _providers(device)
+        self.session = self.open(manifest.ensemble_file)
         self.providers = self.session.get_providers()
         # onnxruntime falls back to the CPU quietly when CUDA libraries fail to load.
         if device == "cuda" and self.providers[0] != CUDA:
@@ -74,6 +69,13 @@ class Ensemble:
         self.input_name = manifest.input.name
         self.output_names = manifest.raw["ensemble"]["output_order"]
         self.model_names = manifest.model_names
+
+    def open(self, path) -> ort.InferenceSession:
+        """A session on the same device and with the same settings as the ensemble's."""
+        try:
+            return ort.InferenceSession(str(path), self._options, providers=self._providers)
+        except Exception as e:  # onnxruntime raises its own hierarchy for broken graphs
+            raise DeviceError(f"cannot load {path.name}: {e}") from None
 
     def run(self, batch: np.ndarray) -> Outputs:
         """batch: float32 [N, 1, H, W], normalised."""

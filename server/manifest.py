@@ -34,6 +34,7 @@ class Manifest:
     input: InputSpec
     classes: list[str]
     model_names: list[str]
+    model_files: dict[str, Path]
     ensemble_file: Path
     golden_file: Path
     golden_atol: float
@@ -75,8 +76,7 @@ def load(root: Path) -> Manifest:
         spec = raw["input"]
         if spec["ink"] not in ("high", "low") or spec["layout"] != "NCHW":
             raise ManifestError(f"{path}: input ink/layout not understood")
-        for m in raw["models"]:
-            _checked(root, m, f"model {m['name']!r}")
+        model_files = {m["name"]: _checked(root, m, f"model {m['name']!r}") for m in raw["models"]}
         ensemble = _checked(root, raw["ensemble"], "ensemble")
         golden = _checked(root, raw["golden"], "golden")
         return Manifest(
@@ -94,6 +94,7 @@ def load(root: Path) -> Manifest:
             ),
             classes=[str(c) for c in raw["classes"]],
             model_names=list(raw["ensemble"]["members"]),
+            model_files=model_files,
             ensemble_file=ensemble,
             golden_file=golden,
             golden_atol=float(raw["golden"]["atol"]),

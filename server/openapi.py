@@ -82,6 +82,59 @@ def _get(summary: str, description: str = "OK", media: str = JSON) -> dict:
     }
 
 
+def v2_paths() -> dict:
+    """The Open Inference Protocol (KServe v2) routes; their schemas are the protocol's own."""
+    doc = "https://kserve.github.io/website/latest/modelserving/data_plane/v2_protocol/"
+    status = {"responses": {"200": {"description": "yes"}, "503": {"description": "no"}}}
+    model = {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "lenet5-... (one model) or ensemble (the three and the vote)",
+    }
+    version = {"name": "version", "in": "path", "required": True, "schema": {"const": "1"}}
+    infer = {
+        "post": {
+            "summary": f"Inference on FP32 [N,1,28,28] preprocessed digits ({doc})",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    JSON: {"schema": {"type": "object"}},
+                    "application/octet-stream": {
+                        "schema": {"type": "string", "format": "binary"},
+                        "description": "Triton binary tensor extension",
+                    },
+                },
+            },
+            "responses": {
+                "200": {"description": "outputs"},
+                "400": _error("Malformed request: the reason is in `error`"),
+                "404": _error("Unknown model or version"),
+            },
+        }
+    }
+    paths = {
+        "/v2": _get("Server metadata"),
+        "/v2/health/live": {"get": {"summary": "Live", **status}},
+        "/v2/health/ready": {"get": {"summary": "Ready", **status}},
+    }
+    for base, params in (
+        ("/v2/models/{name}", [model]),
+        ("/v2/models/{name}/versions/{version}", [model, version]),
+    ):
+        paths[base] = {
+            "get": {
+                "summary": "Model metadata",
+                "parameters": params,
+                "responses": {"200": {"description": "metadata"}},
+            }
+        }
+        paths[base + "/ready"] = {"get": {"summary": "Model ready", "parameters": params, **status}}
+        paths[base + "/infer"] = {"post": {**infer["post"], "parameters": params}}
+    return paths
+
+
 def spec(max_batch: int, max_body: int, max_pixels: int) -> dict:
     upload = {
         "required": True,
@@ -169,6 +222,7 @@ def spec(max_batch: int, max_body: int, max_pixels: int) -> dict:
             "/metrics": _get("Prometheus metrics", "Prometheus text format", "text/plain"),
             "/models": _get("The models, their accuracy, the vote and uncertainty rules"),
             "/openapi.json": _get("This document"),
+            **v2_paths(),
         },
         "components": {
             "schemas": {

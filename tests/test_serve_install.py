@@ -1,8 +1,18 @@
-"""A fresh virtualenv with requirements-serve.txt alone runs the server: no torch anywhere."""
+"""A fresh virtualenv with requirements-serve.txt alone runs the server: no torch anywhere.
+
+The server runs from a folder holding exactly what deploy/Dockerfile copies into the image,
+as a non-root user when the tests run as root, so the container recipe's file list and
+user are checked too (there is no Docker engine on the build machines to build the image).
+"""
 
 import io
+import os
+import re
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 import requests
@@ -11,8 +21,41 @@ from PIL import Image
 from tests.live import ROOT, LiveServer
 
 
+def dockerfile_copies() -> list[tuple[list[str], str]]:
+    """(sources, destination) of every COPY in deploy/Dockerfile."""
+    copies = []
+    for line in (ROOT / "deploy" / "Dockerfile").read_text().splitlines():
+        if line.startswith("COPY "):
+            *sources, dest = line.split()[1:]
+            copies.append((sources, dest))
+    return copies
+
+
+def stage_like_the_image(target: Path) -> None:
+    for sources, dest in dockerfile_copies():
+        for pattern in sources:
+            for src in sorted(ROOT.glob(pattern)):
+                out = target / dest if dest.endswith("/") else target / dest
+                if src.is_dir():
+                    shutil.copytree(src, out, ignore=shutil.ignore_patterns("__pycache__"))
+                else:
+                    out = out / src.name if dest.endswith("/") else out
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(src, out)
+
+
 @pytest.mark.slow
-def test_fresh_serve_virtualenv_runs_the_server_without_torch(bundle, tmp_path, mnist_test):
+def test_fresh_serve_virtualenv_runs_the_image_contents_without_torch(mnist_test):
+    # Not pytest's tmp_path: its parents are private to root, the image's user must read this.
+    base = Path(tempfile.mkdtemp(prefix="serve-install-"))
+    os.chmod(base, 0o755)
+    try:
+        _check_install(base, mnist_test)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _check_install(tmp_path: Path, mnist_test) -> None:
     venv = tmp_path / "serve-venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     pip = subprocess.run(
@@ -37,7 +80,19 @@ def test_fresh_serve_virtualenv_runs_the_server_without_torch(bundle, tmp_path, 
     ).stdout.lower()
     assert "torch" not in listed and "onnxruntime==" in listed
 
-    server = LiveServer("--artifacts", str(bundle), python=str(venv / "bin/python"))
+    app_dir = tmp_path / "app"
+    stage_like_the_image(app_dir)
+    assert (app_dir / "server" / "__main__.py").is_file()
+    assert (app_dir / "artifacts" / "manifest.json").is_file()
+    uid = int(re.search(r"--uid (\d+)", (ROOT / "deploy" / "Dockerfile").read_text()).group(1))
+    as_user = {"user": uid} if os.geteuid() == 0 else {}
+
+    server = LiveServer(
+        python=str(venv / "bin/python"),
+        cwd=app_dir,
+        env={"PYTHONDONTWRITEBYTECODE": "1"},
+        **as_user,
+    )
     try:
         buf = io.BytesIO()
         Image.fromarray(mnist_test[0][0]).save(buf, "PNG")
@@ -48,5 +103,7 @@ def test_fresh_serve_virtualenv_runs_the_server_without_torch(bundle, tmp_path, 
             timeout=30,
         )
         assert r.status_code == 200 and r.json()["label"] == int(mnist_test[1][0])
+        assert requests.get(server.url + "/", timeout=10).status_code == 200  # page + assets
+        assert requests.get(server.url + "/static/app.js", timeout=10).status_code == 200
     finally:
         assert server.stop() == 0

@@ -1,0 +1,247 @@
+"""The Open Inference Protocol (KServe v2) REST subset, as Triton Inference Server speaks it.
+
+Clients written for Triton (tritonclient.http, KServe SDKs) work against this server
+unchanged: server and model metadata, readiness, and inference on preprocessed digits
+(FP32 [N, 1, 28, 28]) for each model and for the ensemble graph. Tensors travel as JSON or,
+with Triton's binary tensor data extension, as raw little-endian bytes after the JSON header.
+
+Where Triton answers a malformed request with a 500, this answers 400 and says why.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from server.errors import BadRequest, InferenceFailed, NotFound
+
+v2 = Blueprint("v2", __name__, url_prefix="/v2")
+
+# v2 datatype <-> numpy, for the types our graphs use.
+DTYPES = {
+    "FP32": np.float32,
+    "INT64": np.int64,
+    "BOOL": np.bool_,
+    "FP64": np.float64,
+    "INT32": np.int32,
+}
+ONNX_TO_V2 = {"tensor(float)": "FP32", "tensor(int64)": "INT64", "tensor(bool)": "BOOL"}
+HEADER = "Inference-Header-Content-Length"
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    datatype: str
+    shape: list[int]  # -1 where the graph is dynamic (the batch)
+
+
+@dataclass
+class Model:
+    name: str
+    session: ort.InferenceSession
+    inputs: list[Tensor]
+    outputs: list[Tensor]
+
+    @classmethod
+    def of(cls, name: str, session: ort.InferenceSession) -> Model:
+        def tensors(args) -> list[Tensor]:
+            return [
+                Tensor(
+                    a.name, ONNX_TO_V2[a.type], [d if isinstance(d, int) else -1 for d in a.shape]
+                )
+                for a in args
+            ]
+
+        return cls(name, session, tensors(session.get_inputs()), tensors(session.get_outputs()))
+
+    def metadata(self) -> dict:
+        return {
+            "name": self.name,
+            "versions": ["1"],
+            "platform": "onnxruntime_onnx",
+            "inputs": [t.__dict__ for t in self.inputs],
+            "outputs": [t.__dict__ for t in self.outputs],
+        }
+
+
+def _state():
+    return current_app.extensions["digits"]
+
+
+def _model(name: str, version: str | None) -> Model:
+    model = _state().v2_models.get(name)
+    if model is None:
+        raise NotFound(f"Unknown model {name!r}; known: {', '.join(_state().v2_models)}.")
+    if version not in (None, "1"):
+        raise NotFound(f"Model {name!r} has only version 1.")
+    return model
+
+
+def _parse_body() -> tuple[dict, bytes]:
+    """(JSON header, binary tail) of a request, binary tensor extension included."""
+    body = request.get_data(cache=False)
+    length = request.headers.get(HEADER)
+    if length is None:
+        head, tail = body, b""
+    else:
+        if not length.isdigit() or int(length) > len(body):
+            raise BadRequest(f"{HEADER} {length!r} does not fit a body of {len(body)} bytes.")
+        head, tail = body[: int(length)], body[int(length) :]
+    try:
+        payload = json.loads(head)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise BadRequest(f"The request is not valid JSON ({e}).") from None
+    if not isinstance(payload, dict):
+        raise BadRequest("The request must be a JSON object with 'inputs'.")
+    return payload, tail
+
+
+def _read_input(
+    spec: Tensor, given: dict, tail: bytes, offset: int, max_batch: int
+) -> tuple[np.ndarray, int]:
+    datatype, shape = given.get("datatype"), given.get("shape")
+    if datatype != spec.datatype:
+        raise BadRequest(
+            f"Input {spec.name!r} must have datatype {spec.datatype}, got {datatype!r}."
+        )
+    if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+        raise BadRequest(f"Input {spec.name!r} needs a shape: a list of non-negative integers.")
+    if len(shape) != len(spec.shape) or any(
+        s != -1 and s != d for s, d in zip(spec.shape, shape, strict=True)
+    ):
+        raise BadRequest(
+            f"Input {spec.name!r} must have shape {spec.shape} (-1: any batch), got {shape}."
+        )
+    if shape[0] < 1 or shape[0] > max_batch:
+        raise BadRequest(f"Batch size {shape[0]} is outside 1..{max_batch}.")
+    dtype = np.dtype(DTYPES[datatype]).newbyteorder("<")
+    count = math.prod(shape)
+    size = (given.get("parameters") or {}).get("binary_data_size")
+    if size is not None:
+        if not isinstance(size, int) or size != count * dtype.itemsize:
+            raise BadRequest(
+                f"Input {spec.name!r}: binary_data_size {size!r} is not "
+                f"{count} x {dtype.itemsize} bytes."
+            )
+        if offset + size > len(tail):
+            raise BadRequest(f"Input {spec.name!r}: the body ends before its binary data.")
+        array = np.frombuffer(tail, dtype=dtype, count=count, offset=offset).reshape(shape)
+        return array.astype(dtype.newbyteorder("="), copy=False), offset + size
+    if "data" not in given:
+        raise BadRequest(f"Input {spec.name!r} has neither 'data' nor binary_data_size.")
+    try:
+        array = np.asarray(given["data"], dtype=DTYPES[datatype])
+    except (TypeError, ValueError):
+        raise BadRequest(f"Input {spec.name!r}: 'data' is not a list of numbers.") from None
+    if array.size != count:
+        raise BadRequest(f"Input {spec.name!r}: {array.size} values for shape {shape}.")
+    if datatype.startswith("FP") and not np.isfinite(array).all():
+        raise BadRequest(f"Input {spec.name!r} holds NaN or infinity.")
+    return array.reshape(shape), offset
+
+
+@v2.get("")
+def server_metadata():
+    return jsonify(
+        {
+            "name": "digits",
+            "version": "1",
+            "extensions": ["binary_tensor_data", "model_repository(read-only)"],
+        }
+    )
+
+
+@v2.get("/health/live")
+def live():
+    return Response(status=200)
+
+
+@v2.get("/health/ready")
+def ready():
+    return Response(status=200 if _state().ready else 503)
+
+
+@v2.get("/models/<name>")
+@v2.get("/models/<name>/versions/<version>")
+def model_metadata(name: str, version: str | None = None):
+    return jsonify(_model(name, version).metadata())
+
+
+@v2.get("/models/<name>/ready")
+@v2.get("/models/<name>/versions/<version>/ready")
+def model_ready(name: str, version: str | None = None):
+    _model(name, version)
+    return Response(status=200 if _state().ready else 503)
+
+
+@v2.post("/models/<name>/infer")
+@v2.post("/models/<name>/versions/<version>/infer")
+def infer(name: str, version: str | None = None):
+    model = _model(name, version)
+    payload, tail = _parse_body()
+    inputs = payload.get("inputs")
+    if not isinstance(inputs, list) or not all(isinstance(i, dict) for i in inputs):
+        raise BadRequest("'inputs' must be a list of tensors.")
+    given = {i.get("name"): i for i in inputs}
+    wanted = {t.name for t in model.inputs}
+    if set(given) != wanted or len(inputs) != len(wanted):
+        raise BadRequest(
+            f"Model {name!r} takes inputs {sorted(wanted)}, got {[i.get('name') for i in inputs]}."
+        )
+    feeds, offset = {}, 0
+    # Binary data follows the JSON in the order the inputs are listed.
+    for item in inputs:
+        spec = next(t for t in model.inputs if t.name == item["name"])
+        feeds[spec.name], offset = _read_input(spec, item, tail, offset, _state().config.max_batch)
+    if offset != len(tail):
+        raise BadRequest(f"{len(tail) - offset} bytes of binary data belong to no input.")
+
+    requested = payload.get("outputs")
+    binary_default = bool((payload.get("parameters") or {}).get("binary_data_output", False))
+    names = [t.name for t in model.outputs]
+    if requested is None:
+        selected = [(n, binary_default) for n in names]
+    else:
+        if not isinstance(requested, list) or not all(isinstance(o, dict) for o in requested):
+            raise BadRequest("'outputs' must be a list of {name, parameters} objects.")
+        unknown = [o.get("name") for o in requested if o.get("name") not in names]
+        if unknown:
+            raise BadRequest(f"Model {name!r} has no output {unknown}; outputs: {names}.")
+        selected = [
+            (o["name"], bool((o.get("parameters") or {}).get("binary_data", binary_default)))
+            for o in requested
+        ]
+    try:
+        results = model.session.run([n for n, _ in selected], feeds)
+    except Exception as e:  # a runtime fault, not the request's: logged, 503
+        current_app.logger.exception("v2 inference failed for %s", name)
+        raise InferenceFailed(f"The model could not run: {type(e).__name__}.") from e
+
+    outputs, blobs = [], []
+    for (out_name, binary), array in zip(selected, results, strict=True):
+        spec = next(t for t in model.outputs if t.name == out_name)
+        entry = {"name": out_name, "datatype": spec.datatype, "shape": list(array.shape)}
+        if binary:
+            blob = np.ascontiguousarray(
+                array, dtype=np.dtype(DTYPES[spec.datatype]).newbyteorder("<")
+            ).tobytes()
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = array.ravel().tolist()
+        outputs.append(entry)
+    answer = {"model_name": name, "model_version": "1", "outputs": outputs}
+    if "id" in payload:
+        answer["id"] = str(payload["id"])
+    head = json.dumps(answer).encode()
+    if not blobs:
+        return Response(head, mimetype="application/json")
+    response = Response(head + b"".join(blobs), mimetype="application/octet-stream")
+    response.headers[HEADER] = str(len(head))
+    return response

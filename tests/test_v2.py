@@ -1,0 +1,239 @@
+"""The KServe v2 / Triton protocol, spoken to by Triton's own client, tritonclient.http."""
+
+import io
+import json
+
+import numpy as np
+import onnx
+import pytest
+import requests
+from PIL import Image
+
+from tests.live import LiveServer
+
+httpclient = pytest.importorskip("tritonclient.http")
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+ONNX_TYPES = {
+    onnx.TensorProto.FLOAT: "FP32",
+    onnx.TensorProto.INT64: "INT64",
+    onnx.TensorProto.BOOL: "BOOL",
+}
+
+
+@pytest.fixture(scope="module")
+def server(bundle):
+    s = LiveServer("--artifacts", str(bundle), "--max-batch", "256")
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return httpclient.InferenceServerClient(url=server.url.removeprefix("http://"))
+
+
+@pytest.fixture(scope="module")
+def manifest(bundle):
+    return json.loads((bundle / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def digits(mnist_test, manifest):
+    """64 test digits, preprocessed as training saw them, with their labels."""
+    images, labels = mnist_test
+    spec = manifest["input"]
+    x = (images[:64].astype(np.float32) / 255.0 - spec["mean"]) / spec["std"]
+    return x[:, None].astype(np.float32), labels[:64], images[:64]
+
+
+def model_files(bundle, manifest) -> dict:
+    files = {m["name"]: bundle / m["file"] for m in manifest["models"]}
+    return {**files, "ensemble": bundle / manifest["ensemble"]["file"]}
+
+
+def test_server_is_live_and_ready_with_metadata(client):
+    assert client.is_server_live() and client.is_server_ready()
+    meta = client.get_server_metadata()
+    assert meta["name"] == "digits" and "binary_tensor_data" in meta["extensions"]
+
+
+def test_model_metadata_matches_the_onnx_files(client, bundle, manifest):
+    for name, path in model_files(bundle, manifest).items():
+        assert client.is_model_ready(name)
+        meta = client.get_model_metadata(name)
+        graph = onnx.load(path).graph
+        for side, declared in (("inputs", graph.input), ("outputs", graph.output)):
+            expected = [
+                {
+                    "name": v.name,
+                    "datatype": ONNX_TYPES[v.type.tensor_type.elem_type],
+                    "shape": [
+                        d.dim_value if d.HasField("dim_value") else -1
+                        for d in v.type.tensor_type.shape.dim
+                    ],
+                }
+                for v in declared
+            ]
+            assert meta[side] == expected, (name, side)
+        assert meta["platform"] == "onnxruntime_onnx" and meta["versions"] == ["1"]
+
+
+def _infer(client, model, x, binary=True, outputs=None):
+    tensor = httpclient.InferInput("image", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x, binary_data=binary)
+    requested = (
+        [httpclient.InferRequestedOutput(o, binary_data=binary) for o in outputs]
+        if outputs
+        else None
+    )
+    return client.infer(model, [tensor], outputs=requested)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_ensemble_labels_equal_predict_labels(client, server, digits, binary):
+    x, labels, images = digits
+    result = _infer(
+        client,
+        "ensemble",
+        x,
+        binary=binary,
+        outputs=None if binary else ["label", "votes", "tie_broken", "probabilities"],
+    )
+    v2_labels = result.as_numpy("label")
+    assert result.as_numpy("votes").shape == (64, 10)
+    assert result.as_numpy("probabilities").shape == (64, 3, 10)
+    assert result.as_numpy("tie_broken").dtype == np.bool_
+    files = []
+    for i, img in enumerate(images):
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, "PNG")
+        files.append(("image", (f"{i}.png", buf.getvalue(), "image/png")))
+    predicted = [
+        r["label"]
+        for r in requests.post(server.url + "/predict", files=files, timeout=60).json()["results"]
+    ]
+    assert v2_labels.tolist() == predicted
+    assert (v2_labels == labels).mean() >= 0.98
+
+
+def test_each_model_answers_probabilities(client, digits, manifest):
+    x, labels, _ = digits
+    for m in manifest["models"]:
+        result = _infer(client, m["name"], x, outputs=["probabilities"])
+        probs = result.as_numpy("probabilities")
+        assert probs.shape == (64, 10) and np.allclose(probs.sum(1), 1, atol=1e-4)
+        assert (probs.argmax(1) == labels).mean() >= 0.97
+        assert result.as_numpy("logits") is None  # only what was asked for
+
+
+def test_request_id_and_version_path(server, digits):
+    x, _, _ = digits
+    body = {
+        "id": "abc-1",
+        "inputs": [
+            {
+                "name": "image",
+                "datatype": "FP32",
+                "shape": [1, 1, 28, 28],
+                "data": x[0].ravel().tolist(),
+            }
+        ],
+        "outputs": [{"name": "label"}],
+    }
+    r = requests.post(server.url + "/v2/models/ensemble/versions/1/infer", json=body, timeout=10)
+    assert r.status_code == 200
+    answer = r.json()
+    assert answer["id"] == "abc-1" and answer["model_name"] == "ensemble"
+    assert answer["outputs"][0]["name"] == "label" and answer["outputs"][0]["shape"] == [1]
+
+
+def _bad(server, body: bytes | dict, headers=None, model="ensemble"):
+    kwargs = {"json": body} if isinstance(body, dict) else {"data": body}
+    r = requests.post(
+        f"{server.url}/v2/models/{model}/infer", headers=headers or {}, timeout=10, **kwargs
+    )
+    return r.status_code, r.json()["error"]
+
+
+def image_input(shape, datatype="FP32", data=None, **extra):
+    n = int(np.prod(shape)) if all(isinstance(d, int) for d in shape) else 0
+    return {
+        "name": "image",
+        "datatype": datatype,
+        "shape": shape,
+        "data": data if data is not None else [0.0] * n,
+        **extra,
+    }
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "JSON object"),
+        ({"inputs": "image"}, "must be a list"),
+        ({"inputs": []}, "takes inputs ['image']"),
+        ({"inputs": [image_input([1, 28, 28])]}, "must have shape"),
+        ({"inputs": [image_input([2, 1, 28, 27])]}, "must have shape"),
+        ({"inputs": [image_input([1, 1, 28, 28], datatype="INT64")]}, "datatype FP32"),
+        ({"inputs": [image_input([1, 1, 28, 28], datatype="FP16")]}, "datatype FP32"),
+        ({"inputs": [image_input([1, 1, 28, 28], data=[0.0] * 10)]}, "10 values for shape"),
+        ({"inputs": [image_input([1, 1, 28, 28], data=["x"] * 784)]}, "not a list of numbers"),
+        ({"inputs": [image_input([0, 1, 28, 28])]}, "outside 1..256"),
+        ({"inputs": [image_input([300, 1, 28, 28], data=[])]}, "outside 1..256"),
+        ({"inputs": [image_input([1, 1, 28, 28])], "outputs": [{"name": "nope"}]}, "no output"),
+        ({"inputs": [image_input(["a", 1, 28, 28])]}, "needs a shape"),
+        (
+            {"inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 1, 28, 28]}]},
+            "neither 'data' nor binary_data_size",
+        ),
+    ],
+)
+def test_malformed_requests_are_400_with_a_reason(server, body, message):
+    status, error = _bad(server, body)
+    assert status == 400 and message in error, error
+
+
+def test_nan_input_is_refused(server):
+    data = json.dumps({"inputs": [image_input([1, 1, 28, 28])]}).replace("0.0", "NaN", 1)
+    status, error = _bad(server, data.encode(), {"Content-Type": "application/json"})
+    assert status == 400 and "NaN" in error
+
+
+def test_binary_extension_errors(server):
+    head = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "image",
+                    "datatype": "FP32",
+                    "shape": [1, 1, 28, 28],
+                    "parameters": {"binary_data_size": 784 * 4},
+                }
+            ]
+        }
+    ).encode()
+    full = np.zeros(784, np.float32).tobytes()
+    ok = requests.post(
+        server.url + "/v2/models/ensemble/infer",
+        data=head + full,
+        headers={"Inference-Header-Content-Length": str(len(head))},
+        timeout=10,
+    )
+    assert ok.status_code == 200
+    for tail, length, message in [
+        (full[:100], len(head), "ends before its binary data"),
+        (full + b"xx", len(head), "belong to no input"),
+        (full, len(head) + len(full) + 5, "does not fit"),
+        (full, "abc", "does not fit"),
+    ]:
+        status, error = _bad(server, head + tail, {"Inference-Header-Content-Length": str(length)})
+        assert status == 400 and message in error, error
+
+
+def test_unknown_model_and_version_are_404(client, server):
+    with pytest.raises(InferenceServerException, match="Unknown model"):
+        client.get_model_metadata("resnet50")
+    r = requests.get(server.url + "/v2/models/ensemble/versions/2", timeout=5)
+    assert r.status_code == 404
