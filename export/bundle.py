@@ -7,7 +7,6 @@ import datetime
 import hashlib
 import json
 import platform
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import torch
 
 from export.to_onnx import ENSEMBLE_OUTPUTS, INPUT, MODEL_OUTPUTS, OPSET
 from training.model import LeNet5, parameter_count, summary
+from training.provenance import git_commit
 from training.vote import RULE
 
 SCHEMA_VERSION = 1
@@ -31,21 +31,6 @@ CENTRE_OF_MASS = [14.0, 14.0]
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def git_commit() -> dict:
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(
-                ["git", *args], capture_output=True, text=True, check=True, timeout=10
-            ).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    return {
-        "commit": git("rev-parse", "HEAD") or None,
-        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-    }
 
 
 def input_spec(mean: float, std: float) -> dict:
@@ -127,6 +112,7 @@ def manifest(
         "provenance": {
             "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "git": git_commit(),
+            "train_git": run.get("git"),
             "train_command": run.get("command"),
             "export_command": export_command,
             "seeds": {name: r["seed"] for name, r in run["recipes"].items()},
@@ -188,12 +174,18 @@ def model_card(m: dict, metrics: dict, parity: dict) -> str:
         f"{r['max_diff_between_batch_sizes']:.1e} |"
         for n, r in parity["models"].items()
     )
-    git = str(p["git"]["commit"])[:12] + (" + local changes" if p["git"]["dirty"] else "")
+
+    def commit(g: dict | None) -> str:
+        if not g or not g.get("commit"):
+            return "not recorded"
+        return g["commit"][:12] + (" + local changes" if g["dirty"] else "")
+
     return f"""# Model card: {m["name"]}
 
 Three LeNet-5 convolutional networks trained on MNIST and a vote between them, shipped as ONNX
 (opset {e["opset"]}). Made by `{p["export_command"]}` from a run of `{p["train_command"]}`
-on {p["trained_on"]}, {p["created"]} (git {git}).
+on {p["trained_on"]} in {p["train_seconds"]:.0f} s (code at git {commit(p.get("train_git"))});
+exported {p["created"]} (git {commit(p["git"])}).
 
 ## Intended use
 Recognising one handwritten digit (0-9) per image: a digit drawn on a screen, or written on

@@ -71,16 +71,16 @@ def _tensors(values) -> list[tuple[str, str, list[int]]]:
     return out
 
 
-def _io_block(kind: str, tensors) -> str:
+def _io_block(kind: str, tensors, reshape: bool = True) -> str:
+    """Triton needs a dimension besides the batch: a per-item scalar is declared [1] (the
+    client sees [N, 1]) and, for a model backend, reshaped to the graph's [] (the graph's [N]).
+    An ensemble's own tensors keep [1]: they must match the configs of its steps."""
     entries = []
     for name, dtype, dims in tensors:
-        # Triton wants at least one dimension besides the batch: a per-item scalar is [1],
-        # reshaped to [] for the model.
-        shape = dims or [1]
-        reshape = "\n    reshape: { shape: [ ] }" if not dims else ""
+        extra = "\n    reshape: { shape: [ ] }" if not dims and reshape else ""
         entries.append(
             f'  {{\n    name: "{name}"\n    data_type: {dtype}\n'
-            f"    dims: [ {', '.join(map(str, shape))} ]{reshape}\n  }}"
+            f"    dims: [ {', '.join(map(str, dims or [1]))} ]{extra}\n  }}"
         )
     return f"{kind} [\n" + ",\n".join(entries) + "\n]\n"
 
@@ -103,7 +103,7 @@ def pipeline_config(
     members: list[str], member_model: onnx.ModelProto, vote_model: onnx.ModelProto, max_batch: int
 ) -> str:
     image = _tensors(member_model.graph.input)
-    probs = [t for t in _tensors(member_model.graph.output) if t[0] == "probabilities"][0]
+    probs = next(t for t in _tensors(member_model.graph.output) if t[0] == "probabilities")
     outs = _tensors(vote_model.graph.output)
     per_model = [(f"probabilities_{i}", probs[1], probs[2]) for i in range(len(members))]
     steps = []
@@ -123,8 +123,8 @@ def pipeline_config(
     )
     return (
         f'name: "lenet5-vote"\nplatform: "ensemble"\nmax_batch_size: {max_batch}\n'
-        + _io_block("input", image)
-        + _io_block("output", outs + per_model)
+        + _io_block("input", image, reshape=False)
+        + _io_block("output", outs + per_model, reshape=False)
         + "ensemble_scheduling {\n  step [\n"
         + ",\n".join(steps)
         + "\n  ]\n}\n"

@@ -51,12 +51,15 @@ class Model:
     @classmethod
     def of(cls, name: str, session: ort.InferenceSession) -> Model:
         def tensors(args) -> list[Tensor]:
-            return [
-                Tensor(
-                    a.name, ONNX_TO_V2[a.type], [d if isinstance(d, int) else -1 for d in a.shape]
-                )
-                for a in args
-            ]
+            out = []
+            for a in args:
+                shape = [d if isinstance(d, int) else -1 for d in a.shape]
+                if len(shape) == 1:
+                    # Triton cannot declare a per-item scalar: its configs say [1], so clients
+                    # see [N, 1] where the graph has [N]. We answer as Triton does.
+                    shape.append(1)
+                out.append(Tensor(a.name, ONNX_TO_V2[a.type], shape))
+            return out
 
         return cls(name, session, tensors(session.get_inputs()), tensors(session.get_outputs()))
 
@@ -226,6 +229,7 @@ def infer(name: str, version: str | None = None):
     outputs, blobs = [], []
     for (out_name, binary), array in zip(selected, results, strict=True):
         spec = next(t for t in model.outputs if t.name == out_name)
+        array = array.reshape(-1, 1) if array.ndim == 1 else array
         entry = {"name": out_name, "datatype": spec.datatype, "shape": list(array.shape)}
         if binary:
             blob = np.ascontiguousarray(

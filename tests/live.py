@@ -14,14 +14,22 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class LiveServer:
-    def __init__(self, *args: str, python: str = sys.executable, env: dict | None = None):
+    def __init__(
+        self,
+        *args: str,
+        python: str = sys.executable,
+        env: dict | None = None,
+        cwd: Path = ROOT,
+        user: int | None = None,
+    ):
         self.proc = subprocess.Popen(
             [python, "-m", "server", "--host", "127.0.0.1", "--port", "0", *args],
-            cwd=ROOT,
+            cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             env={**os.environ, **(env or {})},
+            user=user,
         )
         self.lines: list[str] = []
         self.url = ""

@@ -58,6 +58,14 @@ def test_server_is_live_and_ready_with_metadata(client):
     assert meta["name"] == "digits" and "binary_tensor_data" in meta["extensions"]
 
 
+def triton_shape(value) -> list[int]:
+    """An ONNX tensor's shape as Triton reports it: a per-item scalar ([N]) is [N, 1]."""
+    dims = [
+        d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim
+    ]
+    return [*dims, 1] if len(dims) == 1 else dims
+
+
 def test_model_metadata_matches_the_onnx_files(client, bundle, manifest):
     for name, path in model_files(bundle, manifest).items():
         assert client.is_model_ready(name)
@@ -68,10 +76,7 @@ def test_model_metadata_matches_the_onnx_files(client, bundle, manifest):
                 {
                     "name": v.name,
                     "datatype": ONNX_TYPES[v.type.tensor_type.elem_type],
-                    "shape": [
-                        d.dim_value if d.HasField("dim_value") else -1
-                        for d in v.type.tensor_type.shape.dim
-                    ],
+                    "shape": triton_shape(v),
                 }
                 for v in declared
             ]
@@ -100,7 +105,7 @@ def test_ensemble_labels_equal_predict_labels(client, server, digits, binary):
         binary=binary,
         outputs=None if binary else ["label", "votes", "tie_broken", "probabilities"],
     )
-    v2_labels = result.as_numpy("label")
+    v2_labels = result.as_numpy("label").reshape(-1)
     assert result.as_numpy("votes").shape == (64, 10)
     assert result.as_numpy("probabilities").shape == (64, 3, 10)
     assert result.as_numpy("tie_broken").dtype == np.bool_
@@ -145,7 +150,7 @@ def test_request_id_and_version_path(server, digits):
     assert r.status_code == 200
     answer = r.json()
     assert answer["id"] == "abc-1" and answer["model_name"] == "ensemble"
-    assert answer["outputs"][0]["name"] == "label" and answer["outputs"][0]["shape"] == [1]
+    assert answer["outputs"][0]["name"] == "label" and answer["outputs"][0]["shape"] == [1, 1]
 
 
 def _bad(server, body: bytes | dict, headers=None, model="ensemble"):

@@ -24,6 +24,7 @@ from training.checkpoint import CheckpointError
 from training.config import VARIANTS, RunConfig, resolve_variants
 from training.data import MnistDataError, download, load_mnist, resolve_data_dir
 from training.evaluate import evaluate_run, print_summary
+from training.provenance import git_commit
 from training.train import TrainingError, configure_torch, pick_device, train_variant
 
 
@@ -129,6 +130,7 @@ def run(cfg: RunConfig, command: str = "") -> dict:
         "normalisation": {"mean": data.mean, "std": data.std},
         "data_sha256": data.checksums,
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
+        "git": git_commit(),
         "device": str(device),
         "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
