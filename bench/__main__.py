@@ -48,16 +48,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def family(pid: int) -> list[int]:
+    """A server process and the workers it forked."""
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        pids += [int(c) for c in (task / "children").read_text().split()]
+    return pids
+
+
 def proc_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time of a server process and its workers."""
+    total = 0
+    for p in family(pid):
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """Resident memory of the largest process of a server (a worker, when there are some)."""
+
+    def one(p: int) -> float:
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    return max(one(p) for p in family(pid))
 
 
 class Server:
@@ -126,7 +143,7 @@ def wrk(
             "wrk",
             "-t1",
             f"-c{connections}",
-            f"-d{seconds}s",
+            f"-d{round(seconds)}s",  # wrk takes whole seconds
             "--latency",
             "-s",
             str(script),
@@ -372,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     p.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=8, help="waitress threads, every server")
+    p.add_argument("--threads", type=int, default=8, help="waitress threads of the baselines")
     p.add_argument("--quick", action="store_true", help="1 repeat of 2 s: a smoke run")
     p.add_argument("--out", type=Path, default=Path("bench/results"))
     args = p.parse_args(argv)
@@ -392,7 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     servers = {
         "hello": ["bench.hello_app", *threads],
         "seed": ["bench.seed_app", "--run", str(run), *threads],
-        "ours": ["server", "--artifacts", str(args.artifacts), "--http-threads", str(args.threads)],
+        # Ours as shipped: its defaults (one worker process per core, two threads each).
+        "ours": ["server", "--artifacts", str(args.artifacts)],
     }
     result: dict = {"http": {}, "other": {}}
     for name, argv_ in servers.items():

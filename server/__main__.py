@@ -8,9 +8,13 @@ finish, then exit 0.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import json
 import logging
+import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -22,6 +26,7 @@ from waitress.server import create_server
 from waitress.task import ErrorTask
 
 from server import SECURITY_HEADERS, create_app
+from server import manifest as manifest_mod
 from server.config import ServerConfig
 from server.ensemble import DeviceError, SelfTestError
 from server.manifest import ManifestError
@@ -73,10 +78,16 @@ def parse_args(argv: list[str] | None) -> ServerConfig:
         help="onnxruntime threads per inference (default: %(default)s)",
     )
     p.add_argument(
+        "--workers",
+        type=int,
+        default=d.workers,
+        help="server processes sharing the port (default: %(default)s)",
+    )
+    p.add_argument(
         "--http-threads",
         type=int,
         default=d.http_threads,
-        help="waitress worker threads (default: %(default)s)",
+        help="waitress threads per process (default: %(default)s)",
     )
     p.add_argument("--max-body", type=int, default=d.max_body, help="bytes per request")
     p.add_argument("--max-pixels", type=int, default=d.max_pixels, help="pixels per image")
@@ -126,16 +137,21 @@ def drain(server, stopping: threading.Event, grace: float) -> None:
     wasyncore.close_all(server._map)
 
 
-def serve(config: ServerConfig) -> int:
+def run_worker(config: ServerConfig, sock: socket.socket | None = None) -> int:
+    """One process: the app under waitress, on `sock` if given, until SIGTERM or SIGINT."""
     try:
         app = create_app(config)
     except (ManifestError, DeviceError, SelfTestError) as e:
         log.error("cannot start: %s", e)
         return 2
+    # Everything loaded so far lives as long as the process: keep it out of the cyclic
+    # garbage collector's way, so collections stay short under load.
+    gc.collect()
+    gc.freeze()
+    where = {"sockets": [sock]} if sock else {"host": config.host, "port": config.port}
     server = create_server(
         app,
-        host=config.host,
-        port=config.port,
+        **where,
         threads=config.http_threads,
         connection_limit=config.connection_limit,
         channel_timeout=config.channel_timeout,
@@ -148,8 +164,13 @@ def serve(config: ServerConfig) -> int:
         ident="digits",
     )
     server.channel_class = JsonErrorChannel
-    host, port = server.effective_host, server.effective_port
-    log.info("serving on http://%s:%s (%d threads)", host, port, config.http_threads)
+    if sock is None:
+        log.info(
+            "serving on http://%s:%s (%d threads)",
+            server.effective_host,
+            server.effective_port,
+            config.http_threads,
+        )
 
     stopping = threading.Event()
 
@@ -162,6 +183,75 @@ def serve(config: ServerConfig) -> int:
     drain(server, stopping, grace=max(10, config.channel_timeout))
     log.info("stopped")
     return 0
+
+
+def _reuseport_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def serve(config: ServerConfig) -> int:
+    if config.workers == 1:
+        return run_worker(config)
+    # Several processes on one port: Python's GIL lets one process use about one core, and
+    # threads contending for it cost more CPU than they add (see README, Benchmarks).
+    try:
+        manifest_mod.load(config.artifacts)  # a broken bundle fails here, once, not N times
+    except ManifestError as e:
+        log.error("cannot start: %s", e)
+        return 2
+    # Each worker listens on its own SO_REUSEPORT socket, so the kernel spreads connections
+    # evenly; with one shared socket, whichever worker woke first took whole bursts of them.
+    # This socket only holds the port (it never listens, so it gets no connections).
+    holder = _reuseport_socket(config.host, config.port)
+    host, port = holder.getsockname()[:2]
+    children = []
+    for _ in range(config.workers):
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 1
+            try:
+                sock = _reuseport_socket(host, port)
+                sock.listen(1024)
+                code = run_worker(config, sock)
+            finally:
+                os._exit(code)
+        children.append(pid)
+    log.info(
+        "serving on http://%s:%s (%d workers x %d threads)",
+        host,
+        port,
+        config.workers,
+        config.http_threads,
+    )
+
+    stopping = False
+
+    def forward(signum, frame):
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    worst = 0
+    while children:
+        pid, status = os.wait()
+        children.remove(pid)
+        code = os.waitstatus_to_exitcode(status)
+        worst = max(worst, code if code > 0 else 0)
+        if not stopping:  # a worker died on its own: stop the rest rather than limp on
+            log.error("worker %d exited with %d; stopping", pid, code)
+            forward(signal.SIGTERM, None)
+    holder.close()
+    log.info("stopped")
+    return worst
 
 
 def main(argv: list[str] | None = None) -> int:

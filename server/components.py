@@ -31,7 +31,9 @@ class Components:
 
     def mask(self, shape: tuple[int, int], keep: np.ndarray) -> np.ndarray:
         """A boolean image of the components whose indices are in `keep`."""
-        sel = np.isin(self.run_component, keep)
+        wanted = np.zeros(len(self.area), dtype=bool)
+        wanted[keep] = True
+        sel = wanted[self.run_component]
         edges = np.zeros((shape[0], shape[1] + 1), dtype=np.int32)
         edges[self.run_row[sel], self.run_start[sel]] += 1
         edges[self.run_row[sel], self.run_end[sel]] -= 1
@@ -45,47 +47,51 @@ def label(binary: np.ndarray) -> Components:
     padded[:, 1:-1] = binary
     edges = np.diff(padded, axis=1)  # +1 where a run starts, -1 one past where it ends
     rows, starts = np.nonzero(edges == 1)
-    _, ends = np.nonzero(edges == -1)
+    ends = np.nonzero(edges == -1)[1]
     n = len(rows)
     # Runs a (row r) and b (row r + 1) touch, diagonals included, when b.start <= a.end and
     # b.end >= a.start (ends exclusive). Runs are sorted row-major, so for every run the
     # touching runs of the next row are one contiguous slice, found by binary search.
     stride = w + 2
-    key_start, key_end = rows * stride + starts, rows * stride + ends
-    lo = np.searchsorted(key_end, (rows + 1) * stride + starts, side="left")
-    hi = np.searchsorted(key_start, (rows + 1) * stride + ends, side="right")
+    base = rows * stride
+    lo = np.searchsorted(base + ends, base + stride + starts, side="left")
+    hi = np.searchsorted(base + starts, base + stride + ends, side="right")
     count = np.maximum(hi - lo, 0)
     a = np.repeat(np.arange(n), count)
     b = lo[a] + np.arange(len(a)) - np.repeat(np.cumsum(count) - count, count)
-    # Min-label propagation with pointer jumping: a few passes even for long strokes.
+    # Min-label propagation with pointer jumping: a few passes even for long strokes. Labels
+    # only ever decrease, so an unchanged sum means nothing changed.
     roots = np.arange(n)
+    total = roots.sum()
     while len(a):
         low = np.minimum(roots[a], roots[b])
-        new = roots.copy()
-        np.minimum.at(new, a, low)
-        np.minimum.at(new, b, low)
-        new = new[new]
-        if np.array_equal(new, roots):
+        np.minimum.at(roots, a, low)
+        np.minimum.at(roots, b, low)
+        roots = roots[roots]
+        new_total = roots.sum()
+        if new_total == total:
             break
-        roots = new
-    _, comp = np.unique(roots, return_inverse=True)
-    k = int(comp.max()) + 1 if n else 0
+        total = new_total
+    # A root is the component's first run; number the roots in order of appearance.
+    is_root = roots == np.arange(n)
+    comp = (np.cumsum(is_root) - 1)[roots]
+    k = int(is_root.sum())
     area = np.bincount(comp, weights=ends - starts, minlength=k).astype(np.int64)
-    top, left = np.full(k, h), np.full(k, w)
-    bottom, right = np.zeros(k, np.int64), np.zeros(k, np.int64)
-    np.minimum.at(top, comp, rows)
-    np.minimum.at(left, comp, starts)
-    np.maximum.at(bottom, comp, rows + 1)
-    np.maximum.at(right, comp, ends)
-    order = np.argsort(-area, kind="stable")
+    top = rows[is_root]  # runs are row-major: a component's first run is on its top row
+    order = np.argsort(comp, kind="stable")
+    first = np.searchsorted(comp[order], np.arange(k))
+    bottom = np.maximum.reduceat(rows[order], first) + 1 if n else np.zeros(0, np.int64)
+    left = np.minimum.reduceat(starts[order], first) if n else np.zeros(0, np.int64)
+    right = np.maximum.reduceat(ends[order], first) if n else np.zeros(0, np.int64)
+    by_size = np.argsort(-area, kind="stable")
     rank = np.empty(k, dtype=np.int64)
-    rank[order] = np.arange(k)
+    rank[by_size] = np.arange(k)
     return Components(
-        area[order],
-        top[order],
-        left[order],
-        bottom[order],
-        right[order],
+        area[by_size],
+        top[by_size],
+        left[by_size],
+        bottom[by_size],
+        right[by_size],
         rank[comp],
         rows,
         starts,

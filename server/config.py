@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -13,7 +14,11 @@ class ServerConfig:
     port: int = 8000
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 1  # onnxruntime threads per inference; requests run in parallel already
-    http_threads: int = 8  # waitress worker threads
+    # One process per core: Python threads contend for the GIL (8 threads in one process
+    # served a third as many 28x28 PNGs as 2 processes; README, Benchmarks). Two threads per
+    # process cost little and keep one slow request from holding up the next.
+    workers: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))
+    http_threads: int = 2
     max_body: int = 10 * 1024 * 1024  # bytes of one request body
     max_pixels: int = 40_000_000  # pixels of one image, checked before it is decoded
     max_batch: int = 256  # images in one request
@@ -27,6 +32,7 @@ class ServerConfig:
             raise ValueError("device must be auto, cpu or cuda")
         for name in (
             "threads",
+            "workers",
             "http_threads",
             "max_body",
             "max_pixels",

@@ -54,6 +54,25 @@ class LiveServer:
     def log(self) -> str:
         return "".join(self.lines)
 
+    def pids(self) -> list[int]:
+        """The server's processes: the one started and the workers it forked."""
+        found = [self.proc.pid]
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            children = (task / "children").read_text().split()
+            found += [int(c) for c in children]
+        return found
+
+    def rss_mb(self) -> dict[int, float]:
+        """Resident memory of each of the server's processes, in MB."""
+
+        def rss(pid: int) -> float:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+            return 0.0
+
+        return {pid: rss(pid) for pid in self.pids()}
+
     @property
     def port(self) -> int:
         return int(self.url.rsplit(":", 1)[1])

@@ -246,10 +246,10 @@ def test_realistic_uploads_are_preprocessed_into_mnist_like_digits(digits, kind)
 
 
 def test_shape_tells_strokes_from_blobs(seven):
-    stroke = shape_of(seven)
+    stroke = shape_of(seven, 1)
     blob = np.zeros((28, 28), np.uint8)
     blob[4:24, 6:22] = 255
-    filled = shape_of(blob)
+    filled = shape_of(blob, 1)
     assert stroke.edge_ratio > 0.5 > filled.edge_ratio
     assert stroke.parts == filled.parts == 1
     assert filled.ink > stroke.ink
