@@ -193,7 +193,8 @@ def test_phone_width_layout_fits_and_works(server, mnist_test, tmp_path):
         # The result is below the inputs on a phone: the page scrolls it into view.
         WebDriverWait(driver, 5).until(
             lambda d: d.execute_script(
-                "return document.getElementById('result').getBoundingClientRect().top < 80"
+                "const r = document.getElementById('answer-digit').getBoundingClientRect();"
+                "return r.top >= 0 && r.bottom <= window.innerHeight;"
             )
         )
         _shot(driver, "phone-result")
