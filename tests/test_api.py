@@ -11,12 +11,7 @@ from PIL import Image
 from server import create_app
 from server.config import ServerConfig
 from server.ensemble import Outputs
-
-
-def png(img: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG")
-    return buf.getvalue()
+from tests.uploads import png
 
 
 @pytest.fixture(scope="module")

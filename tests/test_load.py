@@ -2,7 +2,6 @@
 8 to 32 at a time, one in five bad. It must answer every one (no 5xx, no dropped connection),
 every good answer correctly, and no process may grow in memory once warm."""
 
-import io
 import json
 import random
 import threading
@@ -12,19 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import requests
-from PIL import Image
 
 from tests.live import ROOT, LiveServer
+from tests.uploads import png
 
 TOTAL = 10_000
 WARM_UP = 1_000
 RSS_GROWTH_LIMIT_MB = 20
-
-
-def png(img: np.ndarray, **kw) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG", **kw)
-    return buf.getvalue()
 
 
 @pytest.mark.slow

@@ -1,6 +1,5 @@
 """The server as deployed: `python -m server` under waitress on 127.0.0.1, a free port."""
 
-import io
 import json
 import re
 import shutil
@@ -18,12 +17,7 @@ import requests
 from PIL import Image
 
 from tests.live import ROOT, LiveServer
-
-
-def png(img: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG")
-    return buf.getvalue()
+from tests.uploads import png, predict_labels
 
 
 @pytest.fixture(scope="module")
@@ -50,12 +44,7 @@ def test_all_mnist_test_digits_over_http_match_the_manifest(server, bundle, mnis
     manifest = json.loads((bundle / "manifest.json").read_text())
 
     def post(start: int) -> list[int]:
-        files = [
-            ("image", (f"{i}.png", png(images[i]), "image/png")) for i in range(start, start + 250)
-        ]
-        r = requests.post(server.url + "/predict", files=files, timeout=60)
-        assert r.status_code == 200, r.text
-        return [res["label"] for res in r.json()["results"]]
+        return predict_labels(server.url, images[start : start + 250])
 
     with ThreadPoolExecutor(4) as pool:
         predicted = [label for chunk in pool.map(post, range(0, 10_000, 250)) for label in chunk]

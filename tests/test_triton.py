@@ -8,7 +8,6 @@ has only the python backend, so each ONNX model is served by tests/triton_python
 which runs the same file with onnxruntime after checking the config against it.
 """
 
-import io
 import json
 import os
 import shutil
@@ -22,9 +21,9 @@ import numpy as np
 import onnx
 import pytest
 import requests
-from PIL import Image
 
 from tests.live import ROOT, LiveServer
+from tests.uploads import predict_labels
 
 httpclient = pytest.importorskip("tritonclient.http")
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
@@ -251,16 +250,7 @@ def test_triton_labels_equal_our_predict_labels(triton, ours, digits, model):
     x, labels, images = digits
     result = _infer(triton, model, x)
     triton_labels = result.as_numpy("label").reshape(-1)
-    files = []
-    for i, img in enumerate(images):
-        buf = io.BytesIO()
-        Image.fromarray(img).save(buf, "PNG")
-        files.append(("image", (f"{i}.png", buf.getvalue(), "image/png")))
-    ours_labels = [
-        r["label"]
-        for r in requests.post(ours.url + "/predict", files=files, timeout=60).json()["results"]
-    ]
-    assert triton_labels.tolist() == ours_labels
+    assert triton_labels.tolist() == predict_labels(ours.url, images)
     assert (triton_labels == labels).mean() >= 0.98
     assert result.as_numpy("votes").reshape(100, 10).sum(1).tolist() == [3] * 100
 

@@ -1,15 +1,14 @@
 """The KServe v2 / Triton protocol, spoken to by Triton's own client, tritonclient.http."""
 
-import io
 import json
 
 import numpy as np
 import onnx
 import pytest
 import requests
-from PIL import Image
 
 from tests.live import LiveServer
+from tests.uploads import predict_labels
 
 httpclient = pytest.importorskip("tritonclient.http")
 from tritonclient.utils import InferenceServerException  # noqa: E402
@@ -109,16 +108,7 @@ def test_ensemble_labels_equal_predict_labels(client, server, digits, binary):
     assert result.as_numpy("votes").shape == (64, 10)
     assert result.as_numpy("probabilities").shape == (64, 3, 10)
     assert result.as_numpy("tie_broken").dtype == np.bool_
-    files = []
-    for i, img in enumerate(images):
-        buf = io.BytesIO()
-        Image.fromarray(img).save(buf, "PNG")
-        files.append(("image", (f"{i}.png", buf.getvalue(), "image/png")))
-    predicted = [
-        r["label"]
-        for r in requests.post(server.url + "/predict", files=files, timeout=60).json()["results"]
-    ]
-    assert v2_labels.tolist() == predicted
+    assert v2_labels.tolist() == predict_labels(server.url, images)
     assert (v2_labels == labels).mean() >= 0.98
 
 
