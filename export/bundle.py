@@ -210,7 +210,7 @@ the training part), ink high (white on black), the digit's longer side fitted to
 | **vote** | {e["vote_rule"]} | | | {_pct(e["val_acc"])} | **{_pct(e["test_acc"])}** |
 
 All accuracies were measured with onnxruntime on the shipped ONNX files.
-On the test set the vote was decided by a tie-break {e["ties_broken_test"]} times.
+The tie-break (all three models disagree) decided {e["ties_broken_test"]} of the test images.
 
 **How often the mistakes coincide** (test images wrong for): each model
 {", ".join(f"{k} {v}" for k, v in overlap["per_model"].items())}; both of a pair: {pairs};
@@ -253,6 +253,7 @@ to PyTorch {parity["ensemble"]["max_abs_diff"]:.1e}).
 ## Reproduce
 ```
 pip install -r requirements-train.txt
+export MNIST_DIR=path/to/mnist   # the four IDX files
 {p["train_command"]}
 {p["export_command"]}
 ```

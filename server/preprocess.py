@@ -302,10 +302,11 @@ def find_digit(m: InkMap, lossy: bool = False) -> tuple[np.ndarray, int, int]:
         )
     ]
     mask = comps.mask(binary.shape, np.array(keep))
-    # Grow the mask by two pixels (a 5x5 square) so the faint anti-aliased rims of the strokes
-    # stay: MNIST's own digits keep theirs up to two pixels out.
+    # Grow the mask so the faint anti-aliased rims of the strokes stay: MNIST's own digits keep
+    # theirs up to two pixels out at 28 px; on a smaller thumbnail two pixels would take in
+    # the halo of a palette or of compression, so one.
     grown = mask.copy()
-    for _ in range(2):
+    for _ in range(2 if min(sh, sw) >= 21 else 1):
         grown[1:] |= grown[:-1].copy()
         grown[:-1] |= grown[1:].copy()
         grown[:, 1:] |= grown[:, :-1].copy()

@@ -199,11 +199,6 @@ def train_variant(
             epochs_since_best = 0
         else:
             epochs_since_best += 1
-        tqdm.write(
-            f"{v.name:<20} epoch {epoch:>3}/{v.optim.epochs}  loss {record['train_loss']:.4f}  "
-            f"val_loss {val_loss:.4f}  val_acc {100 * val_acc:6.2f}%  lr {record['lr']:.2e}  "
-            f"{seconds:5.1f}s ({seen / seconds:,.0f} img/s){'  *' if improved else ''}"
-        )
         checkpoint.save(
             last_path,
             model,
@@ -217,6 +212,12 @@ def train_variant(
             ema=ema.state_dict() if ema is not None else None,
             generator=gen.get_state(),
             torch_rng=torch.get_rng_state(),
+        )
+        # Printed once the epoch is on disk: a run stopped after this line resumes after it.
+        tqdm.write(
+            f"{v.name:<20} epoch {epoch:>3}/{v.optim.epochs}  loss {record['train_loss']:.4f}  "
+            f"val_loss {val_loss:.4f}  val_acc {100 * val_acc:6.2f}%  lr {record['lr']:.2e}  "
+            f"{seconds:5.1f}s ({seen / seconds:,.0f} img/s){'  *' if improved else ''}"
         )
         if v.optim.patience and epochs_since_best >= v.optim.patience:
             tqdm.write(f"{v.name}: no better validation score for {epochs_since_best} epochs, stop")
