@@ -16,15 +16,21 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
-# Reinstall only when a requirements file changed.
-stamp=$VENV/.requirements.sha256
-want=$(cat requirements-*.txt | sha256sum | cut -d' ' -f1)
-if [ ! -x $VENV/bin/python ] || [ "$(cat $stamp 2>/dev/null)" != "$want" ]; then
-  [ -x $VENV/bin/python ] || "$PYTHON" -m venv $VENV
-  $VENV/bin/pip install -q --upgrade pip
-  $VENV/bin/pip install -q -r requirements-dev.txt
-  echo "$want" >$stamp
-fi
+# (Re)installs venv $1 from requirements file $2 only when a requirements file changed.
+ensure_venv() {
+  local venv=$1 requirements=$2 stamp=$1/.requirements.sha256 want
+  want=$(cat requirements-*.txt | sha256sum | cut -d' ' -f1)
+  if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    [ -x "$venv/bin/python" ] || "$PYTHON" -m venv "$venv"
+    "$venv/bin/pip" install -q --upgrade pip
+    "$venv/bin/pip" install -q -r "$requirements"
+    echo "$want" >"$stamp"
+  fi
+}
+ensure_venv $VENV requirements-dev.txt
+# tritonserver's side of tests/test_triton.py lives apart: it needs numpy<2.
+ensure_venv .venv-triton requirements-triton.txt
+export TRITON_VENV=${TRITON_VENV:-$PWD/.venv-triton}
 
 $VENV/bin/ruff check .
 $VENV/bin/ruff format --check .

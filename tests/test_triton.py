@@ -112,9 +112,24 @@ def test_pipeline_wires_each_model_into_the_vote(repository, bundle):
 # ---- a real tritonserver ---------------------------------------------------------------------
 
 
-def _pytriton() -> Path:
-    spec = pytest.importorskip("pytriton")
-    return Path(spec.__file__).parent
+def _triton_venv() -> tuple[Path, Path, str]:
+    """nvidia-pytriton's package folder, the venv's bin folder and its Python's X.Y.
+
+    It lives in its own venv (scripts/test.sh makes it from requirements-triton.txt) because
+    it pins numpy<2; only its binaries are used, never imported here.
+    """
+    venv = Path(os.environ.get("TRITON_VENV", ROOT / ".venv-triton"))
+    python = venv / "bin" / "python"
+    if not python.exists():
+        pytest.skip(f"no Triton venv at {venv} (scripts/test.sh makes it)")
+    probe = (
+        "import importlib.util, sys;"
+        "print(importlib.util.find_spec('pytriton').submodule_search_locations[0]);"
+        "print(f'{sys.version_info.major}.{sys.version_info.minor}')"
+    )
+    out = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=True)
+    package, version = out.stdout.split()
+    return Path(package), python.parent, version
 
 
 def _free_port() -> int:
@@ -125,16 +140,11 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def triton(repository, tmp_path_factory):
-    package = _pytriton()
+    package, bin_dir, version = _triton_venv()
     binary = package / "tritonserver" / "bin" / "tritonserver"
     libs = package.parent / "nvidia_pytriton.libs"
-    stub = (
-        package
-        / "tritonserver"
-        / "python_backend_stubs"
-        / (f"{sys.version_info.major}.{sys.version_info.minor}")
-        / "triton_python_backend_stub"
-    )
+    stubs = package / "tritonserver" / "python_backend_stubs"
+    stub = stubs / version / "triton_python_backend_stub"
     if not binary.exists() or not stub.exists():
         pytest.fail(f"nvidia-pytriton's tritonserver or its Python stub is missing ({package})")
     work = tmp_path_factory.mktemp("tritonserver")
@@ -156,7 +166,7 @@ def triton(repository, tmp_path_factory):
     env = {
         **os.environ,
         "LD_LIBRARY_PATH": f"{libs}:{os.environ.get('LD_LIBRARY_PATH', '')}",
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
     }
     log = open(work / "tritonserver.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
