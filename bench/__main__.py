@@ -2,21 +2,21 @@
 
     python -m bench [--run runs/latest] [--duration 5] [--repeats 3] [--quick]
 
-Servers, each under waitress with the same number of threads, loaded by `wrk` (a separate
-process) on 127.0.0.1:
-  (a) hello   - a hello-world Flask app: the framework's ceiling on this machine
-  (b) seed    - Flask + the same three models in PyTorch eager, resize-and-normalise only
-  (c) ours    - python -m server on the shipped bundle
+Servers under waitress, loaded by `wrk` (a separate process) on 127.0.0.1:
+  (a) hello   - a hello-world Flask app (8 threads): the framework's ceiling on this machine
+  (b) seed    - Flask (8 threads) + the same three models in PyTorch eager, resize-and-normalise
+  (c) ours    - python -m server on the shipped bundle, as shipped (its default workers)
 Payloads: a 28x28 PNG digit, a 280x280 RGBA canvas PNG, a 1000x1000 JPEG photo; concurrency
 1, 8 and 32. Every figure is the median of --repeats runs, with min-max. Also: a batch of 256
-images, RSS idle and after load, a fresh serve virtualenv's size, start-to-ready time,
-onnxruntime vs torch inference, training images/s. Writes bench/results/bench.json and
-bench/results/bench.md.
+images, RSS idle and after load, the size of a serve virtualenv made for the current
+requirements-serve.txt, start-to-ready time, onnxruntime vs torch inference, training images/s.
+Writes bench/results/bench.json and bench/results/bench.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import os
@@ -203,7 +203,9 @@ def batch_throughput(url: str, digit_png: bytes, repeats: int, size: int = 256) 
 
 
 def serve_venv_size(cache: Path) -> dict:
-    venv = cache / "serve-venv"
+    # One venv per version of the requirements: an edit to them is measured, not a stale venv.
+    requirements = ROOT / "requirements-serve.txt"
+    venv = cache / f"serve-venv-{hashlib.sha256(requirements.read_bytes()).hexdigest()[:12]}"
     if not (venv / "bin/python").exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run(
@@ -213,22 +215,17 @@ def serve_venv_size(cache: Path) -> dict:
                 "-q",
                 "--disable-pip-version-check",
                 "-r",
-                str(ROOT / "requirements-serve.txt"),
+                str(requirements),
             ],
             check=True,
         )
-    size = int(
-        subprocess.run(
-            ["du", "-sb", str(venv)], capture_output=True, text=True, check=True
-        ).stdout.split()[0]
-    )
     torch_dir = Path(__import__("torch").__file__).parent
-    torch_size = int(
-        subprocess.run(
-            ["du", "-sb", str(torch_dir)], capture_output=True, text=True, check=True
-        ).stdout.split()[0]
-    )
-    return {"serve_venv_mb": size / 1e6, "torch_package_alone_mb": torch_size / 1e6}
+    return {"serve_venv_mb": _du_mb(venv), "torch_package_alone_mb": _du_mb(torch_dir)}
+
+
+def _du_mb(path: Path) -> float:
+    out = subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[0]) / 1e6
 
 
 def start_to_ready(argv: list[str], repeats: int) -> dict:

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     for kind in synth.KINDS:
         if kind == "mnist_png":
             continue
-        # Digits from the far end of the test set, so the kinds do not all reuse the same ones.
+        # The same digits (the last of the test set) for every kind, so kinds compare fairly.
         idx = range(len(test.labels) - args.per_kind, len(test.labels))
         items = [(synth.make(kind, test.images[i], i), int(test.labels[i])) for i in idx]
         rows[kind] = score(predictor, items)

@@ -3,8 +3,8 @@
 Real users send phone photos, scans, screenshots and canvas drawings, not 28x28 tensors. Each
 `KINDS` entry turns one MNIST digit (uint8 28x28, ink high) into the bytes of such an upload;
 `NOT_DIGITS` entries make images that should be flagged `uncertain` or refused. Everything is
-seeded, so a kind and an index always give the same file. Used by tests/test_preprocess.py and
-bench/realworld.py (accuracy per kind).
+seeded, so a kind and an index always give the same file. Used by tests/test_preprocess.py,
+bench/realworld.py (accuracy per kind) and bench/__main__.py (payloads).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """python -m export --run runs/latest --out artifacts: the shipped bundle from a training run.
 
 Exports each model and the ensemble (models + vote in one graph) to ONNX, proves parity with
-PyTorch on the 10,000 MNIST test images, measures every accuracy again from the ONNX files and
+PyTorch on the 10,000 MNIST test images, measures every accuracy again on the ensemble graph and
 writes manifest.json, metrics.json, golden.npz and MODEL_CARD.md. The bundle is assembled in a
 staging folder and moved into --out only when every check has passed.
 """
@@ -26,6 +26,7 @@ from export.verify import VerificationError, run_batched, session, verify
 from training import checkpoint
 from training.data import MnistDataError, load_mnist, resolve_data_dir
 from training.evaluate import error_overlap, scores
+from training.train import normalise
 
 PLOTS = ("curves.png", "confusion.png", "errors.png", "augment.png")
 GOLDEN_SIZE = 16
@@ -72,17 +73,14 @@ def _bundle_files(out: Path) -> set[str]:
     return {Path(f).name for f in listed if isinstance(f, str)}
 
 
-def normalised(images: torch.Tensor, norm: dict) -> np.ndarray:
-    return ((images.to(torch.float32) / 255.0 - norm["mean"]) / norm["std"]).numpy()
-
-
 def golden_indices(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     """Test images for the self-test: the first of each digit, plus the disagreements."""
     first = [int(np.flatnonzero(labels == d)[0]) for d in range(10)]
     preds = probs.argmax(2)  # [N, M]
     split = np.flatnonzero((preds != preds[:, :1]).any(1))
     extra = [int(i) for i in split if i not in first][: GOLDEN_SIZE - len(first)]
-    rest = [i for i in range(len(labels)) if i not in first + extra]
+    taken = set(first + extra)
+    rest = [i for i in range(len(labels)) if i not in taken]
     return np.array(first + extra + rest[: GOLDEN_SIZE - len(first) - len(extra)])
 
 
@@ -96,8 +94,8 @@ def build(run_dir: Path, out: Path, data_dir: Path, command: str) -> dict:
     run, models, ckpts = load_run(run_dir)
     norm = ckpts[0]["normalisation"]
     data = load_mnist(data_dir, torch.device("cpu"), run["val_size"], 0, run["split_seed"])
-    test_x, test_y = normalised(data.test_x, norm), data.test_y.numpy()
-    val_x, val_y = normalised(data.val_x, norm), data.val_y.numpy()
+    test_x, test_y = normalise(data.test_x, **norm).numpy(), data.test_y.numpy()
+    val_x, val_y = normalise(data.val_x, **norm).numpy(), data.val_y.numpy()
     step("data loaded")
 
     out.mkdir(parents=True, exist_ok=True)

@@ -139,29 +139,24 @@ def build(
         shutil.rmtree(out)
     written = []
 
-    def add(name: str, source: Path | None, config: str | None = None) -> onnx.ModelProto | None:
+    def add(name: str, source: Path) -> onnx.ModelProto:
         folder = out / name / "1"
         folder.mkdir(parents=True)
-        model = None
-        if source is not None:
-            shutil.copy(source, folder / "model.onnx")
-            model = onnx.load(folder / "model.onnx")
-            config = config or onnx_config(name, model, max_batch, kind, instances)
+        shutil.copy(source, folder / "model.onnx")
+        model = onnx.load(folder / "model.onnx")
+        config = onnx_config(name, model, max_batch, kind, instances)
         (out / name / "config.pbtxt").write_text(config)
         written.append(name)
         return model
 
-    members = []
-    for entry in manifest["models"]:
-        members.append(add(entry["name"], artifacts / entry["file"]))
+    members = [add(e["name"], artifacts / e["file"]) for e in manifest["models"]]
     add("ensemble", artifacts / manifest["ensemble"]["file"])
     vote_path = out / ".vote.onnx"
-    out.mkdir(parents=True, exist_ok=True)
     export_vote(vote_path)
     vote_model = add("vote", vote_path)
     vote_path.unlink()
-    (out / "lenet5-vote").mkdir()
-    (out / "lenet5-vote" / "1").mkdir()  # an ensemble has no file, but Triton wants a version
+    # An ensemble has no file, but Triton wants a version folder.
+    (out / "lenet5-vote" / "1").mkdir(parents=True)
     (out / "lenet5-vote" / "config.pbtxt").write_text(
         pipeline_config([e["name"] for e in manifest["models"]], members[0], vote_model, max_batch)
     )

@@ -4,10 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PYTHON=${PYTHON:-python3}
 VENV=.venv
 export MNIST_DIR=${MNIST_DIR:-$(cd .. && pwd)/shared/data/mnist}
-export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # Chromium for the browser tests, from Debian's archive, when it is not there yet.
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
@@ -16,18 +14,8 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
-# (Re)installs venv $1 from requirements file $2 only when a requirements file changed.
-ensure_venv() {
-  local venv=$1 requirements=$2 stamp=$1/.requirements.sha256 want
-  want=$(cat requirements-*.txt | sha256sum | cut -d' ' -f1)
-  if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    [ -x "$venv/bin/python" ] || "$PYTHON" -m venv "$venv"
-    "$venv/bin/pip" install -q --upgrade pip
-    "$venv/bin/pip" install -q -r "$requirements"
-    echo "$want" >"$stamp"
-  fi
-}
-ensure_venv $VENV requirements-dev.txt
+. scripts/venv.sh
+ensure_venv $VENV requirements-dev.txt requirements-train.txt requirements-serve.txt
 # tritonserver's side of tests/test_triton.py lives apart: it needs numpy<2.
 ensure_venv .venv-triton requirements-triton.txt
 export TRITON_VENV=${TRITON_VENV:-$PWD/.venv-triton}

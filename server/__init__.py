@@ -86,7 +86,6 @@ def create_app(config: ServerConfig | None = None) -> Flask:
         # buffer, which it fills 64 KiB at a time: a cap near that refuses valid uploads.
         MAX_FORM_MEMORY_SIZE=1024 * 1024,
         MAX_FORM_PARTS=config.max_batch + 16,
-        JSON_SORT_KEYS=False,
     )
     app.json.sort_keys = False
     state = State(

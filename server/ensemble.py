@@ -68,7 +68,6 @@ class Ensemble:
         self.device = "cuda" if self.providers[0] == CUDA else "cpu"
         self.input_name = manifest.input.name
         self.output_names = manifest.raw["ensemble"]["output_order"]
-        self.model_names = manifest.model_names
 
     def open(self, path) -> ort.InferenceSession:
         """A session on the same device and with the same settings as the ensemble's."""

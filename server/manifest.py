@@ -29,7 +29,6 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class Manifest:
-    root: Path
     raw: dict
     input: InputSpec
     classes: list[str]
@@ -80,7 +79,6 @@ def load(root: Path) -> Manifest:
         ensemble = _checked(root, raw["ensemble"], "ensemble")
         golden = _checked(root, raw["golden"], "golden")
         return Manifest(
-            root=root,
             raw=raw,
             input=InputSpec(
                 name=spec["name"],

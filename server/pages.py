@@ -3,9 +3,10 @@ the result is rendered here; with it, the page calls /predict and draws the resu
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, render_template, request
+from flask import Blueprint, render_template, request
 
 from server.errors import ApiError, MissingImage
+from server.routes import state
 
 pages = Blueprint(
     "pages",
@@ -17,16 +18,16 @@ pages = Blueprint(
 
 
 def _render(result=None, error: ApiError | None = None):
-    state = current_app.extensions["digits"]
+    s = state()
     # The page's script posts here too and swaps in just the result: one renderer for both.
     template = "_result.html" if request.args.get("fragment") else "index.html"
     return render_template(
         template,
         result=result,
         error=error,
-        models=state.manifest.model_names,
-        vote=state.manifest.raw["ensemble"],
-        max_mib=state.config.max_body / 2**20,
+        models=s.manifest.model_names,
+        vote=s.manifest.raw["ensemble"],
+        max_mib=s.config.max_body / 2**20,
     ), (error.status if error else 200)
 
 
@@ -37,14 +38,14 @@ def index():
 
 @pages.post("/")
 def upload():
-    state = current_app.extensions["digits"]
+    s = state()
     file = request.files.get("image")
     data = file.read() if file else b""
     if not data:
         return _render(error=MissingImage("Choose an image file first."))
-    answer = state.predictor.predict([data], include_image=True)[0]
+    answer = s.predictor.predict([data], include_image=True)[0]
     if isinstance(answer, ApiError):
-        state.metrics.rejected.labels(code=answer.code).inc()
+        s.metrics.rejected.labels(code=answer.code).inc()
         return _render(error=answer)
-    state.metrics.record_answer(answer)
+    s.metrics.record_answer(answer)
     return _render(result=answer)

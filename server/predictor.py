@@ -124,7 +124,7 @@ class Predictor:
                     "probabilities": row,
                 }
                 for name, label_m, row in zip(
-                    self.ensemble.model_names,
+                    self.manifest.model_names,
                     probs.argmax(1),
                     probs.round(6).tolist(),  # one vectorised rounding, not 30 round() calls
                     strict=True,

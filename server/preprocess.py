@@ -342,7 +342,6 @@ def fit(crop: np.ndarray, spec: InputSpec) -> np.ndarray:
     if size != (w, h):
         resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
         crop = np.asarray(_as_l(crop).resize(size, resample), dtype=np.float32) / 255.0
-    crop = np.clip(crop, 0.0, 1.0)
     fh, fw = crop.shape
     mass = float(crop.sum())
     if mass <= 0:

@@ -12,6 +12,7 @@ api = Blueprint("api", __name__)
 
 
 def state():
+    """The app's State (server/__init__.py), for every blueprint."""
     return current_app.extensions["digits"]
 
 

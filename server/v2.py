@@ -19,17 +19,12 @@ import onnxruntime as ort
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from server.errors import BadRequest, InferenceFailed, NotFound
+from server.routes import state
 
 v2 = Blueprint("v2", __name__, url_prefix="/v2")
 
 # v2 datatype <-> numpy, for the types our graphs use.
-DTYPES = {
-    "FP32": np.float32,
-    "INT64": np.int64,
-    "BOOL": np.bool_,
-    "FP64": np.float64,
-    "INT32": np.int32,
-}
+DTYPES = {"FP32": np.float32, "INT64": np.int64, "BOOL": np.bool_}
 ONNX_TO_V2 = {"tensor(float)": "FP32", "tensor(int64)": "INT64", "tensor(bool)": "BOOL"}
 HEADER = "Inference-Header-Content-Length"
 
@@ -73,14 +68,10 @@ class Model:
         }
 
 
-def _state():
-    return current_app.extensions["digits"]
-
-
 def _model(name: str, version: str | None) -> Model:
-    model = _state().v2_models.get(name)
+    model = state().v2_models.get(name)
     if model is None:
-        raise NotFound(f"Unknown model {name!r}; known: {', '.join(_state().v2_models)}.")
+        raise NotFound(f"Unknown model {name!r}; known: {', '.join(state().v2_models)}.")
     if version not in (None, "1"):
         raise NotFound(f"Model {name!r} has only version 1.")
     return model
@@ -167,7 +158,7 @@ def live():
 
 @v2.get("/health/ready")
 def ready():
-    return Response(status=200 if _state().ready else 503)
+    return Response(status=200 if state().ready else 503)
 
 
 @v2.get("/models/<name>")
@@ -180,7 +171,7 @@ def model_metadata(name: str, version: str | None = None):
 @v2.get("/models/<name>/versions/<version>/ready")
 def model_ready(name: str, version: str | None = None):
     _model(name, version)
-    return Response(status=200 if _state().ready else 503)
+    return Response(status=200 if state().ready else 503)
 
 
 @v2.post("/models/<name>/infer")
@@ -201,7 +192,7 @@ def infer(name: str, version: str | None = None):
     # Binary data follows the JSON in the order the inputs are listed.
     for item in inputs:
         spec = next(t for t in model.inputs if t.name == item["name"])
-        feeds[spec.name], offset = _read_input(spec, item, tail, offset, _state().config.max_batch)
+        feeds[spec.name], offset = _read_input(spec, item, tail, offset, state().config.max_batch)
     if offset != len(tail):
         raise BadRequest(f"{len(tail) - offset} bytes of binary data belong to no input.")
 

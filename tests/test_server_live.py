@@ -22,7 +22,17 @@ from tests.uploads import png, predict_labels
 
 @pytest.fixture(scope="module")
 def server(bundle):
-    s = LiveServer("--artifacts", str(bundle), "--channel-timeout", "2", "--http-threads", "8")
+    # Two workers whatever the machine's core count: the tests below count their log lines.
+    s = LiveServer(
+        "--artifacts",
+        str(bundle),
+        "--workers",
+        "2",
+        "--channel-timeout",
+        "2",
+        "--http-threads",
+        "8",
+    )
     yield s
     assert s.stop() == 0
 

@@ -124,7 +124,10 @@ def print_summary(metrics: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__)
     p.add_argument("--run", required=True, type=Path, help="a training run directory")
-    p.add_argument("--data-dir", help="MNIST IDX files (default: $MNIST_DIR)")
+    p.add_argument(
+        "--data-dir",
+        help="the four MNIST IDX files, .gz or raw (default: $MNIST_DIR, then data/mnist)",
+    )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = p.parse_args(argv)
     run_file = args.run / "run.json"

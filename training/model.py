@@ -7,7 +7,7 @@ rebuild a model, and checkpoints store it, so loading never repeats the settings
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -88,7 +88,3 @@ def summary(args: ModelArgs) -> str:
         f"{args.pool}pool-fc120-fc84-fc{args.num_classes}, {args.activation}, "
         f"dropout {args.dropout:g}"
     )
-
-
-def to_dict(args: ModelArgs) -> dict:
-    return asdict(args)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import optuna
 
-from training.config import VARIANTS, RunConfig, resolve_variants
+from training.config import VARIANTS, RunConfig, apply_override, resolve_variants
 from training.data import MnistDataError, load_mnist, resolve_data_dir
 from training.train import TrainingError, configure_torch, pick_device, train_variant
 
@@ -79,13 +79,15 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
 
     def objective(trial: optuna.Trial) -> float:
-        v = copy.deepcopy(base)
+        # Through --set's own path, so a suggested value is checked as a user's would be.
+        variants = {base.name: copy.deepcopy(base)}
         params = {}
         for field in SEARCH:
             section, name = field.split(".")
             value = _suggest(trial, field, getattr(getattr(base, section), name))
-            setattr(getattr(v, section), name, value)
+            apply_override(variants, f"{base.name}.{field}={value!r}")
             params[field] = value
+        v = variants[base.name]
         t0 = time.perf_counter()
         record = train_variant(v, data, cfg, device, out / f"trial-{trial.number:03d}")
         best = record["best"]
