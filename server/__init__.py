@@ -18,7 +18,7 @@ from server import manifest as manifest_mod
 from server import v2
 from server.config import ServerConfig
 from server.ensemble import Ensemble
-from server.errors import ApiError, BodyTooLarge, MethodNotAllowed, NotFound
+from server.errors import ApiError, BatchTooLarge, BodyTooLarge, MethodNotAllowed, NotFound
 from server.metrics import Metrics
 from server.predictor import Predictor
 
@@ -139,10 +139,16 @@ def create_app(config: ServerConfig | None = None) -> Flask:
 
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException):
-        if isinstance(e, RequestEntityTooLarge):
-            err: ApiError = BodyTooLarge(
-                f"The request body is over the limit of {config.max_body:,} bytes."
+        too_large = isinstance(e, RequestEntityTooLarge)
+        if too_large and (request.content_length or 0) <= config.max_body:
+            # werkzeug's multipart caps (MAX_FORM_PARTS, MAX_FORM_MEMORY_SIZE) raise the same
+            # error as the body-size cap; a body within the size limit hit one of those.
+            err: ApiError = BatchTooLarge(
+                f"Too many parts in the multipart body: at most {config.max_batch} images per "
+                "request (and no text field over 1 MiB)."
             )
+        elif too_large:
+            err = BodyTooLarge(f"The request body is over the limit of {config.max_body:,} bytes.")
         elif e.code == 404:
             err = NotFound(f"No such endpoint: {request.path}")
         elif e.code == 405:

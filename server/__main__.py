@@ -45,11 +45,15 @@ class JsonErrorTask(ErrorTask):
             # client's to fix, and nothing a client sends gets a 5xx from us.
             code, reason = 400, "Bad Request"
         body = json.dumps(
-            {"error": f"{e.reason}: {e.body}", "code": e.reason.lower().replace(" ", "_")}
+            {"error": f"{reason}: {e.body}", "code": reason.lower().replace(" ", "_")}
         ).encode()
         self.status = f"{code} {reason}"
         self.response_headers.extend(
-            [("Content-Type", "application/json"), *SECURITY_HEADERS.items()]
+            [
+                ("Content-Type", "application/json"),
+                ("Cache-Control", "no-store"),
+                *SECURITY_HEADERS.items(),
+            ]
         )
         self.set_close_on_finish()
         self.content_length = len(body)

@@ -67,7 +67,7 @@ class Ensemble:
             )
         self.device = "cuda" if self.providers[0] == CUDA else "cpu"
         self.input_name = manifest.input.name
-        self.output_names = manifest.raw["ensemble"]["output_order"]
+        self.output_names = manifest.output_order
 
     def open(self, path) -> ort.InferenceSession:
         """A session on the same device and with the same settings as the ensemble's."""

@@ -29,7 +29,6 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class Manifest:
-    raw: dict
     input: InputSpec
     classes: list[str]
     model_names: list[str]
@@ -37,6 +36,8 @@ class Manifest:
     ensemble_file: Path
     golden_file: Path
     golden_atol: float
+    output_order: list[str]  # the ensemble graph's outputs, in the order it returns them
+    summary: dict  # what GET /models answers, taken from the manifest once, at load
 
 
 def _sha256(path: Path) -> str:
@@ -56,6 +57,23 @@ def _checked(root: Path, entry: dict, what: str) -> Path:
             f"{path} does not match its sha256 in the manifest (altered or truncated)"
         )
     return path
+
+
+MODEL_FIELDS = ("name", "file", "sha256", "parameters", "architecture", "recipe")
+SCORES = ("val_acc", "test_acc")
+
+
+def _summary(raw: dict) -> dict:
+    """The bundle as GET /models and the web page show it; a missing field fails the load."""
+    e = raw["ensemble"]
+    return {
+        "name": raw["name"],
+        "input": raw["input"],
+        "classes": raw["classes"],
+        "models": [{k: m[k] for k in MODEL_FIELDS + SCORES} for m in raw["models"]],
+        "ensemble": {k: e[k] for k in ("file", "sha256", "members", "vote_rule", *SCORES)},
+        "provenance": {k: raw["provenance"][k] for k in ("created", "git", "versions")},
+    }
 
 
 def load(root: Path) -> Manifest:
@@ -79,7 +97,6 @@ def load(root: Path) -> Manifest:
         ensemble = _checked(root, raw["ensemble"], "ensemble")
         golden = _checked(root, raw["golden"], "golden")
         return Manifest(
-            raw=raw,
             input=InputSpec(
                 name=spec["name"],
                 height=int(spec["height"]),
@@ -96,6 +113,8 @@ def load(root: Path) -> Manifest:
             ensemble_file=ensemble,
             golden_file=golden,
             golden_atol=float(raw["golden"]["atol"]),
+            output_order=list(raw["ensemble"]["output_order"]),
+            summary=_summary(raw),
         )
     except (KeyError, TypeError, ValueError, IndexError) as e:
         raise ManifestError(f"{path}: malformed manifest ({type(e).__name__}: {e})") from None

@@ -62,11 +62,16 @@ class Metrics:
         info = Gauge("model_info", "The loaded bundle", ["models", "device"], registry=r)
         info.labels(models=",".join(model_names), device=device).set(1)
 
-    def record_answer(self, answer: dict) -> None:
-        self.predictions.labels(digit=str(answer["label"])).inc()
-        if answer["agreement"] < len(answer["models"]):
-            self.disagreements.inc()
-        if answer["tie_broken"]:
-            self.ties.inc()
-        if answer["uncertain"]:
-            self.uncertain.inc()
+    def record(self, answers: list) -> None:
+        """Counts each answer of Predictor.predict: a refusal by its code, a result by digit."""
+        for a in answers:
+            if not isinstance(a, dict):
+                self.rejected.labels(code=a.code).inc()
+                continue
+            self.predictions.labels(digit=str(a["label"])).inc()
+            if a["agreement"] < len(a["models"]):
+                self.disagreements.inc()
+            if a["tie_broken"]:
+                self.ties.inc()
+            if a["uncertain"]:
+                self.uncertain.inc()

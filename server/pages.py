@@ -26,7 +26,7 @@ def _render(result=None, error: ApiError | None = None):
         result=result,
         error=error,
         models=s.manifest.model_names,
-        vote=s.manifest.raw["ensemble"],
+        vote=s.manifest.summary["ensemble"],
         max_mib=s.config.max_body / 2**20,
     ), (error.status if error else 200)
 
@@ -43,9 +43,8 @@ def upload():
     data = file.read() if file else b""
     if not data:
         return _render(error=MissingImage("Choose an image file first."))
-    answer = s.predictor.predict([data], include_image=True)[0]
-    if isinstance(answer, ApiError):
-        s.metrics.rejected.labels(code=answer.code).inc()
-        return _render(error=answer)
-    s.metrics.record_answer(answer)
-    return _render(result=answer)
+    answers = s.predictor.predict([data], include_image=True)
+    s.metrics.record(answers)
+    if isinstance(answers[0], ApiError):
+        return _render(error=answers[0])
+    return _render(result=answers[0])

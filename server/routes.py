@@ -52,11 +52,7 @@ def predict():
     s.metrics.images.inc(len(images))
     s.metrics.batch.observe(len(images))
     answers = s.predictor.predict(images, include_image=_flag("include_image"))
-    for a in answers:
-        if isinstance(a, ApiError):
-            s.metrics.rejected.labels(code=a.code).inc()
-        else:
-            s.metrics.record_answer(a)
+    s.metrics.record(answers)
     if len(images) == 1:
         if isinstance(answers[0], ApiError):
             raise answers[0]
@@ -95,36 +91,8 @@ def metrics():
 
 @api.get("/models")
 def models():
-    m = state().manifest.raw
-    return jsonify(
-        {
-            "name": m["name"],
-            "input": m["input"],
-            "classes": m["classes"],
-            "models": [
-                {
-                    k: e[k]
-                    for k in (
-                        "name",
-                        "file",
-                        "sha256",
-                        "parameters",
-                        "architecture",
-                        "recipe",
-                        "val_acc",
-                        "test_acc",
-                    )
-                }
-                for e in m["models"]
-            ],
-            "ensemble": {
-                k: m["ensemble"][k]
-                for k in ("file", "sha256", "members", "vote_rule", "val_acc", "test_acc")
-            },
-            "uncertainty": state().predictor.rule.describe(),
-            "provenance": {k: m["provenance"][k] for k in ("created", "git", "versions")},
-        }
-    )
+    s = state()
+    return jsonify({**s.manifest.summary, "uncertainty": s.predictor.rule.describe()})
 
 
 @api.get("/openapi.json")

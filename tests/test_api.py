@@ -76,6 +76,14 @@ def test_batch_answers_in_order_with_per_image_errors(client, samples):
     assert results[3]["code"] == "no_ink" and results[3]["status"] == 422
 
 
+def test_too_many_multipart_parts_is_a_batch_error_not_a_body_size_error(client):
+    # Past MAX_FORM_PARTS werkzeug stops parsing before the route can count the images.
+    files = {"image": [(io.BytesIO(b"x"), f"{i}.png") for i in range(30)]}
+    r = client.post("/predict", data=files, content_type="multipart/form-data")
+    assert r.status_code == 413 and r.get_json()["code"] == "batch_too_large"
+    assert "at most 8 images" in r.get_json()["error"]
+
+
 def test_batch_over_the_limit_is_413(client, samples):
     r = post_files(client, [samples[0][0]] * 9)
     assert r.status_code == 413 and r.get_json()["code"] == "batch_too_large"

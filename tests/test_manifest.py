@@ -60,6 +60,11 @@ def test_file_names_cannot_escape_the_bundle(copy_of_bundle):
         (lambda m: m.update(schema_version=99), "schema_version 99"),
         (lambda m: m["input"].pop("mean"), "malformed manifest"),
         (lambda m: m["input"].update(ink="purple"), "ink/layout"),
+        # Fields only the ensemble session, GET /models or the page read: refused at start,
+        # not a traceback or a 500 later.
+        (lambda m: m["ensemble"].pop("output_order"), "malformed manifest.*output_order"),
+        (lambda m: m["models"][0].pop("test_acc"), "malformed manifest.*test_acc"),
+        (lambda m: m["provenance"].pop("git"), "malformed manifest.*git"),
     ],
 )
 def test_manifest_this_server_cannot_read_is_refused(copy_of_bundle, edit, message):

@@ -152,7 +152,6 @@ def train_variant(
         history, best, start_epoch = state["history"], state["best"], state["epoch"] + 1
         tqdm.write(f"{v.name}: resuming after epoch {state['epoch']}")
 
-    epochs_since_best = 0
     for epoch in range(start_epoch, v.optim.epochs + 1):
         model.train()
         t0 = time.perf_counter()
@@ -196,9 +195,6 @@ def train_variant(
         if improved:
             best = {"val_acc": val_acc, "val_loss": val_loss, "epoch": epoch}
             checkpoint.save(vdir / "best.pt", final, norm, v, epoch=epoch, val_acc=val_acc)
-            epochs_since_best = 0
-        else:
-            epochs_since_best += 1
         checkpoint.save(
             last_path,
             model,
@@ -219,6 +215,8 @@ def train_variant(
             f"val_loss {val_loss:.4f}  val_acc {100 * val_acc:6.2f}%  lr {record['lr']:.2e}  "
             f"{seconds:5.1f}s ({seen / seconds:,.0f} img/s){'  *' if improved else ''}"
         )
+        # From the restored `best`, so a resumed run keeps its patience window.
+        epochs_since_best = epoch - best["epoch"]
         if v.optim.patience and epochs_since_best >= v.optim.patience:
             tqdm.write(f"{v.name}: no better validation score for {epochs_since_best} epochs, stop")
             break
