@@ -4,6 +4,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy import ndimage
 
+from server import components
 from server.components import label
 
 EIGHT = np.ones((3, 3), dtype=int)
@@ -57,3 +58,14 @@ def test_empty_and_full_images():
     assert len(label(np.zeros((4, 7), dtype=bool))) == 0
     full = label(np.ones((4, 7), dtype=bool))
     assert len(full) == 1 and full.area.tolist() == [28]
+
+
+def test_both_union_strategies_match_scipy(monkeypatch):
+    # label() picks a Python union-find for small run graphs and vectorised propagation for
+    # large ones; force each on the same images, small and large, sparse and dense.
+    rng = np.random.default_rng(0)
+    images = [rng.random((h, w)) < p for h, w, p in [(28, 28, 0.2), (40, 90, 0.5), (128, 96, 0.3)]]
+    for threshold in (0, 10**9):
+        monkeypatch.setattr(components, "SMALL_GRAPH", threshold)
+        for binary in images:
+            _check_against_scipy(binary)
