@@ -16,6 +16,7 @@ Writes bench/results/bench.json and bench/results/bench.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import io
 import json
@@ -49,32 +50,44 @@ def free_port() -> int:
 
 
 def family(pid: int) -> list[int]:
-    """A server process and the workers it forked."""
-    pids = [pid]
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        pids += [int(c) for c in (task / "children").read_text().split()]
+    """A server process and every process below it: workers, batch helpers, fork servers."""
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:  # exited meanwhile
+            continue
+        pids.append(p)
     return pids
 
 
 def proc_cpu_seconds(pid: int) -> float:
-    """CPU time of a server process and its workers."""
+    """CPU time of a server process and every process below it."""
     total = 0
     for p in family(pid):
-        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
+        with contextlib.suppress(FileNotFoundError):  # exited meanwhile
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of the largest process of a server (a worker, when there are some)."""
+def rss_mb(pid: int, total: bool = False) -> float:
+    """Resident memory of the largest process of a server (a worker, when there are some), or
+    of all its processes together."""
 
     def one(p: int) -> float:
-        for line in Path(f"/proc/{p}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        except FileNotFoundError:
+            pass
+        return 0.0
 
-    return max(one(p) for p in family(pid))
+    sizes = [one(p) for p in family(pid)]
+    return sum(sizes) if total else max(sizes)
 
 
 class Server:
@@ -429,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
                         flush=True,
                     )
             result["other"][f"rss_after_load_mb/{name}"] = rss_mb(server.proc.pid)
+            result["other"][f"rss_all_processes_mb/{name}"] = rss_mb(server.proc.pid, total=True)
             if name == "ours":
                 result["other"]["batch_256"] = batch_throughput(
                     server.url, payloads["digit_28_png"][0].read_bytes(), args.repeats

@@ -11,7 +11,9 @@ import logging
 import time
 from dataclasses import dataclass
 
-from flask import Flask, Request, g, jsonify, request
+import orjson
+from flask import Flask, Request, Response, g, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from server import manifest as manifest_mod
@@ -19,6 +21,7 @@ from server import v2
 from server.config import ServerConfig
 from server.ensemble import Ensemble
 from server.errors import ApiError, BatchTooLarge, BodyTooLarge, MethodNotAllowed, NotFound
+from server.helpers import HelperPool
 from server.metrics import Metrics
 from server.predictor import Predictor
 
@@ -34,6 +37,21 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
+
+
+class FastJSON(DefaultJSONProvider):
+    """Responses serialised by orjson: a 256-image batch answer in 0.2 ms instead of 3.3 ms
+    (bench/results). Same compact text as Flask's own, keys in insertion order."""
+
+    def dumps(self, obj, **kwargs) -> str:
+        return orjson.dumps(obj, default=self.default, option=orjson.OPT_NON_STR_KEYS).decode()
+
+    def response(self, *args, **kwargs) -> Response:
+        obj = self._prepare_response_obj(args, kwargs)
+        body = orjson.dumps(
+            obj, default=self.default, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE
+        )
+        return self._app.response_class(body, mimetype="application/json")
 
 
 class InMemoryRequest(Request):
@@ -87,12 +105,19 @@ def create_app(config: ServerConfig | None = None) -> Flask:
         MAX_FORM_MEMORY_SIZE=1024 * 1024,
         MAX_FORM_PARTS=config.max_batch + 16,
     )
-    app.json.sort_keys = False
+    app.json = FastJSON(app)
     state = State(
         config=config,
         manifest=manifest,
         ensemble=ensemble,
-        predictor=Predictor(manifest, ensemble, config.max_pixels),
+        predictor=Predictor(
+            manifest,
+            ensemble,
+            config.max_pixels,
+            helpers=HelperPool(config.batch_helpers, manifest.input, config.max_pixels)
+            if config.batch_helpers
+            else None,
+        ),
         metrics=Metrics(manifest.model_names, ensemble.device),
         self_test=self_test,
         # The Open Inference Protocol serves each model and the ensemble graph by name.

@@ -93,6 +93,13 @@ def parse_args(argv: list[str] | None) -> ServerConfig:
         default=d.http_threads,
         help="waitress threads per process (default: %(default)s)",
     )
+    p.add_argument(
+        "--batch-helpers",
+        type=int,
+        default=d.batch_helpers,
+        help="processes per worker that preprocess slices of large batches, 0 for none "
+        "(default: %(default)s)",
+    )
     p.add_argument("--max-body", type=int, default=d.max_body, help="bytes per request")
     p.add_argument("--max-pixels", type=int, default=d.max_pixels, help="pixels per image")
     p.add_argument("--max-batch", type=int, default=d.max_batch, help="images per request")
@@ -184,7 +191,12 @@ def run_worker(config: ServerConfig, sock: socket.socket | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    helpers = app.extensions["digits"].predictor.helpers
+    if helpers is not None:
+        helpers.start()
     drain(server, stopping, grace=max(10, config.channel_timeout))
+    if helpers is not None:
+        helpers.close()
     log.info("stopped")
     return 0
 

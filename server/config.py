@@ -19,6 +19,9 @@ class ServerConfig:
     # process cost little and keep one slow request from holding up the next.
     workers: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))
     http_threads: int = 2
+    # Per worker: processes that preprocess slices of large batches (server/helpers.py); 0
+    # keeps every batch in its request thread. Started by `python -m server`, not create_app.
+    batch_helpers: int = 1
     max_body: int = 10 * 1024 * 1024  # bytes of one request body
     max_pixels: int = 40_000_000  # pixels of one image, checked before it is decoded
     max_batch: int = 256  # images in one request
@@ -42,3 +45,5 @@ class ServerConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.batch_helpers < 0:
+            raise ValueError("batch_helpers must be at least 0")

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 from server import components
-from server.errors import NoInk, TooManyPixels, UndecodableImage, UnsupportedFormat
+from server.errors import ApiError, NoInk, TooManyPixels, UndecodableImage, UnsupportedFormat
 from server.manifest import InputSpec
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
@@ -110,7 +110,7 @@ def decode(data: bytes, max_pixels: int) -> Decoded:
     except Exception:  # truncated data, bad chunks or checksums, decoder errors of any kind
         raise UndecodableImage("The image data is truncated or corrupt.") from None
     with contextlib.suppress(Exception):  # a broken EXIF block is no reason to refuse pixels
-        im = ImageOps.exif_transpose(im)
+        ImageOps.exif_transpose(im, in_place=True)  # in place: no copy of an upright image
     return Decoded(im, (w, h), fmt)
 
 
@@ -348,8 +348,9 @@ def fit(crop: np.ndarray, spec: InputSpec) -> np.ndarray:
         raise NoInk("No digit found.")
     cy = float((crop.sum(1) * np.arange(fh)).sum() / mass)
     cx = float((crop.sum(0) * np.arange(fw)).sum() / mass)
-    top = int(np.clip(round(spec.centre_of_mass[0] - cy), 0, spec.height - fh))
-    left = int(np.clip(round(spec.centre_of_mass[1] - cx), 0, spec.width - fw))
+    # Plain min/max: np.clip on a scalar costs more than the rest of this function.
+    top = min(max(round(spec.centre_of_mass[0] - cy), 0), spec.height - fh)
+    left = min(max(round(spec.centre_of_mass[1] - cx), 0), spec.width - fw)
     out = np.zeros((spec.height, spec.width), dtype=np.float32)
     out[top : top + fh, left : left + fw] = crop
     return np.round(out * 255.0).astype(np.uint8)
@@ -362,7 +363,8 @@ def shape_of(pixels: np.ndarray, parts: int) -> Shape:
     ink = float(pixels.mean()) / 255.0
     if not inked:
         return Shape(ink=ink, parts=parts, edge_ratio=1.0)
-    p = np.pad(binary, 1)
+    p = np.zeros((binary.shape[0] + 2, binary.shape[1] + 2), dtype=bool)  # np.pad is slow
+    p[1:-1, 1:-1] = binary
     interior = p[1:-1, 1:-1] & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
     return Shape(ink=ink, parts=parts, edge_ratio=float((binary & ~interior).sum()) / inked)
 
@@ -388,3 +390,14 @@ def preprocess(data: bytes, spec: InputSpec, max_pixels: int) -> Preprocessed:
         components_dropped=dropped,
         shape=shape_of(pixels, kept),
     )
+
+
+def preprocess_many(images: list[bytes], spec: InputSpec, max_pixels: int) -> list:
+    """One Preprocessed per image, or the ApiError that image raised, in order."""
+    out: list[Preprocessed | ApiError] = []
+    for data in images:
+        try:
+            out.append(preprocess(data, spec, max_pixels))
+        except ApiError as e:
+            out.append(e)
+    return out

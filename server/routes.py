@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from server import multipart
 from server.errors import ApiError, BatchTooLarge, MissingImage, UnsupportedMediaType
 from server.openapi import spec as openapi_spec
 
@@ -21,14 +22,19 @@ def read_images() -> list[bytes]:
     limit = state().config.max_batch
     ctype = request.mimetype
     if ctype == "multipart/form-data":
-        files = request.files.getlist("image")
-        if not files:
+        # Cached, so that werkzeug can still parse what the fast reader leaves to it.
+        body = request.get_data(cache=True)
+        boundary = request.mimetype_params.get("boundary", "")
+        images = multipart.image_parts(body, boundary, current_app.config["MAX_FORM_PARTS"])
+        if images is None:
+            images = [f.read() for f in request.files.getlist("image")]
+        if not images:
             others = sorted(set(request.files) | set(request.form))
             hint = f" (got {', '.join(repr(o) for o in others[:5])})" if others else ""
             raise MissingImage(f"No image: send the file in a multipart field named 'image'{hint}.")
-        if len(files) > limit:
-            raise BatchTooLarge(f"{len(files)} images in one request; the limit is {limit}.")
-        return [f.read() for f in files]
+        if len(images) > limit:
+            raise BatchTooLarge(f"{len(images)} images in one request; the limit is {limit}.")
+        return images
     if ctype.startswith("image/"):
         return [request.get_data(cache=False)]
     if not ctype:

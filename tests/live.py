@@ -62,6 +62,19 @@ class LiveServer:
             found += [int(c) for c in children]
         return found
 
+    def descendants(self) -> list[int]:
+        """Every process below the one started: workers, their batch helpers and fork servers."""
+        found, todo = [], [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            try:
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    todo += [int(c) for c in (task / "children").read_text().split()]
+            except FileNotFoundError:  # exited meanwhile
+                continue
+            found += [pid] if pid != self.proc.pid else []
+        return found
+
     def rss_mb(self) -> dict[int, float]:
         """Resident memory of each of the server's processes, in MB."""
 

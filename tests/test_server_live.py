@@ -1,6 +1,7 @@
 """The server as deployed: `python -m server` under waitress on 127.0.0.1, a free port."""
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -203,3 +204,87 @@ print(sorted(m for m in sys.modules if m.split('.')[0] in banned))
     )
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "[]"
+
+
+def _batch_with_refusals(images: np.ndarray) -> tuple[list, list]:
+    """Files for one batch: MNIST digits with a blank and a broken image among them, and the
+    answer expected at each position (a digit, or an error code)."""
+    files, expected = [], []
+    for i, img in enumerate(images):
+        files.append(("image", (f"{i}.png", png(img), "image/png")))
+        expected.append(i)
+        if i % 20 == 7:
+            files.append(("image", ("blank.png", png(np.zeros((28, 28), np.uint8)), "image/png")))
+            expected.append("no_ink")
+        if i % 20 == 13:
+            files.append(("image", ("cut.png", png(img)[:40], "image/png")))
+            expected.append("undecodable_image")
+    return files, expected
+
+
+def _check_batch(url: str, images: np.ndarray, labels: np.ndarray) -> None:
+    files, expected = _batch_with_refusals(images)
+    results = requests.post(url + "/predict", files=files, timeout=60).json()["results"]
+    assert len(results) == len(expected)
+    wrong = 0
+    for want, got in zip(expected, results, strict=True):
+        if isinstance(want, str):
+            assert got["code"] == want
+        else:
+            wrong += got["label"] != labels[want]
+    assert wrong <= 1  # in order: a shuffled slice would get a tenth right
+
+
+def _helpers_ready(server: LiveServer, count: int) -> None:
+    deadline = time.monotonic() + 60
+    while server.log.count("batch helper process(es) ready") < count:
+        assert time.monotonic() < deadline, server.log
+        time.sleep(0.05)
+
+
+def test_batches_are_split_over_helpers_and_survive_a_helper_dying(bundle, mnist_test):
+    images, labels = mnist_test[0][:200], mnist_test[1][:200]
+    s = LiveServer("--artifacts", str(bundle), "--workers", "1", "--batch-helpers", "2")
+    try:
+        _helpers_ready(s, 1)
+        _check_batch(s.url, images, labels)
+        # The helpers are the fork server's children (and share its command line).
+        killed = [p for p in s.descendants() if "forkserver" in _cmdline(_parent(p))]
+        assert len(killed) == 2, [_cmdline(p) for p in s.descendants()]
+        for pid in killed:
+            os.kill(pid, signal.SIGKILL)
+        _check_batch(s.url, images, labels)  # answered in the request thread meanwhile
+        assert "a batch helper died; restarting the helpers" in s.log
+        _helpers_ready(s, 2)
+        _check_batch(s.url, images, labels)
+        everything = s.descendants()
+    finally:
+        assert s.stop() == 0, s.log
+    deadline = time.monotonic() + 5
+    while [p for p in everything if _alive(p)] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [_cmdline(p) for p in everything if _alive(p)]  # no orphans
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode()
+    except FileNotFoundError:
+        return ""
+
+
+def _parent(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except FileNotFoundError:
+        return 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -1,0 +1,133 @@
+"""Helper processes that preprocess slices of a large batch, so one request can use every core.
+
+A request runs on one core (the GIL), and three quarters of a batch's time is preprocessing:
+numpy and Pillow calls on small arrays that hold the GIL. A worker process keeps a few helpers
+(started by a fork server, so never forked from a process that already runs threads); a large
+batch is cut into slices, the helpers preprocess theirs while the request thread preprocesses
+and runs the first, and each slice goes to the models as soon as it is ready.
+
+Helpers start in the background once the worker serves, so start-up stays fast. Until they are
+up, and after one has died (the pool is then rebuilt), batches are preprocessed in the request
+thread alone: slower, never lost.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import multiprocessing
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from server.errors import ApiError
+from server.manifest import InputSpec
+from server.preprocess import Preprocessed, preprocess_many
+
+log = logging.getLogger(__name__)
+
+MIN_SLICE = 16  # images: below this a slice's round trip to a helper costs more than it saves
+# The request thread also runs the models on every slice and writes the answers, so it
+# takes a smaller share of the preprocessing than each helper.
+OWN_SHARE = 0.9
+
+Prepared = list[Preprocessed | ApiError]
+
+
+def plan(n: int, helpers: int) -> list[int]:
+    """Slice sizes for a batch of `n`: the request thread's first, then one per helper used."""
+    used = min(helpers, n // MIN_SLICE - 1)
+    if used < 1:
+        return [n]
+    own = max(MIN_SLICE, round(n * OWN_SHARE / (OWN_SHARE + used)))
+    rest, extra = divmod(n - own, used)
+    return [own] + [rest + (i < extra) for i in range(used)]
+
+
+def _ignore_sigint() -> None:
+    """A Ctrl-C in the terminal reaches the whole process group; the worker stops its helpers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class HelperPool:
+    def __init__(self, processes: int, spec: InputSpec, max_pixels: int):
+        self.processes = processes
+        self._args = (spec, max_pixels)
+        self._executor: ProcessPoolExecutor | None = None  # set once every helper answers
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def start(self) -> None:
+        """Starts the helpers in a background thread; returns at once."""
+        threading.Thread(target=self._start, name="helpers-start", daemon=True).start()
+
+    def _start(self) -> None:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["server.preprocess"])
+        executor = ProcessPoolExecutor(self.processes, mp_context=ctx, initializer=_ignore_sigint)
+        try:
+            # One task per helper, all at once, so every process exists before the first batch.
+            warm = [
+                executor.submit(preprocess_many, [], *self._args) for _ in range(self.processes)
+            ]
+            for f in warm:
+                f.result(timeout=120)
+        except Exception:
+            log.exception("batch helpers failed to start; batches run in one process")
+            executor.shutdown(wait=False, cancel_futures=True)
+            return
+        with self._lock:
+            if self._closed:
+                executor.shutdown(wait=False, cancel_futures=True)
+                return
+            self._executor = executor
+        log.info("%d batch helper process(es) ready", self.processes)
+
+    def slices(
+        self, images: list[bytes], prepare: Callable[[list[bytes]], Prepared]
+    ) -> Iterator[Prepared]:
+        """The batch preprocessed, slice by slice in order: `prepare` (the request thread) does
+        the first while the helpers do the rest."""
+        executor = self._executor
+        sizes = plan(len(images), self.processes if executor else 0)
+        if len(sizes) == 1:
+            yield prepare(images)
+            return
+        cuts = [0]
+        for size in sizes:
+            cuts.append(cuts[-1] + size)
+        chunks = [images[a:b] for a, b in itertools.pairwise(cuts)]
+        futures: list[Future | None] = []
+        for chunk in chunks[1:]:
+            try:
+                futures.append(executor.submit(preprocess_many, chunk, *self._args))
+            except (BrokenProcessPool, RuntimeError):  # broken, or shut down meanwhile
+                self._rebuild(executor)
+                futures.append(None)
+        yield prepare(chunks[0])
+        for chunk, future in zip(chunks[1:], futures, strict=True):
+            try:
+                if future is not None:
+                    yield future.result()
+                    continue
+            except BrokenProcessPool:
+                self._rebuild(executor)
+            yield prepare(chunk)
+
+    def _rebuild(self, broken: ProcessPoolExecutor) -> None:
+        with self._lock:
+            if self._executor is not broken or self._closed:
+                return  # another request got here first
+            self._executor = None
+        log.error("a batch helper died; restarting the helpers")
+        broken.shutdown(wait=False, cancel_futures=True)
+        self.start()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,50 @@
+"""The images of a plain multipart/form-data body, without werkzeug's streaming parser.
+
+werkzeug parses a part in about 20 us, a third of the time a 28x28 digit takes to preprocess:
+a 256-image batch spent 5.5 ms there. Clients (browsers, curl, requests, httpx) write the same
+simple shape: CRLF line ends, no preamble, each part `form-data; name="image"; filename="..."`
+with an optional Content-Type. `image_parts` reads exactly that shape from the body, already in
+memory and capped in size, and answers None for anything else, which werkzeug then parses as
+before: odd bodies get its full rules and its errors, and no body is parsed two ways.
+"""
+
+from __future__ import annotations
+
+import re
+
+# The whole Content-Disposition value for a file field named `image`; a filename with quotes,
+# backslashes, RFC 2231 `filename*=` or any other parameter is left to werkzeug.
+DISPOSITION = re.compile(rb'form-data; name="image"; filename="[^"\\\r\n]*"')
+
+
+def image_parts(body: bytes, boundary: str, max_parts: int) -> list[bytes] | None:
+    """The contents of the `image` parts in order, or None if werkzeug should parse the body."""
+    if not boundary or len(boundary) > 70 or not boundary.isascii():
+        return None
+    delimiter = b"\r\n--" + boundary.encode()
+    pieces = (b"\r\n" + body).split(delimiter)
+    # [preamble, part, ..., part, "--" closing]: no preamble but a blank line, no epilogue.
+    if len(pieces) < 3 or pieces[0] not in (b"", b"\r\n") or pieces[-1] not in (b"--", b"--\r\n"):
+        return None
+    if len(pieces) - 2 > max_parts:
+        return None  # werkzeug's part limit decides and words the refusal
+    images = []
+    for piece in pieces[1:-1]:
+        head, found, content = piece.partition(b"\r\n\r\n")
+        if not found or not head.startswith(b"\r\n"):
+            return None
+        lines = head[2:].split(b"\r\n")
+        if len(lines) > 2:
+            return None
+        disposition = None
+        for line in lines:
+            name, colon, value = line.partition(b":")
+            name = name.lower()
+            if colon and name == b"content-disposition" and disposition is None:
+                disposition = value.strip()
+            elif not (colon and name == b"content-type"):
+                return None
+        if disposition is None or not DISPOSITION.fullmatch(disposition):
+            return None
+        images.append(content)
+    return images
