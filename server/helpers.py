@@ -29,8 +29,9 @@ from server.preprocess import Preprocessed, preprocess_many
 log = logging.getLogger(__name__)
 
 MIN_SLICE = 16  # images: below this a slice's round trip to a helper costs more than it saves
-# The request thread also runs the models on every slice and writes the answers, so it
-# takes a smaller share of the preprocessing than each helper.
+# The request thread also runs the models on every slice and writes the answers, so it takes a
+# smaller share of the preprocessing than each helper (measured on 2 cores, 256 images: 0.5 of
+# a helper's share gave 4,300 images/s, 0.9 about 5,000, 1.2 4,600).
 OWN_SHARE = 0.9
 
 Prepared = list[Preprocessed | ApiError]
