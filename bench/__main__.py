@@ -16,7 +16,6 @@ Writes bench/results/bench.json and bench/results/bench.md.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import io
 import json
@@ -36,7 +35,7 @@ import numpy as np
 import requests
 from PIL import Image
 
-from bench import synth
+from bench import procs, synth
 
 ROOT = Path(__file__).resolve().parent.parent
 PAYLOADS = ("digit_28_png", "canvas_280_png", "photo_1000_jpeg")
@@ -49,44 +48,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def family(pid: int) -> list[int]:
-    """A server process and every process below it: workers, batch helpers, fork servers."""
-    pids, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except FileNotFoundError:  # exited meanwhile
-            continue
-        pids.append(p)
-    return pids
-
-
 def proc_cpu_seconds(pid: int) -> float:
     """CPU time of a server process and every process below it."""
-    total = 0
-    for p in family(pid):
-        with contextlib.suppress(FileNotFoundError):  # exited meanwhile
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+    return sum(procs.cpu_seconds(p) for p in procs.tree(pid))
 
 
 def rss_mb(pid: int, total: bool = False) -> float:
     """Resident memory of the largest process of a server (a worker, when there are some), or
     of all its processes together."""
-
-    def one(p: int) -> float:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        except FileNotFoundError:
-            pass
-        return 0.0
-
-    sizes = [one(p) for p in family(pid)]
+    sizes = [procs.rss_mb(p) for p in procs.tree(pid)]
     return sum(sizes) if total else max(sizes)
 
 

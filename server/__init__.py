@@ -41,7 +41,8 @@ SECURITY_HEADERS = {
 
 class FastJSON(DefaultJSONProvider):
     """Responses serialised by orjson: a 256-image batch answer in 0.2 ms instead of 3.3 ms
-    (bench/results). Same compact text as Flask's own, keys in insertion order."""
+    (measured in process). Compact, keys in insertion order, non-ASCII as UTF-8 (Flask's own
+    provider escapes it)."""
 
     def dumps(self, obj, **kwargs) -> str:
         return orjson.dumps(obj, default=self.default, option=orjson.OPT_NON_STR_KEYS).decode()

@@ -1,8 +1,9 @@
 """Connected components of a binary image, from its horizontal runs.
 
 numpy and Pillow have no labelling and scipy would double the server's install, so this labels
-runs of ink instead of pixels, vectorised: a digit at analysis size has a few hundred runs,
-and even an image of pure noise (thousands of specks) stays cheap.
+runs of ink instead of pixels: the runs and which of them touch are found vectorised, then
+joined by a union-find (small graphs) or vectorised propagation (large ones). A digit has tens
+to a few hundred runs, and even an image of pure noise (thousands of specks) stays cheap.
 """
 
 from __future__ import annotations
@@ -87,7 +88,10 @@ def label(binary: np.ndarray) -> Components:
     )
 
 
-SMALL_GRAPH = 512  # touching pairs; below this a plain union-find beats ~40 numpy calls
+# Touching pairs. Measured: labelling 200 MNIST digits sent as PNGs, 54 -> 36 us each with the
+# union-find; a 127 px spiral 0.39 ms against 1.72; on dense 128x128 noise with thousands of pairs
+# the propagation is up to 1.8x faster (checkerboard 1.36 ms against 2.39).
+SMALL_GRAPH = 512
 
 
 def _python_roots(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:

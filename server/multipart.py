@@ -1,11 +1,11 @@
 """The images of a plain multipart/form-data body, without werkzeug's streaming parser.
 
-werkzeug parses a part in about 20 us, a third of the time a 28x28 digit takes to preprocess:
-a 256-image batch spent 5.5 ms there. Clients (browsers, curl, requests, httpx) write the same
-simple shape: CRLF line ends, no preamble, each part `form-data; name="image"; filename="..."`
-with an optional Content-Type. `image_parts` reads exactly that shape from the body, already in
-memory and capped in size, and answers None for anything else, which werkzeug then parses as
-before: odd bodies get its full rules and its errors, and no body is parsed two ways.
+werkzeug parses a part in about 20 us (a 256-image batch spent 5.5 ms there; this reader 0.25
+ms). Bodies written by requests and by werkzeug's test client (tests/test_multipart.py) have
+one simple shape: CRLF line ends, no preamble, each part `form-data; name="image";
+filename="..."` with an optional Content-Type. `image_parts` reads exactly that shape from the
+body, already in memory and capped in size, and answers None for anything else, which werkzeug
+then parses as before: odd bodies get its full rules and its errors.
 """
 
 from __future__ import annotations

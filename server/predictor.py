@@ -81,10 +81,13 @@ class Predictor:
         """One answer per image, in order: a result dict, or the ApiError that image raised.
         With helpers, a large batch is preprocessed in slices in parallel, and each slice runs
         through the models as soon as it is ready."""
-        if self.helpers is None:
-            return self._answer_all(self.prepare_many(images), include_image)
+        slices = (
+            self.helpers.slices(images, self.prepare_many)
+            if self.helpers is not None
+            else [self.prepare_many(images)]
+        )
         answers: list[dict | ApiError] = []
-        for prepared in self.helpers.slices(images, self.prepare_many):
+        for prepared in slices:
             answers += self._answer_all(prepared, include_image)
         return answers
 

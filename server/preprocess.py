@@ -392,7 +392,9 @@ def preprocess(data: bytes, spec: InputSpec, max_pixels: int) -> Preprocessed:
     )
 
 
-def preprocess_many(images: list[bytes], spec: InputSpec, max_pixels: int) -> list:
+def preprocess_many(
+    images: list[bytes], spec: InputSpec, max_pixels: int
+) -> list[Preprocessed | ApiError]:
     """One Preprocessed per image, or the ApiError that image raised, in order."""
     out: list[Preprocessed | ApiError] = []
     for data in images:

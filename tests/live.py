@@ -10,6 +10,8 @@ import threading
 import time
 from pathlib import Path
 
+from bench import procs
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -56,35 +58,15 @@ class LiveServer:
 
     def pids(self) -> list[int]:
         """The server's processes: the one started and the workers it forked."""
-        found = [self.proc.pid]
-        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
-            children = (task / "children").read_text().split()
-            found += [int(c) for c in children]
-        return found
+        return [self.proc.pid, *procs.children(self.proc.pid)]
 
     def descendants(self) -> list[int]:
         """Every process below the one started: workers, their batch helpers and fork servers."""
-        found, todo = [], [self.proc.pid]
-        while todo:
-            pid = todo.pop()
-            try:
-                for task in Path(f"/proc/{pid}/task").iterdir():
-                    todo += [int(c) for c in (task / "children").read_text().split()]
-            except FileNotFoundError:  # exited meanwhile
-                continue
-            found += [pid] if pid != self.proc.pid else []
-        return found
+        return procs.tree(self.proc.pid)[1:]
 
     def rss_mb(self) -> dict[int, float]:
         """Resident memory of each of the server's processes, in MB."""
-
-        def rss(pid: int) -> float:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-            return 0.0
-
-        return {pid: rss(pid) for pid in self.pids()}
+        return {pid: procs.rss_mb(pid) for pid in self.pids()}
 
     @property
     def port(self) -> int:

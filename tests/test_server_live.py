@@ -17,6 +17,7 @@ import pytest
 import requests
 from PIL import Image
 
+from bench import procs
 from tests.live import ROOT, LiveServer
 from tests.uploads import png, predict_labels
 
@@ -249,8 +250,8 @@ def test_batches_are_split_over_helpers_and_survive_a_helper_dying(bundle, mnist
         _helpers_ready(s, 1)
         _check_batch(s.url, images, labels)
         # The helpers are the fork server's children (and share its command line).
-        killed = [p for p in s.descendants() if "forkserver" in _cmdline(_parent(p))]
-        assert len(killed) == 2, [_cmdline(p) for p in s.descendants()]
+        killed = [p for p in s.descendants() if "forkserver" in procs.cmdline(procs.parent(p))]
+        assert len(killed) == 2, [procs.cmdline(p) for p in s.descendants()]
         for pid in killed:
             os.kill(pid, signal.SIGKILL)
         _check_batch(s.url, images, labels)  # answered in the request thread meanwhile
@@ -261,30 +262,6 @@ def test_batches_are_split_over_helpers_and_survive_a_helper_dying(bundle, mnist
     finally:
         assert s.stop() == 0, s.log
     deadline = time.monotonic() + 5
-    while [p for p in everything if _alive(p)] and time.monotonic() < deadline:
+    while [p for p in everything if procs.alive(p)] and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not [_cmdline(p) for p in everything if _alive(p)]  # no orphans
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode()
-    except FileNotFoundError:
-        return ""
-
-
-def _parent(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1])
-    except FileNotFoundError:
-        return 0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+    assert not [procs.cmdline(p) for p in everything if procs.alive(p)]  # no orphans
