@@ -2,8 +2,9 @@ import dataclasses
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from training.augment import AugmentConfig, augment
+from training.augment import AugmentConfig, _elastic_field, _max_filter3, augment
 from training.config import VARIANTS
 from training.data import load_split
 
@@ -74,3 +75,19 @@ def test_thicker_strokes_add_ink():
     out = augment(x, cfg, torch.Generator().manual_seed(0))
     changed = out.sum((1, 2, 3)) - x.sum((1, 2, 3))
     assert (changed.abs() > 1).all()  # every draw thickened or thinned the bar
+
+
+def test_max_filter_equals_a_3x3_max_pool():
+    x = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(3)) - 0.5
+    assert torch.equal(_max_filter3(x), F.max_pool2d(x, 3, stride=1, padding=1))
+
+
+def test_elastic_field_is_the_bicubic_upsampling_of_its_knots():
+    cfg = AugmentConfig(elastic_alpha=1.0, elastic_sigma=4.0)
+    field = _elastic_field(4, 28, cfg, torch.Generator().manual_seed(4), "cpu")
+    coarse = torch.rand(4, 2, 5, 5, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    want = F.interpolate(coarse, size=(28, 28), mode="bicubic", align_corners=True)
+    want = want / want.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt()
+    torch.testing.assert_close(field, (want * 2.0 / 28).permute(0, 2, 3, 1))
+    rms_pixels_per_axis = field.pow(2).mean().sqrt() * 28 / 2
+    assert abs(rms_pixels_per_axis.item() - 1.0) < 1e-4

@@ -55,11 +55,24 @@ def _elastic_field(n: int, size: int, cfg: AugmentConfig, g, device) -> torch.Te
     """
     knots = max(2, round(size / (2 * cfg.elastic_sigma))) + 1
     coarse = torch.rand(n, 2, knots, knots, generator=g, device=device) * 2 - 1
-    field = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=True)
+    # Bicubic upsampling is separable and linear: upsampling the identity once gives the
+    # [size, knots] matrix that does it as two small matmuls (same values; 10x faster than
+    # F.interpolate's CPU kernel on a batch of 128).
+    eye = torch.eye(knots, device=device).view(knots, 1, 1, knots)
+    up = F.interpolate(eye, size=(1, size), mode="bicubic", align_corners=True).view(knots, size)
+    field = up.T @ coarse @ up
     # Normalise each field to unit RMS so alpha means "pixels of displacement" whatever sigma is.
     field = field / field.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt().clamp_min(1e-6)
     alpha_grid = cfg.elastic_alpha * cfg.strength * 2.0 / size
     return (field * alpha_grid).permute(0, 2, 3, 1)
+
+
+def _max_filter3(x: torch.Tensor) -> torch.Tensor:
+    """max_pool2d(x, 3, stride=1, padding=1) as two separable passes over shifted views: the
+    same values, 18x faster than the stock CPU kernel on [128, 1, 28, 28]."""
+    p = F.pad(x, (1, 1, 1, 1), value=float("-inf"))
+    rows = torch.maximum(torch.maximum(p[..., :-2], p[..., 1:-1]), p[..., 2:])
+    return torch.maximum(torch.maximum(rows[..., :-2, :], rows[..., 1:-1, :]), rows[..., 2:, :])
 
 
 def augment(images: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
@@ -96,6 +109,6 @@ def augment(images: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> tor
         # Erosion is -maxpool(-x), so one max pool on sign-flipped images does both.
         t = _uniform(n, cfg.stroke * s, g, device).view(n, 1, 1, 1)
         sign = torch.where(t < 0, -1.0, 1.0)
-        moved = sign * F.max_pool2d(sign * out, 3, stride=1, padding=1)
+        moved = sign * _max_filter3(sign * out)
         out = out + t.abs() * (moved - out)
     return out.clamp_(0.0, 1.0)

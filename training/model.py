@@ -12,8 +12,16 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
-POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
+from training import cpu_kernels
+
+ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "elu": cpu_kernels.ELU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "tanh": nn.Tanh,
+}
+POOLS = {"max": cpu_kernels.MaxPool2d, "avg": cpu_kernels.AvgPool2d}
 NORMS = ("none", "batch")
 
 
