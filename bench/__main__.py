@@ -417,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
                 result["other"]["batch_256"] = batch_throughput(
                     server.url, payloads["digit_28_png"][0].read_bytes(), args.repeats
                 )
+                # Large batches are what grow a worker: measured apart from the wrk load.
+                result["other"]["rss_after_batches_mb/ours"] = rss_mb(server.proc.pid)
         finally:
             server.stop()
     result["other"]["start_to_ready_s/ours"] = start_to_ready(servers["ours"], 5)
@@ -450,7 +452,12 @@ def main(argv: list[str] | None = None) -> int:
             "img/s",
         ),
         ("serve virtualenv <= 250 MB", result["other"]["install"]["serve_venv_mb"], 250, "MB"),
-        ("RSS <= 120 MB per process", result["other"]["rss_after_load_mb/ours"], 120, "MB"),
+        (
+            "RSS <= 120 MB per process (after load and after batches)",
+            max(result["other"][f"rss_after_{when}_mb/ours"] for when in ("load", "batches")),
+            120,
+            "MB",
+        ),
         ("start to /readyz <= 0.5 s", result["other"]["start_to_ready_s/ours"]["median"], 0.5, "s"),
     ]
     result["targets"] = [

@@ -13,6 +13,10 @@ from server.manifest import Manifest
 
 log = logging.getLogger(__name__)
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
+# The most images one CPU inference runs. onnxruntime's memory arena keeps the buffers of the
+# largest batch it has seen: a 256-image run left a worker at 122 MB, 32-image runs at 71 MB,
+# and per image 32 is as fast (256 images in 13.2 ms whole, 11.6 ms in eights of 32).
+CPU_RUN_IMAGES = 32
 
 
 class DeviceError(Exception):
@@ -66,6 +70,8 @@ class Ensemble:
                 "check the CUDA and cuDNN libraries onnxruntime-gpu needs"
             )
         self.device = "cuda" if self.providers[0] == CUDA else "cpu"
+        # A GPU wants whole batches, and its memory is not the worker's RSS.
+        self.run_images = CPU_RUN_IMAGES if self.device == "cpu" else None
         self.input_name = manifest.input.name
         self.output_names = manifest.output_order
 
@@ -78,8 +84,13 @@ class Ensemble:
 
     def run(self, batch: np.ndarray) -> Outputs:
         """batch: float32 [N, 1, H, W], normalised."""
-        label, votes, tie_broken, probabilities = self.session.run(
-            self.output_names, {self.input_name: batch}
+        step = self.run_images or max(1, len(batch))
+        parts = [
+            self.session.run(self.output_names, {self.input_name: batch[i : i + step]})
+            for i in range(0, len(batch), step)
+        ]
+        label, votes, tie_broken, probabilities = (
+            parts[0] if len(parts) == 1 else [np.concatenate(p) for p in zip(*parts, strict=True)]
         )
         return Outputs(label, votes, tie_broken.astype(bool), probabilities)
 
