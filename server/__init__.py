@@ -44,14 +44,14 @@ class FastJSON(DefaultJSONProvider):
     (measured in process). Compact, keys in insertion order, non-ASCII as UTF-8 (Flask's own
     provider escapes it)."""
 
+    def _encode(self, obj, option: int = 0) -> bytes:
+        return orjson.dumps(obj, default=self.default, option=orjson.OPT_NON_STR_KEYS | option)
+
     def dumps(self, obj, **kwargs) -> str:
-        return orjson.dumps(obj, default=self.default, option=orjson.OPT_NON_STR_KEYS).decode()
+        return self._encode(obj).decode()
 
     def response(self, *args, **kwargs) -> Response:
-        obj = self._prepare_response_obj(args, kwargs)
-        body = orjson.dumps(
-            obj, default=self.default, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE
-        )
+        body = self._encode(self._prepare_response_obj(args, kwargs), orjson.OPT_APPEND_NEWLINE)
         return self._app.response_class(body, mimetype="application/json")
 
 

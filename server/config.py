@@ -15,7 +15,7 @@ class ServerConfig:
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 1  # onnxruntime threads per inference; requests run in parallel already
     # One process per core: Python threads contend for the GIL (8 threads in one process
-    # served a third as many 28x28 PNGs as 2 processes; README, Benchmarks). Two threads per
+    # served under a quarter as many 28x28 PNGs as 2 processes; README, Benchmarks). Two threads per
     # process cost little and keep one slow request from holding up the next.
     workers: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))
     http_threads: int = 2

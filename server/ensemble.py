@@ -14,8 +14,9 @@ from server.manifest import Manifest
 log = logging.getLogger(__name__)
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 # The most images one CPU inference runs. onnxruntime's memory arena keeps the buffers of the
-# largest batch it has seen: a 256-image run left a worker at 122 MB, 32-image runs at 71 MB,
-# and per image 32 is as fast (256 images: 12.0 ms in one run, 11.3 ms in runs of 32).
+# largest batch it has seen: a process holding only this session grew from 65 to 122 MB on
+# 256-image runs, to 71 MB on runs of 32, and per image 32 is as fast (256 images: 12.0 ms in
+# one run, 11.3 ms in runs of 32, measured in one process).
 CPU_RUN_IMAGES = 32
 
 

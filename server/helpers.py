@@ -108,13 +108,13 @@ class HelperPool:
                 futures.append(None)
         yield prepare(chunks[0])
         for chunk, future in zip(chunks[1:], futures, strict=True):
-            try:
-                if future is not None:
-                    yield future.result()
-                    continue
-            except BrokenProcessPool:
-                self._rebuild(executor)
-            yield prepare(chunk)
+            prepared = None
+            if future is not None:
+                try:
+                    prepared = future.result()
+                except BrokenProcessPool:
+                    self._rebuild(executor)
+            yield prepare(chunk) if prepared is None else prepared
 
     def _rebuild(self, broken: ProcessPoolExecutor) -> None:
         with self._lock:
