@@ -1,9 +1,9 @@
 """Connected components of a binary image, from its horizontal runs.
 
 numpy and Pillow have no labelling and scipy would double the server's install, so this labels
-runs of ink instead of pixels: the runs and which of them touch are found vectorised, then
-joined by a union-find (small graphs) or vectorised propagation (large ones). A digit has tens
-to a few hundred runs, and even an image of pure noise (thousands of specks) stays cheap.
+runs of ink instead of pixels: the runs are found vectorised, then joined by a union-find in
+Python (a digit has tens to a few hundred runs) or by vectorised propagation (thousands, as in
+an image of pure noise, which so stays cheap).
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Components:
-    """Per-component statistics, largest component first."""
+    """Per-component statistics as Python lists (callers test them one by one, and numpy
+    scalars are slow at that), largest component first; the runs as arrays, for `mask`."""
 
-    area: np.ndarray  # pixels
-    top: np.ndarray
-    left: np.ndarray
-    bottom: np.ndarray  # exclusive
-    right: np.ndarray  # exclusive
+    area: list[int]  # pixels
+    top: list[int]
+    left: list[int]
+    bottom: list[int]  # exclusive
+    right: list[int]  # exclusive
     run_component: np.ndarray  # the component index of each run
     run_row: np.ndarray
     run_start: np.ndarray
@@ -30,7 +31,7 @@ class Components:
     def __len__(self) -> int:
         return len(self.area)
 
-    def mask(self, shape: tuple[int, int], keep: np.ndarray) -> np.ndarray:
+    def mask(self, shape: tuple[int, int], keep: list[int]) -> np.ndarray:
         """A boolean image of the components whose indices are in `keep`."""
         wanted = np.zeros(len(self.area), dtype=bool)
         wanted[keep] = True
@@ -49,10 +50,100 @@ def label(binary: np.ndarray) -> Components:
     edges = np.diff(padded, axis=1)  # +1 where a run starts, -1 one past where it ends
     rows, starts = np.nonzero(edges == 1)
     ends = np.nonzero(edges == -1)[1]
+    if len(rows) <= SMALL_RUNS:
+        return _label_runs_in_python(rows, starts, ends)
+    return _label_runs_vectorised(rows, starts, ends, w)
+
+
+# Runs (row-major) a and b touch, diagonals included, when a is on the row above b and
+# b.start <= a.end and b.end >= a.start (ends exclusive). Both strategies join touching runs
+# and name each component by its first run; the two are tested against each other and scipy.
+# Measured on 200 MNIST digits sent as PNGs (tens of runs each), labelling took 36 us with
+# numpy finding the touching pairs and a Python union-find, 12 us all in Python (numpy's fixed
+# cost per call dominates arrays this small); on 128x128 noise (thousands of runs) the
+# vectorised propagation is several times faster than any Python loop.
+SMALL_RUNS = 400
+
+
+def _label_runs_in_python(rows: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Components:
+    row, start, end = rows.tolist(), starts.tolist(), ends.tolist()
+    n = len(row)
+    parent = list(range(n))
+
+    def root(x: int) -> int:
+        while parent[x] != x:  # path halving keeps chains short
+            parent[x] = x = parent[parent[x]]
+        return x
+
+    above_lo = above_hi = row_lo = 0  # runs of the row above: [above_lo, above_hi)
+    k = 0
+    for i in range(n):
+        if i == 0 or row[i] != row[i - 1]:
+            if i and row[i - 1] == row[i] - 1:
+                above_lo, above_hi = row_lo, i
+            else:
+                above_lo = above_hi = i
+            row_lo, k = i, above_lo
+        s, e = start[i], end[i]
+        while k < above_hi and end[k] < s:  # left of this run, so of every later one too
+            k += 1
+        j = k
+        while j < above_hi and start[j] <= e:
+            x, y = root(i), root(j)
+            if x < y:
+                parent[y] = x
+            elif y < x:
+                parent[x] = y
+            j += 1
+    # Parents have smaller indices, so one forward pass resolves every run to its root, and
+    # roots come in order of appearance.
+    comp = [0] * n
+    area: list[int] = []
+    top: list[int] = []
+    left: list[int] = []
+    bottom: list[int] = []
+    right: list[int] = []
+    for i in range(n):
+        p = parent[i] = parent[parent[i]]
+        r, s, e = row[i], start[i], end[i]
+        if p == i:
+            comp[i] = len(area)
+            area.append(e - s)
+            top.append(r)
+            left.append(s)
+            bottom.append(r + 1)
+            right.append(e)
+            continue
+        c = comp[i] = comp[p]
+        area[c] += e - s
+        bottom[c] = r + 1  # rows only grow
+        if s < left[c]:
+            left[c] = s
+        if e > right[c]:
+            right[c] = e
+    by_size = sorted(range(len(area)), key=area.__getitem__, reverse=True)
+    rank = [0] * len(area)
+    for new, old in enumerate(by_size):
+        rank[old] = new
+    return Components(
+        [area[c] for c in by_size],
+        [top[c] for c in by_size],
+        [left[c] for c in by_size],
+        [bottom[c] for c in by_size],
+        [right[c] for c in by_size],
+        np.array([rank[c] for c in comp], dtype=np.int64),
+        rows,
+        starts,
+        ends,
+    )
+
+
+def _label_runs_vectorised(
+    rows: np.ndarray, starts: np.ndarray, ends: np.ndarray, w: int
+) -> Components:
     n = len(rows)
-    # Runs a (row r) and b (row r + 1) touch, diagonals included, when b.start <= a.end and
-    # b.end >= a.start (ends exclusive). Runs are sorted row-major, so for every run the
-    # touching runs of the next row are one contiguous slice, found by binary search.
+    # For every run the touching runs of the next row are one contiguous slice, found by
+    # binary search.
     stride = w + 2
     base = rows * stride
     lo = np.searchsorted(base + ends, base + stride + starts, side="left")
@@ -60,7 +151,7 @@ def label(binary: np.ndarray) -> Components:
     count = np.maximum(hi - lo, 0)
     a = np.repeat(np.arange(n), count)
     b = lo[a] + np.arange(len(a)) - np.repeat(np.cumsum(count) - count, count)
-    roots = _python_roots(n, a, b) if len(a) <= SMALL_GRAPH else _vector_roots(n, a, b)
+    roots = _vector_roots(n, a, b)
     # A root is the component's first run; number the roots in order of appearance.
     is_root = roots == np.arange(n)
     comp = (np.cumsum(is_root) - 1)[roots]
@@ -69,18 +160,18 @@ def label(binary: np.ndarray) -> Components:
     top = rows[is_root]  # runs are row-major: a component's first run is on its top row
     order = np.argsort(comp, kind="stable")
     first = np.searchsorted(comp[order], np.arange(k))
-    bottom = np.maximum.reduceat(rows[order], first) + 1 if n else np.zeros(0, np.int64)
-    left = np.minimum.reduceat(starts[order], first) if n else np.zeros(0, np.int64)
-    right = np.maximum.reduceat(ends[order], first) if n else np.zeros(0, np.int64)
+    bottom = np.maximum.reduceat(rows[order], first) + 1
+    left = np.minimum.reduceat(starts[order], first)
+    right = np.maximum.reduceat(ends[order], first)
     by_size = np.argsort(-area, kind="stable")
     rank = np.empty(k, dtype=np.int64)
     rank[by_size] = np.arange(k)
     return Components(
-        area[by_size],
-        top[by_size],
-        left[by_size],
-        bottom[by_size],
-        right[by_size],
+        area[by_size].tolist(),
+        top[by_size].tolist(),
+        left[by_size].tolist(),
+        bottom[by_size].tolist(),
+        right[by_size].tolist(),
         rank[comp],
         rows,
         starts,
@@ -88,32 +179,9 @@ def label(binary: np.ndarray) -> Components:
     )
 
 
-# Touching pairs. Measured: labelling 200 MNIST digits sent as PNGs, 54 -> 36 us each with the
-# union-find; a 127 px spiral 0.39 ms against 1.72; on dense 128x128 noise with thousands of pairs
-# the propagation is up to 1.8x faster (checkerboard 1.36 ms against 2.39).
-SMALL_GRAPH = 512
-
-
-def _python_roots(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Each run's root, the smallest run index in its component (union-find on lists)."""
-    parent = list(range(n))
-    for x, y in zip(a.tolist(), b.tolist(), strict=True):
-        while parent[x] != x:  # path halving keeps chains short
-            parent[x] = x = parent[parent[x]]
-        while parent[y] != y:
-            parent[y] = y = parent[parent[y]]
-        if x < y:
-            parent[y] = x
-        elif y < x:
-            parent[x] = y
-    for i in range(n):  # parents have smaller indices, so one forward pass resolves all
-        parent[i] = parent[parent[i]]
-    return np.array(parent, dtype=np.int64)
-
-
 def _vector_roots(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The same, vectorised: min-label propagation with pointer jumping, a few passes even for
-    long strokes. Labels only ever decrease, so an unchanged sum means nothing changed."""
+    """Each run's root, the smallest run index in its component, for touching pairs (a, b):
+    min-label propagation with pointer jumping, a few passes even for long strokes. Labels only ever decrease, so an unchanged sum means nothing changed."""
     roots = np.arange(n)
     total = roots.sum()
     while True:

@@ -302,7 +302,7 @@ def find_digit(m: InkMap, lossy: bool = False) -> tuple[np.ndarray, int, int]:
             and comps.right[i] <= near[3]
         )
     ]
-    mask = comps.mask(binary.shape, np.array(keep))
+    mask = comps.mask(binary.shape, keep)
     # Grow the mask so the faint anti-aliased rims of the strokes stay: MNIST's own digits keep
     # theirs up to two pixels out at 28 px; on a smaller thumbnail two pixels would take in
     # the halo of a palette or of compression, so one.

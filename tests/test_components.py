@@ -15,7 +15,7 @@ def _check_against_scipy(binary: np.ndarray) -> None:
     reference, n = ndimage.label(binary, structure=EIGHT)
     assert len(comps) == n
     sizes = np.bincount(reference.ravel())[1:]
-    assert comps.area.tolist() == sorted(sizes.tolist(), reverse=True)
+    assert comps.area == sorted(sizes.tolist(), reverse=True)
     for i in range(len(comps)):
         mask = comps.mask(binary.shape, np.array([i]))
         ids = np.unique(reference[mask])
@@ -57,15 +57,15 @@ def test_spiral_is_one_component():
 def test_empty_and_full_images():
     assert len(label(np.zeros((4, 7), dtype=bool))) == 0
     full = label(np.ones((4, 7), dtype=bool))
-    assert len(full) == 1 and full.area.tolist() == [28]
+    assert len(full) == 1 and full.area == [28]
 
 
 def test_both_union_strategies_match_scipy(monkeypatch):
-    # label() picks a Python union-find for small run graphs and vectorised propagation for
-    # large ones; force each on the same images, small and large, sparse and dense.
+    # label() joins the runs of small images in Python and those of large ones vectorised;
+    # force each on the same images, small and large, sparse and dense.
     rng = np.random.default_rng(0)
     images = [rng.random((h, w)) < p for h, w, p in [(28, 28, 0.2), (40, 90, 0.5), (128, 96, 0.3)]]
     for threshold in (0, 10**9):
-        monkeypatch.setattr(components, "SMALL_GRAPH", threshold)
+        monkeypatch.setattr(components, "SMALL_RUNS", threshold)
         for binary in images:
             _check_against_scipy(binary)

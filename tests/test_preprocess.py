@@ -11,7 +11,7 @@ from PIL import Image
 from bench import synth
 from server.errors import NoInk, TooManyPixels, UndecodableImage, UnsupportedFormat
 from server.manifest import InputSpec
-from server.preprocess import decode, preprocess, shape_of
+from server.preprocess import InkMap, decode, find_digit, preprocess, shape_of
 
 SPEC = InputSpec("image", 28, 28, 0.1307, 0.3081, True, 20, (14.0, 14.0))
 CAP = 40_000_000
@@ -220,6 +220,17 @@ def test_specks_and_page_edges_are_ignored(seven):
     p = preprocess(encode(Image.fromarray(page), "PNG"), SPEC, CAP)
     assert p.components_dropped >= 3
     assert np.abs(p.pixels.astype(int) - clean).max() <= 2
+
+
+def test_a_dark_region_over_half_the_image_in_a_corner_is_not_the_digit(seven):
+    # A shadow or a table under the page: larger than the digit, so it would be taken for it.
+    ink = np.zeros((128, 128), np.float32)
+    ink[30:, :90] = 1.0  # touches the left and bottom edges, 69 % of the image
+    digit = np.asarray(Image.fromarray(seven).resize((30, 30), Image.Resampling.BICUBIC))
+    ink[2:32, 96:126] = digit / 255.0
+    crop, kept, dropped = find_digit(InkMap(ink, inverted=False, noise=0.0))
+    assert (kept, dropped) == (1, 1)
+    assert crop.shape[0] <= 30 and crop.shape[1] <= 30
 
 
 def test_off_centre_digit_is_centred_by_centre_of_mass(seven):
