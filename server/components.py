@@ -47,9 +47,9 @@ def label(binary: np.ndarray) -> Components:
     h, w = binary.shape
     padded = np.zeros((h, w + 2), dtype=np.int8)
     padded[:, 1:-1] = binary
-    edges = np.diff(padded, axis=1)  # +1 where a run starts, -1 one past where it ends
-    rows, starts = np.nonzero(edges == 1)
-    ends = np.nonzero(edges == -1)[1]
+    # +1 where a run starts, -1 one past where it ends: in row-major order they alternate.
+    rows, cols = np.nonzero(np.diff(padded, axis=1))
+    rows, starts, ends = rows[::2], cols[::2], cols[1::2]
     if len(rows) <= SMALL_RUNS:
         return _label_runs_in_python(rows, starts, ends)
     return _label_runs_vectorised(rows, starts, ends, w)

@@ -134,7 +134,8 @@ def to_grey(im: Image.Image) -> np.ndarray:
         grey = Image.fromarray(np.clip(arr / top, 0, 1).astype(np.float32), "F")
         return np.asarray(_resize_to_work(grey), dtype=np.float32)
     if not im.has_transparency_data and im.mode not in ("LA", "La", "PA", "RGBA", "RGBa"):
-        return np.asarray(_resize_to_work(im.convert("L")), dtype=np.float32) / 255.0
+        grey = im if im.mode == "L" else im.convert("L")
+        return np.asarray(_resize_to_work(grey), dtype=np.float32) / 255.0
     if im.mode not in ("LA", "RGBA"):
         im = im.convert("RGBA")
     lum, alpha = _resize_to_work(im.convert("LA")).split()
@@ -302,24 +303,31 @@ def find_digit(m: InkMap, lossy: bool = False) -> tuple[np.ndarray, int, int]:
             and comps.right[i] <= near[3]
         )
     ]
-    mask = comps.mask(binary.shape, keep)
+    mask = binary if len(keep) == len(comps) else comps.mask(binary.shape, keep)
     # Grow the mask so the faint anti-aliased rims of the strokes stay: MNIST's own digits keep
     # theirs up to two pixels out at 28 px; on a smaller thumbnail two pixels would take in
-    # the halo of a palette or of compression, so one.
-    grown = mask.copy()
-    for _ in range(2 if min(sh, sw) >= 21 else 1):
-        grown[1:] |= grown[:-1].copy()
-        grown[:-1] |= grown[1:].copy()
-        grown[:, 1:] |= grown[:, :-1].copy()
-        grown[:, :-1] |= grown[:, 1:].copy()
-    rows, cols = np.flatnonzero(grown.any(1)), np.flatnonzero(grown.any(0))
-    if scale == 1.0:
-        y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-        region = grown[y0:y1, x0:x1]
-    else:
+    # the halo of a palette or of compression, so one. Only the kept pieces' box, widened by
+    # the growth, can hold grown pixels: the rest of the image is left alone.
+    grow = 2 if min(sh, sw) >= 21 else 1
+    y0 = max(0, min(comps.top[i] for i in keep) - grow)
+    x0 = max(0, min(comps.left[i] for i in keep) - grow)
+    y1 = min(sh, max(comps.bottom[i] for i in keep) + grow)
+    x1 = min(sw, max(comps.right[i] for i in keep) + grow)
+    box = mask[y0:y1, x0:x1]
+    tall = box.copy()
+    for d in range(1, grow + 1):
+        tall[d:] |= box[:-d]
+        tall[:-d] |= box[d:]
+    region = tall.copy()
+    for d in range(1, grow + 1):
+        region[:, d:] |= tall[:, :-d]
+        region[:, :-d] |= tall[:, d:]
+    if scale != 1.0:
         # The mask at full size over the digit's box only, not over the whole image.
-        y0, y1 = int(rows[0] * h / sh), min(h, int(np.ceil((rows[-1] + 1) * h / sh)))
-        x0, x1 = int(cols[0] * w / sw), min(w, int(np.ceil((cols[-1] + 1) * w / sw)))
+        grown = np.zeros(binary.shape, dtype=bool)
+        grown[y0:y1, x0:x1] = region
+        y0, y1 = int(y0 * h / sh), min(h, int(np.ceil(y1 * h / sh)))
+        x0, x1 = int(x0 * w / sw), min(w, int(np.ceil(x1 * w / sw)))
         box = (x0 * sw / w, y0 * sh / h, x1 * sw / w, y1 * sh / h)
         region = np.asarray(
             Image.fromarray(grown).resize((x1 - x0, y1 - y0), Image.Resampling.NEAREST, box=box)
@@ -361,13 +369,13 @@ def shape_of(pixels: np.ndarray, parts: int) -> Shape:
     """The fitted digit's shape; `parts` is how many pieces find_digit kept."""
     binary = pixels > 127
     inked = int(binary.sum())
-    ink = float(pixels.mean()) / 255.0
+    ink = int(pixels.sum()) / pixels.size / 255.0  # the mean, exactly, without np.mean's cost
     if not inked:
         return Shape(ink=ink, parts=parts, edge_ratio=1.0)
     p = np.zeros((binary.shape[0] + 2, binary.shape[1] + 2), dtype=bool)  # np.pad is slow
     p[1:-1, 1:-1] = binary
     interior = p[1:-1, 1:-1] & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
-    return Shape(ink=ink, parts=parts, edge_ratio=float((binary & ~interior).sum()) / inked)
+    return Shape(ink=ink, parts=parts, edge_ratio=(inked - int(interior.sum())) / inked)
 
 
 def normalise(pixels: np.ndarray, spec: InputSpec) -> np.ndarray:
