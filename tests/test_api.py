@@ -153,9 +153,12 @@ def test_unknown_route_and_method_are_json(client):
 
 
 def test_security_headers_on_every_response(client, samples):
+    static = client.get("/static/app.js")
     for r in (
         client.get("/"),
         client.get("/healthz"),
+        client.get("/no/such/page"),
+        static,
         client.post("/predict", data=b"x"),
         client.post("/predict", data=samples[0][0], content_type="image/png"),
     ):
@@ -164,6 +167,11 @@ def test_security_headers_on_every_response(client, samples):
         csp = r.headers["Content-Security-Policy"]
         assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp
         assert "unsafe-inline" not in csp
+        assert len(r.headers.getlist("Cache-Control")) == 1
+        if r is not static:
+            assert r.headers["Cache-Control"] == "no-store"
+    # Static files keep Flask's own revalidation rather than no-store.
+    assert static.status_code == 200 and "no-store" not in static.headers["Cache-Control"]
 
 
 def test_health_readiness_and_models(client, bundle):
