@@ -181,7 +181,8 @@ def _label_runs_vectorised(
 
 def _vector_roots(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Each run's root, the smallest run index in its component, for touching pairs (a, b):
-    min-label propagation with pointer jumping, a few passes even for long strokes. Labels only ever decrease, so an unchanged sum means nothing changed."""
+    min-label propagation with pointer jumping, a few passes even for long strokes. Labels only
+    ever decrease, so an unchanged sum means nothing changed."""
     roots = np.arange(n)
     total = roots.sum()
     while True:
