@@ -119,7 +119,7 @@ class Predictor:
         label = int(out.label[i])
         probs = out.probabilities[i]  # [models, 10]
         votes = out.votes[i]
-        confidence = float(probs[:, label].mean())
+        confidence = float(probs[:, label].sum() / len(probs))  # np.mean's value, at less cost
         agreement = int(votes[label])
         reasons = self.rule.reasons(confidence, agreement, len(probs), p.shape)
         answer = {
