@@ -6,7 +6,6 @@ self-test; a bundle that fails either never serves.
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from dataclasses import dataclass
@@ -14,15 +13,16 @@ from dataclasses import dataclass
 import orjson
 from flask import Flask, Request, Response, g, jsonify, request
 from flask.json.provider import DefaultJSONProvider
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException
 
 from server import manifest as manifest_mod
 from server import v2
 from server.config import ServerConfig
 from server.ensemble import Ensemble
-from server.errors import ApiError, BatchTooLarge, BodyTooLarge, MethodNotAllowed, NotFound
+from server.errors import ApiError, InternalError, from_http_exception
 from server.helpers import HelperPool
 from server.metrics import Metrics
+from server.predict_app import MAX_FORM_MEMORY, InMemoryFiles, PredictApp, max_form_parts
 from server.predictor import Predictor
 
 log = logging.getLogger("server")
@@ -74,14 +74,8 @@ class FastJSON(DefaultJSONProvider):
         return self._app.response_class(body, mimetype="application/json")
 
 
-class InMemoryRequest(Request):
-    """Multipart files stay in memory: uploads are never written to disk (the body is already
-    capped by MAX_CONTENT_LENGTH, so memory is bounded)."""
-
-    def _get_file_stream(
-        self, total_content_length, content_type, filename=None, content_length=None
-    ):
-        return io.BytesIO()
+class InMemoryRequest(InMemoryFiles, Request):
+    pass
 
 
 @dataclass
@@ -120,13 +114,10 @@ def create_app(config: ServerConfig | None = None) -> Flask:
     app.request_class = InMemoryRequest
     app.config.update(
         MAX_CONTENT_LENGTH=config.max_body,
-        # Caps text fields (we expect none), but werkzeug also applies it to its multipart
-        # buffer, which it fills 64 KiB at a time: a cap near that refuses valid uploads.
-        MAX_FORM_MEMORY_SIZE=1024 * 1024,
-        MAX_FORM_PARTS=config.max_batch + 16,
+        MAX_FORM_MEMORY_SIZE=MAX_FORM_MEMORY,
+        MAX_FORM_PARTS=max_form_parts(config.max_batch),
     )
     app.json = FastJSON(app)
-    app.wsgi_app = SecurityHeaders(app.wsgi_app)
     state = State(
         config=config,
         manifest=manifest,
@@ -149,6 +140,9 @@ def create_app(config: ServerConfig | None = None) -> Flask:
         ready=True,
     )
     app.extensions["digits"] = state
+    # /predict is served in front of Flask (server/predict_app.py); every answer gets the
+    # security headers.
+    app.wsgi_app = SecurityHeaders(PredictApp(state, app.wsgi_app))
 
     from server.pages import pages
     from server.routes import api
@@ -183,29 +177,13 @@ def create_app(config: ServerConfig | None = None) -> Flask:
 
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException):
-        too_large = isinstance(e, RequestEntityTooLarge)
-        if too_large and (request.content_length or 0) <= config.max_body:
-            # werkzeug's multipart caps (MAX_FORM_PARTS, MAX_FORM_MEMORY_SIZE) raise the same
-            # error as the body-size cap; a body within the size limit hit one of those.
-            err: ApiError = BatchTooLarge(
-                f"Too many parts in the multipart body: at most {config.max_batch} images per "
-                "request (and no text field over 1 MiB)."
-            )
-        elif too_large:
-            err = BodyTooLarge(f"The request body is over the limit of {config.max_body:,} bytes.")
-        elif e.code == 404:
-            err = NotFound(f"No such endpoint: {request.path}")
-        elif e.code == 405:
-            err = MethodNotAllowed(f"{request.method} is not allowed on {request.path}.")
-        else:
-            err = ApiError(e.description or e.name)
-            err.status, err.code = e.code or 400, e.name.lower().replace(" ", "_")
+        err = from_http_exception(e, request, config.max_body, config.max_batch)
         return jsonify(err.body()), err.status
 
     @app.errorhandler(Exception)
     def unexpected(e: Exception):
         # A bug, not the client's fault: log it with its traceback, answer without it.
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return jsonify({"error": "Internal error; it has been logged.", "code": "internal"}), 500
+        return jsonify(InternalError().body()), InternalError.status
 
     return app

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.wrappers import Request
+
 
 class ApiError(Exception):
     status = 400
@@ -63,3 +66,35 @@ class InferenceFailed(ApiError):
     """The models could not run; the request was fine. Logged with its cause."""
 
     status, code = 503, "inference_failed"
+
+
+class InternalError(ApiError):
+    """A bug, not the client's fault: logged with its traceback, answered without it."""
+
+    status, code = 500, "internal"
+
+    def __init__(self, message: str = "Internal error; it has been logged."):
+        super().__init__(message)
+
+
+def from_http_exception(
+    e: HTTPException, request: Request, max_body: int, max_batch: int
+) -> ApiError:
+    """werkzeug's errors (routing, body and multipart limits) as ours."""
+    too_large = isinstance(e, RequestEntityTooLarge)
+    if too_large and (request.content_length or 0) <= max_body:
+        # werkzeug's multipart caps (max form parts, max form memory) raise the same error as
+        # the body-size cap; a body within the size limit hit one of those.
+        return BatchTooLarge(
+            f"Too many parts in the multipart body: at most {max_batch} images per request "
+            "(and no text field over 1 MiB)."
+        )
+    if too_large:
+        return BodyTooLarge(f"The request body is over the limit of {max_body:,} bytes.")
+    if e.code == 404:
+        return NotFound(f"No such endpoint: {request.path}")
+    if e.code == 405:
+        return MethodNotAllowed(f"{request.method} is not allowed on {request.path}.")
+    err = ApiError(e.description or e.name)
+    err.status, err.code = e.code or 400, e.name.lower().replace(" ", "_")
+    return err

@@ -235,6 +235,39 @@ def test_inference_failure_is_503_and_the_server_keeps_serving(app, client, samp
     assert r.status_code == 200 and r.get_json()["label"] == samples[0][1]
 
 
+def test_a_bug_in_predict_is_a_logged_500_without_a_traceback(
+    app, client, samples, monkeypatch, caplog
+):
+    predictor = app.extensions["digits"].predictor
+    real = predictor.predict
+    calls = {"n": 0}
+
+    def buggy(images, include_image=False):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyError("simulated bug")
+        return real(images, include_image)
+
+    monkeypatch.setattr(predictor, "predict", buggy)
+    r = client.post("/predict", data=samples[0][0], content_type="image/png")
+    assert r.status_code == 500 and r.get_json()["code"] == "internal"
+    assert "simulated bug" not in r.get_data(as_text=True)
+    assert "simulated bug" in caplog.text  # the traceback went to the log
+    assert r.headers["X-Frame-Options"] == "DENY"
+    r = client.post("/predict", data=samples[0][0], content_type="image/png")
+    assert r.status_code == 200 and r.get_json()["label"] == samples[0][1]
+
+
+def test_predict_allows_post_and_says_so(client):
+    r = client.options("/predict")
+    assert r.status_code == 200 and set(r.headers["Allow"].split(", ")) == {"OPTIONS", "POST"}
+    for method in ("get", "put", "delete", "head"):
+        r = getattr(client, method)("/predict")
+        assert r.status_code == 405 and "POST" in r.headers["Allow"]
+        if method != "head":
+            assert r.get_json()["code"] == "method_not_allowed"
+
+
 def _answer_for(app, probs: np.ndarray) -> dict:
     """The answer the predictor builds for given per-model probabilities [3, 10]."""
     import torch
