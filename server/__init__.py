@@ -159,8 +159,7 @@ def create_app(config: ServerConfig | None = None) -> Flask:
     def finish(response):
         route = request.url_rule.rule if request.url_rule else "unmatched"
         elapsed = time.perf_counter() - g.get("t0", time.perf_counter())
-        state.metrics.requests.labels(route, request.method, str(response.status_code)).inc()
-        state.metrics.latency.labels(route).observe(elapsed)
+        state.metrics.request(route, request.method, response.status_code, elapsed)
         if config.access_log:
             log.info(
                 "%s %s %d %.1f ms",

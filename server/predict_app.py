@@ -133,8 +133,7 @@ class PredictApp:
         headers.append(("Content-Length", str(len(data))))
         start_response(f"{status} {HTTPStatus(status).phrase}", headers)
         elapsed = time.perf_counter() - t0
-        metrics.requests.labels(ROUTE, request.method, str(status)).inc()
-        metrics.latency.labels(ROUTE).observe(elapsed)
+        metrics.request(ROUTE, request.method, status, elapsed)
         if config.access_log:
             log.info("%s %s %d %.1f ms", request.method, ROUTE, status, 1000 * elapsed)
         return [data]

@@ -99,7 +99,8 @@ class Predictor:
         good = [p for p in prepared if isinstance(p, Preprocessed)]
         if not good:
             return prepared  # type: ignore[return-value]
-        batch = np.stack([p.tensor for p in good])
+        # One image (most requests): a view, not np.stack's copy.
+        batch = good[0].tensor[None] if len(good) == 1 else np.stack([p.tensor for p in good])
         try:
             out = self.ensemble.run(batch)
         except Exception as e:  # a fault in the runtime, not in the request
@@ -133,13 +134,13 @@ class Predictor:
             "models": [
                 {
                     "name": name,
-                    "label": int(label_m),
+                    "label": label_m,
                     "confidence": max(row),
                     "probabilities": row,
                 }
                 for name, label_m, row in zip(
                     self.manifest.model_names,
-                    probs.argmax(1),
+                    probs.argmax(1).tolist(),
                     probs.round(6).tolist(),  # one vectorised rounding, not 30 round() calls
                     strict=True,
                 )

@@ -217,6 +217,15 @@ def test_openapi_describes_every_route(client, app):
     assert {"200", "400", "413", "415", "422", "503"} <= set(responses)
 
 
+def test_invented_http_methods_do_not_grow_the_metrics(client):
+    for i in range(5):
+        assert client.open("/predict", method=f"BREW{i}").status_code == 405
+        assert client.open("/healthz", method=f"BREW{i}").status_code == 405
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "BREW" not in text
+    assert 'http_requests_total{method="other",route="/predict",status="405"} 5.0' in text
+
+
 def test_inference_failure_is_503_and_the_server_keeps_serving(app, client, samples, monkeypatch):
     ensemble = app.extensions["digits"].ensemble
     real = ensemble.run
