@@ -58,10 +58,10 @@ def label(binary: np.ndarray) -> Components:
 # Runs (row-major) a and b touch, diagonals included, when a is on the row above b and
 # b.start <= a.end and b.end >= a.start (ends exclusive). Both strategies join touching runs
 # and name each component by its first run; tests hold them to scipy and to each other.
-# Measured per image: 200 MNIST test digits (about 30 runs) 21 us in Python against 35 us with
-# numpy finding the touching pairs (numpy's fixed cost per call dominates arrays this small);
-# even near 200 runs (scanned digits at analysis size) 109 against 122 us; 128x128 noise (3,600
-# runs) 550 us vectorised against 1,500 in Python.
+# Measured per image: 200 MNIST test digits (about 30 runs) 19 us in Python against 35 us
+# before, when numpy found the touching pairs (its fixed cost per call dominates arrays this
+# small); near 200 runs (scanned digits at analysis size) 109 us in Python against 122 us
+# vectorised; 128x128 noise (3,600 runs) 550 us vectorised against 1,500 in Python.
 SMALL_RUNS = 200
 
 

@@ -313,11 +313,11 @@ def find_digit(m: InkMap, lossy: bool = False) -> tuple[np.ndarray, int, int]:
     x0 = max(0, min(comps.left[i] for i in keep) - grow)
     y1 = min(sh, max(comps.bottom[i] for i in keep) + grow)
     x1 = min(sw, max(comps.right[i] for i in keep) + grow)
-    box = mask[y0:y1, x0:x1]
-    tall = box.copy()
+    kept = mask[y0:y1, x0:x1]
+    tall = kept.copy()
     for d in range(1, grow + 1):
-        tall[d:] |= box[:-d]
-        tall[:-d] |= box[d:]
+        tall[d:] |= kept[:-d]
+        tall[:-d] |= kept[d:]
     region = tall.copy()
     for d in range(1, grow + 1):
         region[:, d:] |= tall[:, :-d]

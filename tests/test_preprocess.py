@@ -233,6 +233,16 @@ def test_a_dark_region_over_half_the_image_in_a_corner_is_not_the_digit(seven):
     assert crop.shape[0] <= 30 and crop.shape[1] <= 30
 
 
+def test_faint_rim_is_kept_two_pixels_out_and_no_further():
+    ink = np.zeros((40, 40), np.float32)
+    ink[10:30, 18:23] = 1.0  # the stroke
+    ink[8, 20] = ink[20, 16] = ink[31, 20] = ink[20, 24] = 0.1  # two pixels out: rim
+    ink[7, 19] = ink[21, 15] = ink[32, 21] = ink[19, 25] = 0.1  # three out: not the digit's
+    crop, kept, dropped = find_digit(InkMap(ink, inverted=False, noise=0.0))
+    assert crop.shape == (24, 9)  # rows 8-31, columns 16-24
+    assert (kept, dropped) == (1, 0) and np.count_nonzero(crop == np.float32(0.1)) == 4
+
+
 def test_off_centre_digit_is_centred_by_centre_of_mass(seven):
     page = np.full((400, 600), 255, np.uint8)
     small = np.asarray(Image.fromarray(255 - seven).resize((84, 84), Image.Resampling.BICUBIC))
