@@ -141,7 +141,9 @@ class Predictor:
                 for name, label_m, row in zip(
                     self.manifest.model_names,
                     probs.argmax(1).tolist(),
-                    probs.round(6).tolist(),  # one vectorised rounding, not 30 round() calls
+                    # One vectorised rounding, not 30 round() calls; in float64, so that 2e-06
+                    # reads 2e-06 and not float32's nearest, 1.9999999949504854e-06.
+                    probs.astype(np.float64).round(6).tolist(),
                     strict=True,
                 )
             ],

@@ -56,6 +56,9 @@ def test_raw_png_body_gets_the_documented_answer(client, samples):
     for m in a["models"]:
         assert set(m) == {"name", "label", "confidence", "probabilities"}
         assert len(m["probabilities"]) == 10 and abs(sum(m["probabilities"]) - 1) < 1e-3
+        # Six decimals as written, not a float32's long tail (1.9999999949504854e-06).
+        assert all(round(p, 6) == p for p in m["probabilities"]), m["probabilities"]
+        assert m["confidence"] == max(m["probabilities"])
     assert "image" not in a
 
 
