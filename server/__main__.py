@@ -13,9 +13,11 @@ import gc
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -25,7 +27,7 @@ from waitress.channel import HTTPChannel
 from waitress.server import create_server
 from waitress.task import ErrorTask
 
-from server import SECURITY_HEADERS, create_app
+from server import SECURITY_HEADERS, create_app, metrics
 from server import manifest as manifest_mod
 from server.config import ServerConfig
 from server.ensemble import DeviceError, SelfTestError
@@ -225,6 +227,10 @@ def serve(config: ServerConfig) -> int:
     # This socket only holds the port (it never listens, so it gets no connections).
     holder = _reuseport_socket(config.host, config.port)
     host, port = holder.getsockname()[:2]
+    # A scrape of /metrics reaches one worker; it reports them all from their shared files.
+    own_metrics_dir = metrics.MULTIPROCESS_DIR not in os.environ
+    if own_metrics_dir:
+        metrics.share_between_processes(tempfile.mkdtemp(prefix="digits-metrics-"))
     children = []
     for _ in range(config.workers):
         pid = os.fork()
@@ -260,12 +266,15 @@ def serve(config: ServerConfig) -> int:
     while children:
         pid, status = os.wait()
         children.remove(pid)
+        metrics.process_exited(pid)
         code = os.waitstatus_to_exitcode(status)
         worst = max(worst, code if code > 0 else 0)
         if not stopping:  # a worker died on its own: stop the rest rather than limp on
             log.error("worker %d exited with %d; stopping", pid, code)
             forward(signal.SIGTERM, None)
     holder.close()
+    if own_metrics_dir:
+        shutil.rmtree(os.environ[metrics.MULTIPROCESS_DIR], ignore_errors=True)
     log.info("stopped")
     return worst
 

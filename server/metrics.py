@@ -1,8 +1,41 @@
-"""Prometheus metrics, in a registry of the app's own so that several apps (tests) coexist."""
+"""Prometheus metrics, in a registry of the app's own so that several apps (tests) coexist.
+
+With several worker processes a scrape reaches one of them, which must still report every
+worker's counts: `python -m server` then keeps the values in files (prometheus_client's
+multiprocess mode, in a directory of its own) and `/metrics` sums them over the processes.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
+
+# prometheus_client's own switch: where the processes' value files live.
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def share_between_processes(directory: str) -> None:
+    """Metrics created from now on, in this process and the ones it forks, keep their values
+    in `directory`. For the master process, before it forks the workers."""
+    os.environ[MULTIPROCESS_DIR] = directory
+    values.ValueClass = values.MultiProcessValue()
+
+
+def process_exited(pid: int) -> None:
+    """Drops the live-process gauges of a worker that has exited."""
+    directory = os.environ.get(MULTIPROCESS_DIR)
+    if directory:
+        multiprocess.mark_process_dead(pid, directory)
+
 
 # Requests take about a millisecond; the default buckets start at 5 ms and would hide that.
 LATENCY_BUCKETS = (
@@ -63,11 +96,26 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
             registry=r,
         )
-        info = Gauge("model_info", "The loaded bundle", ["models", "device"], registry=r)
+        info = Gauge(
+            "model_info",
+            "The loaded bundle",
+            ["models", "device"],
+            registry=r,
+            multiprocess_mode="max",  # the same in every worker: one series, not one per pid
+        )
         info.labels(models=",".join(model_names), device=device).set(1)
         # Labelled children, looked up once: `labels()` costs a request about 1.5 us a call.
         self._by_digit = {d: self.predictions.labels(digit=str(d)) for d in range(10)}
         self._by_request: dict[tuple, tuple] = {}
+
+    def exposition(self) -> bytes:
+        """The text a scrape gets: every worker's values when they share them."""
+        directory = os.environ.get(MULTIPROCESS_DIR)
+        if not directory:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=directory)
+        return generate_latest(registry)
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Counts one answered request and its latency."""

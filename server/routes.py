@@ -4,7 +4,7 @@ Flask). Each one parses, calls, answers."""
 from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from server.openapi import spec as openapi_spec
 
@@ -36,7 +36,7 @@ def readyz():
 
 @api.get("/metrics")
 def metrics():
-    return Response(generate_latest(state().metrics.registry), mimetype=CONTENT_TYPE_LATEST)
+    return Response(state().metrics.exposition(), mimetype=CONTENT_TYPE_LATEST)
 
 
 @api.get("/models")

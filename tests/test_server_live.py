@@ -83,6 +83,24 @@ def test_concurrent_requests_are_all_answered_correctly(server, mnist_test):
     assert wrong <= 2  # the models' own error rate on these 300 digits
 
 
+def test_every_scrape_counts_the_requests_of_every_worker(server, mnist_test):
+    # A scrape reaches one worker (a new connection each, spread by SO_REUSEPORT); with
+    # per-process counters it would report only that worker's share.
+    def served() -> float:
+        text = requests.get(server.url + "/metrics", timeout=5).text
+        line = 'http_requests_total{method="POST",route="/predict",status="200"} '
+        return sum(float(x[len(line) :]) for x in text.splitlines() if x.startswith(line))
+
+    before = {served() for _ in range(8)}
+    assert len(before) == 1, before
+    images, _ = mnist_test
+    for img in images[:30]:
+        headers = {"Content-Type": "image/png"}
+        r = requests.post(server.url + "/predict", data=png(img), headers=headers, timeout=10)
+        assert r.status_code == 200
+    assert {served() for _ in range(8)} == {before.pop() + 30}
+
+
 def test_oversized_body_is_refused_before_it_is_read(server):
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
         s.sendall(
