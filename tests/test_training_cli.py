@@ -106,6 +106,26 @@ def test_interrupted_run_resumes_to_the_same_weights(mnist_dir, tmp_path):
     assert [h["epoch"] for h in cut["history"]] == [1, 2, 3]
     for key, value in straight["state_dict"].items():
         assert torch.allclose(value, cut["state_dict"][key], atol=1e-6), key
+    # The weight average is what ships: it must pick up where it stopped, too.
+    for key, value in straight["ema"].items():
+        if isinstance(value, torch.Tensor):
+            assert torch.allclose(value, cut["ema"][key], atol=1e-6), key
+        else:
+            assert value == cut["ema"][key], key
+
+
+def test_recipes_trained_side_by_side_match_those_trained_in_turn(mnist_dir, tmp_path):
+    common = ["--smoke", "--threads", "1", "--data-dir", str(mnist_dir)]
+    common += ["--variants", "lenet5-classic-sgd", "lenet5-bn-gelu"]
+    side = run_training(*common, "--jobs", "2", "--out", str(tmp_path / "side"))
+    assert side.returncode == 0, side.stderr
+    assert "2 recipe(s) at a time" in side.stdout and "vote" in side.stdout
+    turn = run_training(*common, "--jobs", "1", "--out", str(tmp_path / "turn"))
+    assert turn.returncode == 0, turn.stderr
+    for name in ("lenet5-classic-sgd", "lenet5-bn-gelu"):
+        a = torch.load(tmp_path / "side" / name / "best.pt", weights_only=True)["state_dict"]
+        b = torch.load(tmp_path / "turn" / name / "best.pt", weights_only=True)["state_dict"]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
 
 
 def test_resume_refuses_a_changed_recipe(mnist_dir, tmp_path):

@@ -25,7 +25,7 @@ from training.config import VARIANTS, RunConfig, resolve_variants
 from training.data import MnistDataError, download, load_mnist, resolve_data_dir
 from training.evaluate import evaluate_run, print_summary
 from training.provenance import git_commit
-from training.train import TrainingError, configure_torch, pick_device, train_variant
+from training.train import TrainingError, configure_torch, jobs_for, pick_device, train_recipes
 
 
 def parse_args(argv: list[str] | None) -> RunConfig:
@@ -52,6 +52,13 @@ def parse_args(argv: list[str] | None) -> RunConfig:
         type=int,
         default=d.threads,
         help="CPU threads (default: the cores this process may use)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=d.jobs,
+        help="recipes trained at once, each in its own process (default: all of them on CUDA, "
+        "one at a time on the CPU)",
     )
     p.add_argument(
         "--variants",
@@ -115,8 +122,10 @@ def run(cfg: RunConfig, command: str = "") -> dict:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     data = load_mnist(data_dir, device, cfg.val_size, cfg.subset, cfg.split_seed)
+    jobs = jobs_for(cfg, device, len(variants))
     print(
-        f"device {device} ({torch.get_num_threads()} CPU threads), train {len(data.train_y):,}, "
+        f"device {device} ({torch.get_num_threads()} CPU threads, {jobs} recipe(s) at a time), "
+        f"train {len(data.train_y):,}, "
         f"val {len(data.val_y):,}, test {len(data.test_y):,}, mean {data.mean:.4f}, "
         f"std {data.std:.4f}"
     )
@@ -142,9 +151,7 @@ def run(cfg: RunConfig, command: str = "") -> dict:
         {v.name: augment(sample, v.augment, gen) for v in variants}, sample, out / "augment.png"
     )
 
-    histories = {}
-    for v in variants:
-        histories[v.name] = train_variant(v, data, cfg, device, out)["history"]
+    histories = train_recipes(variants, data, cfg, device, out, data_dir)
     plots.learning_curves(histories, out / "curves.png")
 
     metrics = evaluate_run(out, [v.name for v in variants], data.test_x, data.test_y)

@@ -108,6 +108,7 @@ class RunConfig:
     download: bool = False
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # CPU threads for torch; 0 = the cores this process may use
+    jobs: int = 0  # recipes trained at once, one process each; 0 = all on CUDA, 1 on the CPU
     variants: list[str] = field(default_factory=lambda: list(VARIANTS))
     val_size: int = 5000  # held out of the 60k training images, stratified
     subset: int = 0  # train on a stratified subset of this many images; 0 = all
@@ -122,6 +123,8 @@ class RunConfig:
     def __post_init__(self):
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError("device must be auto, cpu or cuda")
+        if self.jobs < 0:
+            raise ValueError("jobs must be 0 (automatic) or more")
         unknown = set(self.variants) - set(VARIANTS)
         if unknown:
             raise ValueError(f"unknown variant(s) {sorted(unknown)}; known: {list(VARIANTS)}")

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import multiprocessing
 import os
+import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -15,7 +18,8 @@ from tqdm import tqdm
 from training import checkpoint
 from training.augment import augment
 from training.config import RunConfig, VariantConfig
-from training.data import BatchSampler, Mnist, one_hot
+from training.data import BatchSampler, Mnist, load_mnist, one_hot
+from training.ema import EMA
 from training.model import LeNet5, build
 
 
@@ -46,7 +50,7 @@ def configure_torch(cfg: RunConfig, device: torch.device) -> None:
     torch.backends.cudnn.allow_tf32 = True
 
 
-def _optimizer(model: LeNet5, v: VariantConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: LeNet5, v: VariantConfig, device: torch.device) -> torch.optim.Optimizer:
     o = v.optim
     # No weight decay on biases and norm parameters: decaying them only costs accuracy.
     decay = [p for p in model.parameters() if p.ndim > 1]
@@ -55,9 +59,12 @@ def _optimizer(model: LeNet5, v: VariantConfig) -> torch.optim.Optimizer:
         {"params": decay, "weight_decay": o.weight_decay},
         {"params": rest, "weight_decay": 0},
     ]
+    # On CUDA one fused kernel updates every parameter instead of a launch per tensor; the
+    # CPU keeps the per-tensor loop the shipped models were trained with.
+    fused = device.type == "cuda"
     if o.optimizer == "adam":
-        return torch.optim.AdamW(groups, lr=o.lr)
-    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=True)
+        return torch.optim.AdamW(groups, lr=o.lr, fused=fused)
+    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=True, fused=fused)
 
 
 def _scheduler(opt, v: VariantConfig, total_steps: int):
@@ -108,7 +115,12 @@ def _validate(model, data: Mnist) -> tuple[float, float]:
 
 
 def train_variant(
-    v: VariantConfig, data: Mnist, cfg: RunConfig, device: torch.device, out_dir: Path
+    v: VariantConfig,
+    data: Mnist,
+    cfg: RunConfig,
+    device: torch.device,
+    out_dir: Path,
+    progress: bool = True,
 ) -> dict:
     """Trains one recipe; writes best.pt and last.pt under out_dir/<name>/; returns its record."""
     vdir = out_dir / v.name
@@ -116,19 +128,10 @@ def train_variant(
     torch.manual_seed(v.seed)
     gen = torch.Generator(device=device).manual_seed(v.seed)
     model = build(dataclasses.replace(v.model, pad_value=-data.mean / data.std)).to(device)
-    opt = _optimizer(model, v)
+    opt = build_optimizer(model, v, device)
     # The exponential moving average of the weights is what gets validated and shipped: under
     # heavy augmentation it is smoother and more accurate than the last step's weights.
-    ema = None
-    if v.optim.ema:
-        decay = v.optim.ema
-
-        def ema_step(avg: torch.Tensor, new: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-            # Warm-up (as in timm's ModelEmaV2): short runs must not keep the initial weights.
-            d = torch.clamp((1 + n) / (10 + n), max=decay).to(avg.dtype)
-            return avg + (new - avg) * (1 - d)
-
-        ema = torch.optim.swa_utils.AveragedModel(model, avg_fn=ema_step, use_buffers=True)
+    ema = EMA(model, v.optim.ema) if v.optim.ema else None
     final = ema.module if ema is not None else model
     sampler = BatchSampler(data.train_y, v.optim.batch_size, cfg.balanced, gen)
     sched = _scheduler(opt, v, v.optim.epochs * len(sampler))
@@ -158,7 +161,12 @@ def train_variant(
         total_loss = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.int64)
         seen = 0
-        bar = tqdm(sampler, desc=f"{v.name} {epoch}/{v.optim.epochs}", leave=False, disable=None)
+        bar = tqdm(
+            sampler,
+            desc=f"{v.name} {epoch}/{v.optim.epochs}",
+            leave=False,
+            disable=None if progress else True,
+        )
         for idx in bar:
             x = augment(data.train_x[idx].to(torch.float32) / 255.0, v.augment, gen)
             x = (x - data.mean) / data.std
@@ -174,7 +182,7 @@ def train_variant(
             opt.step()
             sched.step()
             if ema is not None:
-                ema.update_parameters(model)
+                ema.update(model)
             # Accumulate on the device: a .item() per step would stall a GPU on every batch.
             total_loss += loss.detach() * len(y)
             correct += (logits.argmax(1) == y).sum()
@@ -221,3 +229,43 @@ def train_variant(
             tqdm.write(f"{v.name}: no better validation score for {epochs_since_best} epochs, stop")
             break
     return {"name": v.name, "history": history, "best": best}
+
+
+def jobs_for(cfg: RunConfig, device: torch.device, recipes: int) -> int:
+    """How many recipes train at once. A LeNet-5 step is a few hundred tiny kernels, so a GPU
+    sits mostly idle while Python launches them: on CUDA each recipe gets its own process. On
+    the CPU the recipes take turns, each with every core."""
+    jobs = cfg.jobs or (recipes if device.type == "cuda" else 1)
+    return max(1, min(jobs, recipes))
+
+
+def _train_in_worker(v: VariantConfig, cfg: RunConfig, data_dir: Path, out_dir: Path) -> list:
+    sys.stdout.reconfigure(line_buffering=True)  # epoch lines as they happen, not at exit
+    device = pick_device(cfg.device)
+    configure_torch(cfg, device)
+    data = load_mnist(data_dir, device, cfg.val_size, cfg.subset, cfg.split_seed)
+    return train_variant(v, data, cfg, device, out_dir, progress=False)["history"]
+
+
+def train_recipes(
+    variants: list[VariantConfig],
+    data: Mnist,
+    cfg: RunConfig,
+    device: torch.device,
+    out_dir: Path,
+    data_dir: Path,
+) -> dict[str, list]:
+    """Trains every recipe, `jobs_for` of them at a time; returns each one's history."""
+    jobs = jobs_for(cfg, device, len(variants))
+    if jobs == 1:
+        return {v.name: train_variant(v, data, cfg, device, out_dir)["history"] for v in variants}
+    if device.type == "cpu" and not cfg.threads:
+        cfg = dataclasses.replace(cfg, threads=max(1, len(os.sched_getaffinity(0)) // jobs))
+    # Each worker loads its own copy of the data (CUDA tensors do not cross processes cheaply,
+    # and a forked child cannot use CUDA at all); progress bars would overwrite each other.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        futures = {
+            v.name: pool.submit(_train_in_worker, v, cfg, data_dir, out_dir) for v in variants
+        }
+        return {name: future.result() for name, future in futures.items()}
