@@ -46,7 +46,15 @@ def _providers(device: str) -> list:
             f"instead of onnxruntime); available: {', '.join(available)}"
         )
     if CUDA in available:
-        return [(CUDA, {"device_id": 0}), CPU]
+        # onnxruntime-gpu installed with its [cuda,cudnn] extras keeps CUDA and cuDNN in pip
+        # packages the loader does not search; preloading them is its documented remedy.
+        if hasattr(ort, "preload_dlls"):
+            ort.preload_dlls()
+        # No TF32: answers must match the CPU's (and golden.npz), and these convolutions are
+        # too small to gain from it. Heuristic algorithm choice: an exhaustive search would
+        # stall the first request of every new batch size.
+        options = {"device_id": 0, "use_tf32": 0, "cudnn_conv_algo_search": "HEURISTIC"}
+        return [(CUDA, options), CPU]
     return [CPU]
 
 

@@ -28,6 +28,8 @@ def server(bundle):
     s = LiveServer(
         "--artifacts",
         str(bundle),
+        "--device",
+        "cpu",  # the tests below expect the CPU, on a GPU machine too
         "--workers",
         "2",
         "--channel-timeout",
@@ -201,6 +203,35 @@ def test_cuda_without_a_gpu_is_an_error_not_a_fallback(bundle):
         pytest.skip("this onnxruntime has CUDA")
     p = _start_fails("--artifacts", str(bundle), "--device", "cuda")
     assert p.returncode == 2 and "--device cuda" in p.stderr and "onnxruntime-gpu" in p.stderr
+
+
+def _has_cuda_provider() -> bool:
+    import onnxruntime
+
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not _has_cuda_provider(), reason="needs onnxruntime-gpu and a CUDA GPU")
+def test_cuda_answers_what_the_cpu_answers(bundle, mnist_test):
+    images, _ = mnist_test
+    files = [("image", (f"{i}.png", png(img), "image/png")) for i, img in enumerate(images[:256])]
+    answers = {}
+    for device in ("cpu", "cuda"):
+        s = LiveServer("--artifacts", str(bundle), "--device", device, "--workers", "1")
+        try:
+            assert requests.get(s.url + "/readyz", timeout=5).json()["device"] == device
+            r = requests.post(s.url + "/predict", files=files, timeout=60)
+            assert r.status_code == 200, r.text
+            answers[device] = r.json()["results"]
+        finally:
+            assert s.stop() == 0
+        assert f"onnxruntime providers active: {'CUDA' if device == 'cuda' else 'CPU'}" in s.log
+    for cpu, cuda in zip(answers["cpu"], answers["cuda"], strict=True):
+        assert cpu["label"] == cuda["label"]
+        assert [m["label"] for m in cpu["models"]] == [m["label"] for m in cuda["models"]]
+        for m_cpu, m_cuda in zip(cpu["models"], cuda["models"], strict=True):
+            assert np.allclose(m_cpu["probabilities"], m_cuda["probabilities"], atol=1e-4)
 
 
 def test_serving_never_imports_torch(bundle, mnist_test):
