@@ -1,4 +1,5 @@
-"""The training loop for one recipe, on CPU or CUDA, with the whole dataset on the device."""
+"""The training loop for one recipe, on CPU or CUDA, with the whole dataset on the device;
+and several recipes at once, one process each."""
 
 from __future__ import annotations
 
