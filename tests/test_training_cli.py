@@ -1,13 +1,16 @@
 """End to end: `python -m training --smoke` as a user runs it."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
+from bench import procs
 from tests.conftest import ROOT
 from training import checkpoint
 from training.config import VARIANTS
@@ -126,6 +129,33 @@ def test_recipes_trained_side_by_side_match_those_trained_in_turn(mnist_dir, tmp
         a = torch.load(tmp_path / "side" / name / "best.pt", weights_only=True)["state_dict"]
         b = torch.load(tmp_path / "turn" / name / "best.pt", weights_only=True)["state_dict"]
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_a_worker_killed_from_outside_is_a_clear_error(mnist_dir, tmp_path):
+    args = ["--jobs", "2", "--threads", "1", "--subset", "2000", "--val-size", "500"]
+    args += ["--epochs", "50", "--variants", "lenet5-classic-sgd", "lenet5-bn-gelu"]
+    args += ["--data-dir", str(mnist_dir), "--out", str(tmp_path)]
+    proc = subprocess.Popen(
+        [sys.executable, "-u", "-m", "training", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for line in proc.stdout:
+        if "epoch   1/50" in line:
+            break
+    workers = [
+        pid
+        for pid in procs.children(proc.pid)
+        if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    assert len(workers) == 2
+    os.kill(workers[0], signal.SIGKILL)  # as the kernel's out-of-memory killer would
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, err
+    assert err.startswith("error: a training process died") and "--resume" in err
+    assert "Traceback" not in err
 
 
 def test_resume_refuses_a_changed_recipe(mnist_dir, tmp_path):

@@ -10,6 +10,7 @@ import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import torch
@@ -268,8 +269,15 @@ def train_recipes(
     # Each worker loads its own copy of the data (CUDA tensors do not cross processes cheaply,
     # and a forked child cannot use CUDA at all); progress bars would overwrite each other.
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(jobs, mp_context=context) as pool:
-        futures = {
-            v.name: pool.submit(_train_in_worker, v, cfg, data_dir, out_dir) for v in variants
-        }
-        return {name: future.result() for name, future in futures.items()}
+    try:
+        with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+            futures = {
+                v.name: pool.submit(_train_in_worker, v, cfg, data_dir, out_dir) for v in variants
+            }
+            return {name: future.result() for name, future in futures.items()}
+    except BrokenProcessPool:
+        # A worker killed from outside (out of memory, a signal) leaves no exception to show.
+        raise TrainingError(
+            "a training process died without a word (out of memory?); the epochs it finished "
+            "are saved: continue with --resume"
+        ) from None
