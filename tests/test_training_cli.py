@@ -16,6 +16,17 @@ from training import checkpoint
 from training.config import VARIANTS
 
 
+def start_training(*args) -> subprocess.Popen:
+    """A run in the background, its output read line by line as it comes."""
+    return subprocess.Popen(
+        [sys.executable, "-u", "-m", "training", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def run_training(*args, timeout=180):
     return subprocess.run(
         [sys.executable, "-m", "training", *args],
@@ -87,13 +98,7 @@ def test_interrupted_run_resumes_to_the_same_weights(mnist_dir, tmp_path):
     ]
     assert run_training(*args, "--out", str(tmp_path / "straight")).returncode == 0
 
-    proc = subprocess.Popen(
-        [sys.executable, "-u", "-m", "training", *args, "--out", str(tmp_path / "cut")],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_training(*args, "--out", str(tmp_path / "cut"))
     for line in proc.stdout:
         if "epoch   1/3" in line:
             proc.send_signal(signal.SIGINT)
@@ -135,13 +140,7 @@ def test_a_worker_killed_from_outside_is_a_clear_error(mnist_dir, tmp_path):
     args = ["--jobs", "2", "--threads", "1", "--subset", "2000", "--val-size", "500"]
     args += ["--epochs", "50", "--variants", "lenet5-classic-sgd", "lenet5-bn-gelu"]
     args += ["--data-dir", str(mnist_dir), "--out", str(tmp_path)]
-    proc = subprocess.Popen(
-        [sys.executable, "-u", "-m", "training", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_training(*args)
     for line in proc.stdout:
         if "epoch   1/50" in line:
             break
