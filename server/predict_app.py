@@ -112,10 +112,20 @@ class PredictApp:
         t0 = time.perf_counter()
         config, metrics = self.state.config, self.state.metrics
         request = UploadRequest(environ, config.max_body, self.max_parts)
+        status, headers, data = self.answer(request)
+        start_response(f"{status} {HTTPStatus(status).phrase}", headers)
+        elapsed = time.perf_counter() - t0
+        metrics.request(ROUTE, request.method, status, elapsed)
+        if config.access_log:
+            log.info("%s %s %d %.1f ms", request.method, ROUTE, status, 1000 * elapsed)
+        return [data]
+
+    def answer(self, request: UploadRequest) -> tuple[int, list, bytes]:
+        """Status, headers and body for any method."""
         if request.method == "OPTIONS":
-            start_response("200 OK", [ALLOW, ("Content-Length", "0")])
-            return [b""]
+            return 200, [ALLOW, ("Content-Length", "0")], b""
         headers = [("Content-Type", "application/json")]
+        config = self.state.config
         try:
             status, body = 200, self.predict(request)
         except ApiError as e:
@@ -131,12 +141,7 @@ class PredictApp:
             status, body = InternalError.status, InternalError().body()
         data = orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE)
         headers.append(("Content-Length", str(len(data))))
-        start_response(f"{status} {HTTPStatus(status).phrase}", headers)
-        elapsed = time.perf_counter() - t0
-        metrics.request(ROUTE, request.method, status, elapsed)
-        if config.access_log:
-            log.info("%s %s %d %.1f ms", request.method, ROUTE, status, 1000 * elapsed)
-        return [data]
+        return status, headers, data
 
     def predict(self, request: UploadRequest) -> dict:
         if request.method != "POST":

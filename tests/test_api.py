@@ -273,6 +273,8 @@ def test_a_bug_in_predict_is_a_logged_500_without_a_traceback(
 def test_predict_allows_post_and_says_so(client):
     r = client.options("/predict")
     assert r.status_code == 200 and set(r.headers["Allow"].split(", ")) == {"OPTIONS", "POST"}
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'http_requests_total{method="OPTIONS",route="/predict",status="200"}' in text
     for method in ("get", "put", "delete", "head"):
         r = getattr(client, method)("/predict")
         assert r.status_code == 405 and "POST" in r.headers["Allow"]
