@@ -89,6 +89,12 @@ class State:
     v2_models: dict
     ready: bool = False
 
+    def finished(self, route: str, path: str, method: str, status: int, seconds: float) -> None:
+        """Every answer, whichever app gave it: counted, timed and (if asked) logged."""
+        self.metrics.request(route, method, status, seconds)
+        if self.config.access_log:
+            log.info("%s %s %d %.1f ms", method, path, status, 1000 * seconds)
+
 
 def create_app(config: ServerConfig | None = None) -> Flask:
     """Loads and checks the bundle, then returns the app. Raises ManifestError, DeviceError or
@@ -159,15 +165,7 @@ def create_app(config: ServerConfig | None = None) -> Flask:
     def finish(response):
         route = request.url_rule.rule if request.url_rule else "unmatched"
         elapsed = time.perf_counter() - g.get("t0", time.perf_counter())
-        state.metrics.request(route, request.method, response.status_code, elapsed)
-        if config.access_log:
-            log.info(
-                "%s %s %d %.1f ms",
-                request.method,
-                request.path,
-                response.status_code,
-                1000 * elapsed,
-            )
+        state.finished(route, request.path, request.method, response.status_code, elapsed)
         return response
 
     @app.errorhandler(ApiError)

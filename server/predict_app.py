@@ -110,14 +110,10 @@ class PredictApp:
         if environ.get("PATH_INFO") != ROUTE:
             return self.app(environ, start_response)
         t0 = time.perf_counter()
-        config, metrics = self.state.config, self.state.metrics
-        request = UploadRequest(environ, config.max_body, self.max_parts)
+        request = UploadRequest(environ, self.state.config.max_body, self.max_parts)
         status, headers, data = self.answer(request)
         start_response(f"{status} {HTTPStatus(status).phrase}", headers)
-        elapsed = time.perf_counter() - t0
-        metrics.request(ROUTE, request.method, status, elapsed)
-        if config.access_log:
-            log.info("%s %s %d %.1f ms", request.method, ROUTE, status, 1000 * elapsed)
+        self.state.finished(ROUTE, ROUTE, request.method, status, time.perf_counter() - t0)
         return [data]
 
     def answer(self, request: UploadRequest) -> tuple[int, list, bytes]:

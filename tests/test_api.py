@@ -2,6 +2,7 @@
 
 import io
 import json
+import logging
 import re
 
 import numpy as np
@@ -330,3 +331,20 @@ def test_answer_reports_the_vote_and_the_tie_break(app):
     )
     assert majority["label"] == 3 and majority["agreement"] == 2 and not majority["tie_broken"]
     assert [m["label"] for m in majority["models"]] == [3, 3, 8]
+
+
+def test_access_log_has_one_line_per_answer_from_either_app(bundle, samples, caplog):
+    app = create_app(ServerConfig(artifacts=bundle, access_log=True))
+    client = app.test_client()
+    caplog.set_level(logging.INFO, logger="server")
+    client.post("/predict", data=samples[0][0], content_type="image/png")
+    client.options("/predict")
+    client.get("/healthz")
+    client.get("/no-such-page")
+    lines = [r.getMessage() for r in caplog.records if r.name == "server"]
+    assert [line.rsplit(" ", 2)[0] for line in lines] == [
+        "POST /predict 200",
+        "OPTIONS /predict 200",
+        "GET /healthz 200",
+        "GET /no-such-page 404",
+    ]
