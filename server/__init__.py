@@ -17,12 +17,12 @@ from werkzeug.exceptions import HTTPException
 
 from server import manifest as manifest_mod
 from server import v2
-from server.config import ServerConfig
+from server.config import MAX_FORM_MEMORY, ServerConfig
 from server.ensemble import Ensemble
 from server.errors import ApiError, InternalError, from_http_exception
 from server.helpers import HelperPool
 from server.metrics import Metrics
-from server.predict_app import MAX_FORM_MEMORY, InMemoryFiles, PredictApp, max_form_parts
+from server.predict_app import InMemoryFiles, PredictApp, max_form_parts
 from server.predictor import Predictor
 
 log = logging.getLogger("server")

@@ -6,6 +6,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# Caps multipart text fields (we expect none), but werkzeug also applies it to its multipart
+# buffer, which it fills 64 KiB at a time: a cap near that refuses valid uploads.
+MAX_FORM_MEMORY = 1024 * 1024
+
 
 @dataclass
 class ServerConfig:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.wrappers import Request
 
+from server.config import MAX_FORM_MEMORY
+
 
 class ApiError(Exception):
     status = 400
@@ -87,7 +89,7 @@ def from_http_exception(
         # the body-size cap; a body within the size limit hit one of those.
         return BatchTooLarge(
             f"Too many parts in the multipart body: at most {max_batch} images per request "
-            "(and no text field over 1 MiB)."
+            f"(and no text field over {MAX_FORM_MEMORY // 2**20} MiB)."
         )
     if too_large:
         return BodyTooLarge(f"The request body is over the limit of {max_body:,} bytes.")

@@ -104,18 +104,20 @@ class Metrics:
             multiprocess_mode="max",  # the same in every worker: one series, not one per pid
         )
         info.labels(models=",".join(model_names), device=device).set(1)
+        # What a scrape reads: this registry, or every worker's files when they share them
+        # (the collector reads the files at each scrape).
+        directory = os.environ.get(MULTIPROCESS_DIR)
+        self._scraped = r
+        if directory:
+            self._scraped = CollectorRegistry()
+            multiprocess.MultiProcessCollector(self._scraped, path=directory)
         # Labelled children, looked up once here rather than by `labels()` on every request.
         self._by_digit = {d: self.predictions.labels(digit=str(d)) for d in range(10)}
         self._by_request: dict[tuple, tuple] = {}
 
     def exposition(self) -> bytes:
         """The text a scrape gets: every worker's values when they share them."""
-        directory = os.environ.get(MULTIPROCESS_DIR)
-        if not directory:
-            return generate_latest(self.registry)
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=directory)
-        return generate_latest(registry)
+        return generate_latest(self._scraped)
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Counts one answered request and its latency."""

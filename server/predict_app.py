@@ -22,6 +22,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request
 
 from server import multipart
+from server.config import MAX_FORM_MEMORY
 from server.errors import (
     ApiError,
     BatchTooLarge,
@@ -35,9 +36,6 @@ from server.errors import (
 log = logging.getLogger("server")
 ROUTE = "/predict"
 ALLOW = ("Allow", "OPTIONS, POST")
-# Caps text fields (we expect none), but werkzeug also applies it to its multipart buffer,
-# which it fills 64 KiB at a time: a cap near that refuses valid uploads.
-MAX_FORM_MEMORY = 1024 * 1024
 
 
 def max_form_parts(max_batch: int) -> int:

@@ -1,9 +1,9 @@
 """An exponential moving average of a model's weights, updated without stalling a GPU.
 
 torch's `AveragedModel` with a custom `avg_fn` copies its step counter from the CPU to the
-device once per tensor and step, and each such blocking copy waits for the GPU to finish
-everything queued. Here the counter stays a Python int and the update is three multi-tensor
-ops (with fused optimisers: 1.30-1.51x the training images/s on an H100, README). The
+device, a blocking copy, once per tensor and step. Here the counter stays a Python int and
+the update is three multi-tensor ops (together with fused optimisers: 1.30-1.51x the training
+images/s on an H100, README). The
 arithmetic is the same as before, operation for operation, so CPU runs give the same weights
 bit for bit (tests/test_ema.py).
 """

@@ -237,10 +237,9 @@ def train_variant(
 
 
 def jobs_for(cfg: RunConfig, device: torch.device, recipes: int) -> int:
-    """How many recipes train at once. A LeNet-5 step is many tiny kernels, so a GPU sits
-    mostly idle while Python launches them: on CUDA each recipe gets its own process (three at
-    once trained about three times the images per second of one, on an H100). On the CPU the
-    recipes take turns, each with every core."""
+    """How many recipes train at once. On CUDA each recipe gets its own process: one left an
+    H100 mostly idle (three at once trained about three times the images per second of one).
+    On the CPU the recipes take turns, each with every core."""
     jobs = cfg.jobs or (recipes if device.type == "cuda" else 1)
     return max(1, min(jobs, recipes))
 
