@@ -31,6 +31,7 @@ from server import SECURITY_HEADERS, create_app, metrics
 from server import manifest as manifest_mod
 from server.config import ServerConfig
 from server.ensemble import DeviceError, SelfTestError
+from server.lanes import SWITCH_INTERVAL, Lanes
 from server.manifest import ManifestError
 
 log = logging.getLogger("server")
@@ -93,7 +94,15 @@ def parse_args(argv: list[str] | None) -> ServerConfig:
         "--http-threads",
         type=int,
         default=d.http_threads,
-        help="waitress threads per process (default: %(default)s)",
+        help="waitress threads per lane, in each of the quick and the bulk lane of a worker "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--bulk-from",
+        type=int,
+        default=d.bulk_from,
+        help="request body size in bytes from which a request is served in the bulk lane "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--batch-helpers",
@@ -161,11 +170,17 @@ def run_worker(config: ServerConfig, sock: socket.socket | None = None) -> int:
     # garbage collector's way, so collections stay short under load.
     gc.collect()
     gc.freeze()
+    sys.setswitchinterval(SWITCH_INTERVAL)
     where = {"sockets": [sock]} if sock else {"host": config.host, "port": config.port}
     server = create_server(
         app,
         **where,
-        threads=config.http_threads,
+        _dispatcher=Lanes(
+            config.http_threads,
+            config.http_threads,
+            config.bulk_from,
+            app.extensions["digits"].metrics.queued,
+        ),
         connection_limit=config.connection_limit,
         channel_timeout=config.channel_timeout,
         # How often stalled connections are looked for; waitress's default is every 30 s.
@@ -179,7 +194,7 @@ def run_worker(config: ServerConfig, sock: socket.socket | None = None) -> int:
     server.channel_class = JsonErrorChannel
     if sock is None:
         log.info(
-            "serving on http://%s:%s (%d threads)",
+            "serving on http://%s:%s (%d thread(s) in each of two lanes)",
             server.effective_host,
             server.effective_port,
             config.http_threads,
@@ -244,7 +259,7 @@ def serve(config: ServerConfig) -> int:
                 os._exit(code)
         children.append(pid)
     log.info(
-        "serving on http://%s:%s (%d workers x %d threads)",
+        "serving on http://%s:%s (%d workers x 2 lanes x %d thread(s))",
         host,
         port,
         config.workers,

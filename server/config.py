@@ -19,10 +19,12 @@ class ServerConfig:
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 1  # onnxruntime threads per inference; requests run in parallel already
     # One process per core: Python threads contend for the GIL (8 threads in one process
-    # served under a quarter as many 28x28 PNGs as 2 processes; README, Benchmarks). Two threads per
-    # process cost little and keep one slow request from holding up the next.
+    # served under a quarter as many 28x28 PNGs as 2 processes; README, Benchmarks). Within a
+    # process, one thread per lane: small requests do not queue behind large ones, and no
+    # more threads take turns at the GIL than the traffic needs (server/lanes.py).
     workers: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))
-    http_threads: int = 2
+    http_threads: int = 1
+    bulk_from: int = 32 * 1024  # bytes of body from which a request takes the bulk lane
     # Per worker: processes that preprocess slices of large batches (server/helpers.py); 0
     # keeps every batch in its request thread. Started by `python -m server`, not create_app.
     batch_helpers: int = 1
@@ -41,6 +43,7 @@ class ServerConfig:
             "threads",
             "workers",
             "http_threads",
+            "bulk_from",
             "max_body",
             "max_pixels",
             "max_batch",

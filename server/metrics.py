@@ -78,6 +78,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.queued = Counter(
+            "http_requests_queued",
+            "Requests that found every thread of their lane busy and waited for one",
+            ["lane"],
+            registry=r,
+        )
         self.images = Counter("predict_images", "Images received by /predict", registry=r)
         self.rejected = Counter(
             "predict_rejected_images", "Images refused, by error code", ["code"], registry=r

@@ -34,8 +34,6 @@ def server(bundle):
         "2",
         "--channel-timeout",
         "2",
-        "--http-threads",
-        "8",
     )
     yield s
     assert s.stop() == 0
@@ -48,7 +46,8 @@ def test_start_up_logs_providers_and_self_test(server):
     while server.log.count("self-test passed") < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert server.log.count("onnxruntime providers active: CPUExecutionProvider") == 2
-    assert re.search(r"serving on http://127\.0\.0\.1:\d+ \(2 workers x \d+ threads\)", server.log)
+    workers = r"\(2 workers x 2 lanes x 1 thread\(s\)\)"
+    assert re.search(r"serving on http://127\.0\.0\.1:\d+ " + workers, server.log)
 
 
 def test_all_mnist_test_digits_over_http_match_the_manifest(server, bundle, mnist_test):
