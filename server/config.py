@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,6 +10,28 @@ from pathlib import Path
 # Caps multipart text fields (we expect none), but werkzeug also applies it to its multipart
 # buffer, which it fills 64 KiB at a time: a cap near that refuses valid uploads.
 MAX_FORM_MEMORY = 1024 * 1024
+
+
+def available_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """The cores this process may use: its CPU affinity, capped by a container's CPU limit.
+
+    A container sees every core of its host in its affinity; its limit is a CFS quota, in
+    cgroup v2's cpu.max or cgroup v1's cpu.cfs_quota_us. One worker per host core under a limit
+    of 2 CPUs would start dozens of processes and be throttled (and killed for memory)."""
+    cores = len(os.sched_getaffinity(0))
+    for quota_file, period_file in (
+        (cgroup / "cpu.max", None),  # "max 100000" or "200000 100000"
+        (cgroup / "cpu/cpu.cfs_quota_us", cgroup / "cpu/cpu.cfs_period_us"),  # -1: no limit
+    ):
+        try:
+            fields = quota_file.read_text().split()
+            quota = fields[0]
+            period = fields[1] if period_file is None else period_file.read_text().strip()
+            if quota not in ("max", "-1"):
+                cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+        except (OSError, ValueError, IndexError):
+            continue
+    return cores
 
 
 @dataclass
@@ -22,7 +45,7 @@ class ServerConfig:
     # served under a quarter as many 28x28 PNGs as 2 processes; README, Benchmarks). Within a
     # process, one thread per lane: small requests do not queue behind large ones, and no
     # more threads take turns at the GIL than the traffic needs (server/lanes.py).
-    workers: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))
+    workers: int = field(default_factory=available_cores)
     http_threads: int = 1
     bulk_from: int = 32 * 1024  # bytes of body from which a request takes the bulk lane
     # Per worker: processes that preprocess slices of large batches (server/helpers.py); 0
