@@ -394,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     servers = {
         "hello": ["bench.hello_app", *threads],
         "seed": ["bench.seed_app", "--run", str(run), *threads],
-        # Ours as shipped: its defaults (one worker process per core, two threads each).
+        # Ours as shipped: its defaults (one worker process per core, one thread per lane).
         "ours": ["server", "--artifacts", str(args.artifacts)],
     }
     result: dict = {"http": {}, "other": {}}
