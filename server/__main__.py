@@ -176,10 +176,7 @@ def run_worker(config: ServerConfig, sock: socket.socket | None = None) -> int:
         app,
         **where,
         _dispatcher=Lanes(
-            config.http_threads,
-            config.http_threads,
-            config.bulk_from,
-            app.extensions["digits"].metrics.queued,
+            config.http_threads, config.bulk_from, app.extensions["digits"].metrics.queued
         ),
         connection_limit=config.connection_limit,
         channel_timeout=config.channel_timeout,

@@ -64,7 +64,7 @@ class QueueWatch:
 
 
 class Lane(ThreadedTaskDispatcher):
-    """waitress's own dispatcher, with threads named after the lane (for py-spy, gdb, logs)."""
+    """waitress's own dispatcher, with threads named after the lane (as py-spy shows them)."""
 
     def __init__(self, name: str, threads: int, queued_counter):
         super().__init__()
@@ -81,10 +81,10 @@ class Lanes:
     """The task dispatcher waitress is given (`create_server(_dispatcher=...)`): it is handed
     a connection whose next request has been read in full, and passes it to a lane."""
 
-    def __init__(self, quick_threads: int, bulk_threads: int, bulk_from: int, queued):
+    def __init__(self, threads: int, bulk_from: int, queued):
         self.bulk_from = bulk_from
-        self.quick = Lane("quick", quick_threads, queued.labels(lane="quick"))
-        self.bulk = Lane("bulk", bulk_threads, queued.labels(lane="bulk"))
+        self.quick = Lane("quick", threads, queued.labels(lane="quick"))
+        self.bulk = Lane("bulk", threads, queued.labels(lane="bulk"))
 
     def lane_of(self, channel) -> Lane:
         request = channel.requests[0]

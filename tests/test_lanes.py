@@ -45,7 +45,7 @@ class FakeChannel:
 
 
 def test_requests_from_the_threshold_on_take_the_bulk_lane():
-    lanes = Lanes(1, 1, bulk_from=1000, queued=_counter())
+    lanes = Lanes(1, bulk_from=1000, queued=_counter())
     try:
         for size, lane in ((0, "quick"), (999, "quick"), (1000, "bulk"), (10**7, "bulk")):
             channel = FakeChannel(size)
@@ -58,7 +58,7 @@ def test_requests_from_the_threshold_on_take_the_bulk_lane():
 
 def test_a_busy_bulk_lane_does_not_hold_up_quick_requests():
     counter = _counter()
-    lanes = Lanes(1, 1, bulk_from=1000, queued=counter)
+    lanes = Lanes(1, bulk_from=1000, queued=counter)
     started, release = threading.Event(), threading.Event()
     try:
         batch = FakeChannel(5000, work=lambda: started.set() or release.wait(10))
