@@ -7,9 +7,10 @@ Servers under waitress, loaded by `wrk` (a separate process) on 127.0.0.1:
   (b) seed    - Flask (8 threads) + the same three models in PyTorch eager, resize-and-normalise
   (c) ours    - python -m server on the shipped bundle, as shipped (its default workers)
 Payloads: a 28x28 PNG digit, a 280x280 RGBA canvas PNG, a 1000x1000 JPEG photo; concurrency
-1, 8 and 32. Every figure is the median of --repeats runs, with min-max. Also: a batch of 256
-images, RSS idle and after load, the size of a serve virtualenv made for the current
-requirements-serve.txt, start-to-ready time, onnxruntime vs torch inference, training images/s.
+1, 8 and 32. Every figure is the median of --repeats runs, with min-max, after one discarded
+warm-up run per server. Also: a batch of 256 images, RSS idle and after load, the size of a
+serve virtualenv made for the current requirements-serve.txt, start-to-ready time,
+onnxruntime vs torch inference, training images/s.
 Writes bench/results/bench.json and bench/results/bench.md.
 """
 
@@ -40,6 +41,7 @@ from bench import procs, synth
 ROOT = Path(__file__).resolve().parent.parent
 PAYLOADS = ("digit_28_png", "canvas_280_png", "photo_1000_jpeg")
 CONCURRENCY = (1, 8, 32)
+WARM_UP_SECONDS = 2
 
 
 def free_port() -> int:
@@ -402,6 +404,10 @@ def main(argv: list[str] | None = None) -> int:
         server = Server(name, argv_)
         try:
             result["other"][f"rss_idle_mb/{name}"] = rss_mb(server.proc.pid)
+            # Steady state, not start-up: our workers start their batch helpers (new
+            # processes) once ready, and the first run after start had p99s of 3.7-6.3 ms at
+            # c=1 where later runs had 0.9 ms. Every server gets the same discarded run.
+            wrk(server, *payloads["digit_28_png"], 8, WARM_UP_SECONDS, scratch)
             for payload in PAYLOADS:
                 path, ctype = payloads[payload]
                 for conc in CONCURRENCY:
