@@ -66,6 +66,17 @@ class JsonErrorTask(ErrorTask):
 class JsonErrorChannel(HTTPChannel):
     error_task_class = JsonErrorTask
 
+    def _flush_outbufs_below_high_watermark(self):
+        # waitress waits here, in a task thread, for its loop to send a response buffered past
+        # 16 MiB. A quick-lane request runs on the loop's own thread, where that wait would
+        # never end: there, send what the socket takes and buffer the rest (the quick lane's
+        # answers are kilobytes).
+        if threading.get_ident() == self.server.task_dispatcher.loop_thread:
+            with self.outbuf_lock:
+                self._flush_exception(self._flush_some, do_close=False)
+            return
+        super()._flush_outbufs_below_high_watermark()
+
 
 def parse_args(argv: list[str] | None) -> ServerConfig:
     d = ServerConfig()
@@ -91,11 +102,11 @@ def parse_args(argv: list[str] | None) -> ServerConfig:
         help="server processes sharing the port (default: %(default)s)",
     )
     p.add_argument(
-        "--http-threads",
+        "--bulk-threads",
         type=int,
-        default=d.http_threads,
-        help="waitress threads per lane, in each of the quick and the bulk lane of a worker "
-        "(default: %(default)s)",
+        default=d.bulk_threads,
+        help="threads per worker for bulk requests (batches, photos); the others run on the "
+        "worker's event loop (default: %(default)s)",
     )
     p.add_argument(
         "--bulk-from",
@@ -148,6 +159,7 @@ def drain(server, stopping: threading.Event, grace: float) -> None:
             use_poll=adj.asyncore_use_poll,
             count=1,
         )
+        server.task_dispatcher.run_pending()  # the quick lane (server/lanes.py)
         if not stopping.is_set():
             continue
         if deadline is None:
@@ -175,8 +187,9 @@ def run_worker(config: ServerConfig, sock: socket.socket | None = None) -> int:
     server = create_server(
         app,
         **where,
+        # Built on this thread, which runs the loop (drain) and so the quick lane.
         _dispatcher=Lanes(
-            config.http_threads, config.bulk_from, app.extensions["digits"].metrics.queued
+            config.bulk_threads, config.bulk_from, app.extensions["digits"].metrics.queued
         ),
         connection_limit=config.connection_limit,
         channel_timeout=config.channel_timeout,
@@ -191,10 +204,10 @@ def run_worker(config: ServerConfig, sock: socket.socket | None = None) -> int:
     server.channel_class = JsonErrorChannel
     if sock is None:
         log.info(
-            "serving on http://%s:%s (%d thread(s) in each of two lanes)",
+            "serving on http://%s:%s (quick requests on the event loop, %d bulk thread(s))",
             server.effective_host,
             server.effective_port,
-            config.http_threads,
+            config.bulk_threads,
         )
 
     stopping = threading.Event()
@@ -256,11 +269,12 @@ def serve(config: ServerConfig) -> int:
                 os._exit(code)
         children.append(pid)
     log.info(
-        "serving on http://%s:%s (%d workers x 2 lanes x %d thread(s))",
+        "serving on http://%s:%s (%d workers, each: quick requests on its event loop, "
+        "%d bulk thread(s))",
         host,
         port,
         config.workers,
-        config.http_threads,
+        config.bulk_threads,
     )
 
     stopping = False

@@ -43,10 +43,10 @@ class ServerConfig:
     threads: int = 1  # onnxruntime threads per inference; requests run in parallel already
     # One process per core: Python threads contend for the GIL (8 threads in one process
     # served under a quarter as many 28x28 PNGs as 2 processes; README, Benchmarks). Within a
-    # process, one thread per lane: small requests do not queue behind large ones, and no
-    # more threads take turns at the GIL than the traffic needs (server/lanes.py).
+    # process, small requests run on the event loop's thread and large ones on a bulk thread:
+    # no hand-off for the small, and they never queue behind the large (server/lanes.py).
     workers: int = field(default_factory=available_cores)
-    http_threads: int = 1
+    bulk_threads: int = 1
     bulk_from: int = 32 * 1024  # bytes of body from which a request takes the bulk lane
     # Per worker: processes that preprocess slices of large batches (server/helpers.py); 0
     # keeps every batch in its request thread. Started by `python -m server`, not create_app.
@@ -65,7 +65,7 @@ class ServerConfig:
         for name in (
             "threads",
             "workers",
-            "http_threads",
+            "bulk_threads",
             "bulk_from",
             "max_body",
             "max_pixels",

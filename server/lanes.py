@@ -1,13 +1,15 @@
-"""A worker's request threads, in two lanes: small requests never queue behind large ones.
+"""A worker's requests in two lanes: small ones on the event loop's thread, large ones on a
+bulk thread, so that small requests never queue behind large ones and pay no thread hand-off.
 
-Under load, every request thread past the first makes each request dearer: the threads of one
-process take turns at the GIL, and each turn is a thread switch. Under `wrk` at c=8 on the 28x28
-PNG, one worker with two threads spent 0.89-1.20 ms of CPU per request, with one thread
-0.61-0.64 ms. But with a single thread, a small request that arrives behind a 256-image batch
-waits for the whole batch. So each worker has a quick lane and a bulk lane, one thread each by
-default: a request with a body of `bulk_from` bytes or more (a batch, a photo) goes to the bulk
-lane, any other (a digit, a canvas drawing, a health check, a scrape) to the quick lane. While
-traffic is of one kind, one thread works; while both kinds come, both do.
+waitress reads and parses requests on its event loop and hands each to a pool of threads. A
+hand-off costs: the loop and the thread take turns at the GIL, and each turn is a thread
+switch. Under `wrk` at c=8 on the 28x28 PNG (two workers), requests served by one thread per
+worker cost 0.65 ms of CPU each, 0.49 ms served on the loop itself (3,691 against 2,763 req/s,
+four interleaved rounds); with two threads per worker, more still. But a single lane of any
+kind makes a digit wait behind a whole batch. So a request with a body of `bulk_from` bytes
+or more (a batch, a photo) goes to the bulk lane's thread(s), and any other (a digit, a canvas
+drawing, a health check, a scrape) waits until the loop has finished its pass over the
+sockets, then runs on the loop's thread: it holds the loop for a fraction of a millisecond.
 """
 
 from __future__ import annotations
@@ -15,27 +17,30 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 
 from waitress.task import ThreadedTaskDispatcher
 
 log = logging.getLogger("server")
 
 # How long a thread may hold the GIL while another waits for it (Python's default: 5 ms). With
-# a batch in the bulk lane, a small request in the quick lane waited for the GIL that long at
-# each of its hand-offs: under `wrk -c4` beside a client sending 256-image batches, 5 ms gave
-# the small requests 753-875 req/s at p50 4.5 ms, 1 ms 1,344-1,675 req/s at p50 1.8-2.5 ms
-# (two runs each); 1 ms cost nothing measurable with one lane busy.
+# a batch on the bulk thread, a small request waits up to that long each time it needs the GIL
+# back. Under `wrk -c4` on the 28x28 PNG beside a client sending 256-image batches (5 s, six
+# rounds each), the small requests' p99: 6.2-13.5 ms (median 9.6) at 1 ms, 6.9-23.2 ms
+# (median 11.3) at 5 ms; their rate 1,081-2,256 against 1,778-2,349 req/s and the batches
+# 46-84 against 48-84 per run, both within the noise. With small requests alone, 3,775
+# against 3,661 req/s (three rounds).
 SWITCH_INTERVAL = 0.001
 
 
 class QueueWatch:
     """Takes the place of waitress's queue logger, which writes a warning for every request
-    that finds all threads of its lane busy: under load that is most requests (4,649 lines in
-    a 7 s run at c=8), for a wait that is how the server works, not an incident. Here each
-    wait is counted in /metrics, and the log gets a line when waits begin and after that at
-    most one summary a minute.
+    that finds all threads busy: under load that is most requests (4,649 lines in a 7 s run at
+    c=8), for a wait that is how the server works, not an incident. Here each wait (in the
+    quick lane: each request that finds others before it) is counted in /metrics, and the log
+    gets a line when waits begin and after that at most one summary a minute.
 
-    waitress calls `warning` with the lane's lock held: no lock of our own is needed."""
+    Each lane calls `warning` from one thread at a time (the bulk lane with its lock held)."""
 
     def __init__(self, lane: str, counter, interval: float = 60.0):
         self.lane = lane
@@ -64,7 +69,7 @@ class QueueWatch:
 
 
 class Lane(ThreadedTaskDispatcher):
-    """waitress's own dispatcher, with threads named after the lane (as py-spy shows them)."""
+    """waitress's own thread pool, with threads named after the lane (as py-spy shows them)."""
 
     def __init__(self, name: str, threads: int, queued_counter):
         super().__init__()
@@ -79,22 +84,45 @@ class Lane(ThreadedTaskDispatcher):
 
 class Lanes:
     """The task dispatcher waitress is given (`create_server(_dispatcher=...)`): it is handed
-    a connection whose next request has been read in full, and passes it to a lane."""
+    a connection whose next request has been read in full.
 
-    def __init__(self, threads: int, bulk_from: int, queued):
+    A quick request waits in `pending` and runs on the event loop's own thread once the
+    loop's current pass over the sockets is done (`run_pending`, called by the loop): no
+    hand-off to another thread, no turn at the GIL with it. A bulk request goes to the bulk
+    lane's threads. The thread that builds Lanes must be the one that runs the loop."""
+
+    def __init__(self, bulk_threads: int, bulk_from: int, queued):
         self.bulk_from = bulk_from
-        self.quick = Lane("quick", threads, queued.labels(lane="quick"))
-        self.bulk = Lane("bulk", threads, queued.labels(lane="bulk"))
+        self.loop_thread = threading.get_ident()
+        self.pending: deque = deque()
+        self.quick_watch = QueueWatch("quick", queued.labels(lane="quick"))
+        self.bulk = Lane("bulk", bulk_threads, queued.labels(lane="bulk"))
 
-    def lane_of(self, channel) -> Lane:
-        request = channel.requests[0]
+    def is_bulk(self, channel) -> bool:
         # Chunked bodies count with their framing: close enough for a threshold.
-        return self.bulk if request.body_bytes_received >= self.bulk_from else self.quick
+        return channel.requests[0].body_bytes_received >= self.bulk_from
 
     def add_task(self, channel) -> None:
-        self.lane_of(channel).add_task(channel)
+        # From any other thread this is a request pipelined behind a bulk one on the same
+        # connection, re-queued by the bulk thread that served it: it stays there.
+        if self.is_bulk(channel) or threading.get_ident() != self.loop_thread:
+            self.bulk.add_task(channel)
+            return
+        if self.pending:
+            self.quick_watch.warning("", len(self.pending))
+        self.pending.append(channel)
+
+    def run_pending(self) -> None:
+        """Serves the quick requests read during the loop's last pass, in order."""
+        while self.pending:
+            channel = self.pending.popleft()
+            try:
+                channel.service()
+            except BaseException:  # as waitress's own task threads do: log, serve on
+                log.exception("Exception when servicing %r", channel)
 
     def shutdown(self, cancel_pending: bool = True, timeout: float = 5) -> bool:
-        self.bulk.set_thread_count(0)  # both lanes stop at once; the second wait is short
-        quick = self.quick.shutdown(cancel_pending, timeout)
-        return self.bulk.shutdown(cancel_pending, timeout) and quick
+        if cancel_pending:
+            while self.pending:
+                self.pending.popleft().cancel()
+        return self.bulk.shutdown(cancel_pending, timeout)

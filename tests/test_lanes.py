@@ -1,9 +1,10 @@
-"""The quick and bulk lanes of a worker's request threads (server/lanes.py)."""
+"""The quick lane (the event loop's thread) and the bulk lane of a worker (server/lanes.py)."""
 
 from __future__ import annotations
 
 import logging
 import re
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +14,7 @@ import numpy as np
 import requests
 from prometheus_client import CollectorRegistry, Counter
 
+from server.__main__ import JsonErrorChannel
 from server.lanes import Lanes, QueueWatch
 from tests.live import LiveServer
 from tests.uploads import png
@@ -27,13 +29,14 @@ def _value(counter: Counter, lane: str) -> float:
 
 
 class FakeChannel:
-    """What a lane needs of a waitress channel: its next request, and service()."""
+    """What a lane needs of a waitress channel: its next request, service() and cancel()."""
 
     def __init__(self, body_bytes: int, work=None):
         self.requests = [SimpleNamespace(body_bytes_received=body_bytes)]
         self.work = work or (lambda: None)
         self.thread = ""
         self.done = threading.Event()
+        self.cancelled = False
 
     def service(self):
         self.thread = threading.current_thread().name
@@ -41,17 +44,20 @@ class FakeChannel:
         self.done.set()
 
     def cancel(self):
-        pass
+        self.cancelled = True
 
 
-def test_requests_from_the_threshold_on_take_the_bulk_lane():
+def test_small_requests_wait_for_the_loop_and_large_ones_go_to_the_bulk_thread():
     lanes = Lanes(1, bulk_from=1000, queued=_counter())
     try:
-        for size, lane in ((0, "quick"), (999, "quick"), (1000, "bulk"), (10**7, "bulk")):
-            channel = FakeChannel(size)
+        small, edge, large = FakeChannel(999), FakeChannel(1000), FakeChannel(10**7)
+        for channel in (small, edge, large):
             lanes.add_task(channel)
-            assert channel.done.wait(5)
-            assert channel.thread == f"{lane}-0"
+        assert edge.done.wait(5) and large.done.wait(5)
+        assert edge.thread == large.thread == "bulk-0"
+        assert not small.done.is_set()  # until the loop's pass is over
+        lanes.run_pending()
+        assert small.done.is_set() and small.thread == threading.current_thread().name
     finally:
         assert lanes.shutdown(timeout=5)
 
@@ -69,17 +75,78 @@ def test_a_busy_bulk_lane_does_not_hold_up_quick_requests():
         small = [FakeChannel(100) for _ in range(5)]
         for channel in small:
             lanes.add_task(channel)
-            assert channel.done.wait(5), "a small request waited behind a batch"
+        lanes.run_pending()
+        assert all(c.done.is_set() for c in small), "a small request waited behind a batch"
         assert not batch.done.is_set() and not queued_batch.done.is_set()
         release.set()
         assert queued_batch.done.wait(5)
         # The second batch waited; the first may have too, if it came before the thread was
         # ready (waitress counts threads that have not reached their queue yet as busy).
         assert _value(counter, "bulk") >= 1
+        assert _value(counter, "quick") == 4  # each small one after the first waited its turn
     finally:
         release.set()
         assert lanes.shutdown(timeout=5)
-    assert not [t.name for t in threading.enumerate() if re.match(r"(quick|bulk)-\d", t.name)]
+    assert not [t.name for t in threading.enumerate() if re.match(r"bulk-\d", t.name)]
+
+
+def test_a_request_queued_from_the_bulk_thread_stays_in_the_bulk_lane():
+    # waitress queues the next pipelined request of a connection from the thread that served
+    # the one before; the loop's pending list is only ever touched by the loop.
+    lanes = Lanes(1, bulk_from=1000, queued=_counter())
+    try:
+        small = FakeChannel(100)
+        threading.Thread(target=lanes.add_task, args=(small,)).start()
+        assert small.done.wait(5) and small.thread == "bulk-0"
+        assert not lanes.pending
+    finally:
+        assert lanes.shutdown(timeout=5)
+
+
+def test_a_failing_quick_request_is_logged_and_the_next_one_served(caplog):
+    lanes = Lanes(1, bulk_from=1000, queued=_counter())
+    try:
+        broken, fine = FakeChannel(10, work=lambda: 1 / 0), FakeChannel(10)
+        lanes.add_task(broken)
+        lanes.add_task(fine)
+        with caplog.at_level(logging.ERROR, logger="server"):
+            lanes.run_pending()
+        assert fine.done.is_set()
+        assert "ZeroDivisionError" in caplog.text
+    finally:
+        assert lanes.shutdown(timeout=5)
+
+
+def test_shutdown_cancels_quick_requests_not_yet_served():
+    lanes = Lanes(1, bulk_from=1000, queued=_counter())
+    waiting = FakeChannel(10)
+    lanes.add_task(waiting)
+    assert lanes.shutdown(timeout=5)
+    assert waiting.cancelled and not waiting.done.is_set()
+
+
+def test_a_response_buffered_past_the_limit_does_not_block_the_loop():
+    # In a task thread waitress waits for the loop to send a response buffered past its
+    # high-water mark; on the loop itself that wait would never end.
+    channel = JsonErrorChannel.__new__(JsonErrorChannel)
+    channel.server = SimpleNamespace(
+        task_dispatcher=SimpleNamespace(loop_thread=None),
+        pull_trigger=lambda: None,
+    )
+    channel.adj = SimpleNamespace(outbuf_high_watermark=16, log_socket_errors=True)
+    channel.outbuf_lock = threading.Condition()
+    channel.connected = True
+    channel.total_outbufs_len = 10**6  # the client reads nothing
+    channel._flush_some = lambda do_close=True: False
+    done = threading.Event()
+
+    def flush_on_the_loop():
+        channel.server.task_dispatcher.loop_thread = threading.get_ident()
+        channel._flush_outbufs_below_high_watermark()
+        done.set()
+
+    threading.Thread(target=flush_on_the_loop, daemon=True).start()
+    assert done.wait(5), "the loop waited for itself"
 
 
 def test_queue_waits_are_counted_and_logged_once_a_minute_not_per_request(caplog):
@@ -127,3 +194,53 @@ def test_a_digit_is_answered_while_a_long_batch_is_in_the_bulk_lane(bundle, mnis
     finally:
         assert s.stop() == 0, s.log
     assert "Task queue depth" not in s.log
+
+
+def _read_responses(sock: socket.socket, count: int) -> list[tuple[int, bytes]]:
+    """(status, body) of `count` HTTP/1.1 responses with Content-Length, read in order."""
+    data, out = b"", []
+    while len(out) < count:
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed after {len(out)} responses"
+            data += chunk
+        head, data = data.split(b"\r\n\r\n", 1)
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+        while len(data) < length:
+            data += sock.recv(65536)
+        out.append((int(head.split(b" ", 2)[1]), data[:length]))
+        data = data[length:]
+    return out
+
+
+def test_pipelined_requests_are_answered_in_order_from_either_lane(bundle, mnist_test):
+    images, labels = mnist_test
+    digit = png(images[0])
+    batch = requests.Request(
+        "POST",
+        "http://127.0.0.1/predict",
+        files=[("image", (f"{i}.png", png(images[i]), "image/png")) for i in range(150)],
+    ).prepare()
+    assert len(batch.body) >= 32 * 1024  # the bulk lane's threshold
+
+    def post(body: bytes, ctype: str) -> bytes:
+        head = f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n"
+        return head.encode() + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+    pipeline = (
+        post(digit, "image/png")
+        + post(batch.body, batch.headers["Content-Type"])
+        + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"  # behind a bulk request
+        + post(digit, "image/png")
+    )
+    s = LiveServer("--artifacts", str(bundle), "--workers", "1")
+    try:
+        with socket.create_connection(("127.0.0.1", s.port), timeout=30) as sock:
+            sock.sendall(pipeline)
+            answers = _read_responses(sock, 4)
+    finally:
+        assert s.stop() == 0, s.log
+    assert [status for status, _ in answers] == [200, 200, 200, 200]
+    assert b'"label":%d' % labels[0] in answers[0][1] and answers[0][1] == answers[3][1]
+    assert answers[1][1].count(b'"label"') == 150 * 4  # each result and its three models
+    assert answers[2][1] == b'{"status":"ok"}\n'

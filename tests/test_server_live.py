@@ -46,7 +46,7 @@ def test_start_up_logs_providers_and_self_test(server):
     while server.log.count("self-test passed") < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert server.log.count("onnxruntime providers active: CPUExecutionProvider") == 2
-    workers = r"\(2 workers x 2 lanes x 1 thread\(s\)\)"
+    workers = r"\(2 workers, each: quick requests on its event loop, 1 bulk thread\(s\)\)"
     assert re.search(r"serving on http://127\.0\.0\.1:\d+ " + workers, server.log)
 
 
