@@ -31,7 +31,7 @@ from server import SECURITY_HEADERS, create_app, metrics
 from server import manifest as manifest_mod
 from server.config import ServerConfig
 from server.ensemble import DeviceError, SelfTestError
-from server.lanes import SWITCH_INTERVAL, Lanes
+from server.lanes import SWITCH_INTERVAL, Lanes, accept_all
 from server.manifest import ManifestError
 
 log = logging.getLogger("server")
@@ -153,13 +153,15 @@ def drain(server, stopping: threading.Event, grace: float) -> None:
     already received are answered and flushed; idle keep-alive connections do not hold us."""
     adj, deadline = server.adj, None
     while True:
+        lanes = server.task_dispatcher
         wasyncore.loop(
-            timeout=adj.asyncore_loop_timeout,
+            # Quick requests still waiting (server/lanes.py): look at the sockets, do not wait.
+            timeout=0 if lanes.pending else adj.asyncore_loop_timeout,
             map=server._map,
             use_poll=adj.asyncore_use_poll,
             count=1,
         )
-        server.task_dispatcher.run_pending()  # the quick lane (server/lanes.py)
+        lanes.run_pending()
         if not stopping.is_set():
             continue
         if deadline is None:
@@ -202,6 +204,7 @@ def run_worker(config: ServerConfig, sock: socket.socket | None = None) -> int:
         ident="digits",
     )
     server.channel_class = JsonErrorChannel
+    accept_all(server)
     if sock is None:
         log.info(
             "serving on http://%s:%s (quick requests on the event loop, %d bulk thread(s))",

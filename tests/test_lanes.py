@@ -15,7 +15,7 @@ import requests
 from prometheus_client import CollectorRegistry, Counter
 
 from server.__main__ import JsonErrorChannel
-from server.lanes import Lanes, QueueWatch
+from server.lanes import Lanes, QueueWatch, accept_all
 from tests.live import LiveServer
 from tests.uploads import png
 
@@ -88,6 +88,43 @@ def test_a_busy_bulk_lane_does_not_hold_up_quick_requests():
         release.set()
         assert lanes.shutdown(timeout=5)
     assert not [t.name for t in threading.enumerate() if re.match(r"bulk-\d", t.name)]
+
+
+def test_the_loop_serves_quick_requests_in_slices_in_order_of_arrival():
+    lanes = Lanes(1, bulk_from=1000, queued=_counter())
+    order = []
+    try:
+        channels = [
+            FakeChannel(10, work=lambda i=i: order.append(i) or time.sleep(0.002)) for i in range(6)
+        ]
+        for channel in channels[:4]:
+            lanes.add_task(channel)
+        lanes.run_pending(budget=0.003)  # then the loop reads its sockets again
+        assert 1 <= len(order) < 4 and len(lanes.pending) == 4 - len(order)
+        for channel in channels[4:]:  # read meanwhile: after those already waiting
+            lanes.add_task(channel)
+        while lanes.pending:
+            lanes.run_pending(budget=0.003)
+        assert order == list(range(6))
+    finally:
+        assert lanes.shutdown(timeout=5)
+
+
+def test_every_waiting_connection_is_accepted_in_one_pass_up_to_the_limit():
+    waiting = list(range(10))
+    server = SimpleNamespace(_map={}, adj=SimpleNamespace(connection_limit=8))
+
+    def accept_one():  # waitress: one connection per call, nothing when none waits
+        if waiting:
+            server._map[waiting.pop()] = "channel"
+
+    server.handle_accept = accept_one
+    accept_all(server)
+    server.handle_accept()
+    assert len(server._map) == 8 and len(waiting) == 2
+    del server._map[9], server._map[8]
+    server.handle_accept()
+    assert len(server._map) == 8 and not waiting
 
 
 def test_a_request_queued_from_the_bulk_thread_stays_in_the_bulk_lane():
