@@ -1,7 +1,8 @@
 #!/bin/bash
-# Call 4 of 2026-11-26 (bench/results/gpu/call4-lanes.log): the server with its request lanes
+# Calls 4 and 5 of 2026-11-26 (bench/results/gpu/call4-lanes.log: lanes of one thread each;
+# call5-loop.log: quick requests on the event loop): the server's request lanes
 # (server/lanes.py) on CUDA. Same git-ignored folders as gpu.sh: .ortgpu (onnxruntime-gpu),
-# .whl (the serve wheels that machine lacks), .dev/mnist.
+# .whl (the serve wheels that machine lacks), .dev/mnist. Usage: bash bench/gpu/gpu3.sh LOGNAME
 set -u
 export PYTHONUNBUFFERED=1 MNIST_DIR=$PWD/.dev/mnist
 t() { echo; echo "== $(date +%T) $*"; }
@@ -17,4 +18,4 @@ t() { echo; echo "== $(date +%T) $*"; }
   t "server speed, interleaved cpu cuda cpu cuda"
   timeout 120 python3 bench/gpu/serve_speed.py cpu cuda cpu cuda 2>&1 | grep -v "^exit"
   t done
-} 2>&1 | tee "$OUT/call4-lanes.log"
+} 2>&1 | tee "$OUT/${1:-call4-lanes}.log"
