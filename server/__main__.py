@@ -147,13 +147,13 @@ def _busy(channel) -> bool:
 
 
 def drain(server, stopping: threading.Event, grace: float) -> None:
-    """waitress's loop, until a stop is asked for and no request is in flight any more.
+    """waitress's loop, with the quick lane's requests served between its passes
+    (server/lanes.py), until a stop is asked for and no request is in flight any more.
 
     On a stop the listening socket closes first (new connections are refused), then requests
     already received are answered and flushed; idle keep-alive connections do not hold us."""
-    adj, deadline = server.adj, None
+    adj, lanes, deadline = server.adj, server.task_dispatcher, None
     while True:
-        lanes = server.task_dispatcher
         wasyncore.loop(
             # Quick requests still waiting (server/lanes.py): look at the sockets, do not wait.
             timeout=0 if lanes.pending else adj.asyncore_loop_timeout,

@@ -4,13 +4,14 @@ bulk thread, so that small requests never queue behind large ones and pay no thr
 waitress reads and parses requests on its event loop and hands each to a pool of threads. A
 hand-off costs: the loop and the thread take turns at the GIL, and each turn is a thread
 switch. Under `wrk` at c=8 on the 28x28 PNG (two workers), requests served by one thread per
-worker cost 0.65 ms of CPU each, 0.49 ms served on the loop itself (3,691 against 2,763 req/s,
-four interleaved rounds); with two threads per worker, more still. But a single lane of any
-kind makes a digit wait behind a whole batch. So a request with a body of `bulk_from` bytes
-or more (a batch, a photo) goes to the bulk lane's thread(s), and any other (a digit, a canvas
-drawing, a health check, a scrape) runs on the loop's thread between its passes over the
-sockets: it holds the loop for a fraction of a millisecond. The loop also accepts every
-waiting connection at once (`accept_all`), since its passes are longer than waitress's.
+worker cost 0.74 ms of CPU each, 0.52 ms served on the loop itself (3,635 against 2,573 req/s,
+medians of three interleaved rounds); with two threads per worker, more still. But a single
+lane of any kind makes a digit wait behind a whole batch. So a request with a body of
+`bulk_from` bytes or more (a batch, a photo) goes to the bulk lane's thread(s), and any other
+(a digit, a canvas drawing, a health check, a scrape) runs on the loop's thread between its
+passes over the sockets: it holds the loop for a fraction of a millisecond. The loop also
+accepts every waiting connection at once (`accept_all`), since its passes are longer than
+waitress's.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class QueueWatch:
         if now < self.next_report:
             return
         log.warning(
-            "%s lane: %d request(s) waited for a free thread since the last report (deepest "
+            "%s lane: %d request(s) waited for their turn since the last report (longest "
             "queue: %d); all waits are counted in /metrics, http_requests_queued_total",
             self.lane,
             self.waits,

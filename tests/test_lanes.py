@@ -200,7 +200,7 @@ def test_queue_waits_are_counted_and_logged_once_a_minute_not_per_request(caplog
         watch.warning("Task queue depth is %d", 1)
     assert len(caplog.records) == 2
     assert "4 request(s) waited" in caplog.records[1].getMessage()
-    assert "deepest queue: 3" in caplog.records[1].getMessage()
+    assert "longest queue: 3" in caplog.records[1].getMessage()
 
 
 def test_a_digit_is_answered_while_a_long_batch_is_in_the_bulk_lane(bundle, mnist_test):
