@@ -63,13 +63,15 @@ def rss_mb(pid: int, total: bool = False) -> float:
 
 
 class Server:
-    def __init__(self, name: str, argv: list[str]):
+    """`python -m <argv>` started from `cwd` (another checkout, to compare versions)."""
+
+    def __init__(self, name: str, argv: list[str], cwd: Path = ROOT):
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", *argv, "--port", str(self.port)],
-            cwd=ROOT,
+            cwd=cwd,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -35,14 +35,6 @@ def version(spec: str) -> tuple[str, Path, list[str]]:
     return name, root, ["server", "--artifacts", str(bench.ROOT / "artifacts"), *flags.split()]
 
 
-def start(root: Path, argv: list[str]) -> bench.Server:
-    bench.ROOT = root  # Server starts `python -m ...` in this directory
-    try:
-        return bench.Server(argv[0], argv)
-    finally:
-        bench.ROOT = HELLO[1]
-
-
 def batches_beside(server: bench.Server, body, stop: threading.Event, done: list) -> None:
     with requests.Session() as session:
         while not stop.is_set():
@@ -81,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[dict]] = {name: [] for name, _, _ in versions}
     for r in range(args.rounds):
         for name, root, server_argv in versions:
-            server = start(root, server_argv)
+            server = bench.Server(name, server_argv, cwd=root)
             stop, done = threading.Event(), []
             try:
                 bench.wrk(server, path, ctype, 8, 2, scratch)  # warm-up, discarded

@@ -80,7 +80,8 @@ class Metrics:
         )
         self.queued = Counter(
             "http_requests_queued",
-            "Requests that found every thread of their lane busy and waited for one",
+            "Requests that waited for their turn: quick ones behind others on the event loop, "
+            "bulk ones for a free thread",
             ["lane"],
             registry=r,
         )
