@@ -143,7 +143,6 @@ def build(run_dir: Path, out: Path, data_dir: Path, command: str) -> dict:
         bundle.write_golden(
             golden_path,
             data.test_x[idx, 0].numpy(),
-            test_x[idx],
             test_y[idx],
             [o[idx] for o in test_out],
         )

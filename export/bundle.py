@@ -1,5 +1,5 @@
 """The shipped bundle: manifest.json (the one source of truth the server reads), golden.npz
-(inputs with expected outputs for the server's start-up self-test) and MODEL_CARD.md."""
+(raw digits with expected outputs for the server's start-up self-test) and MODEL_CARD.md."""
 
 from __future__ import annotations
 
@@ -131,15 +131,15 @@ def manifest(
 
 
 def write_golden(
-    path: Path, pixels: np.ndarray, x: np.ndarray, truth: np.ndarray, outputs: list[np.ndarray]
+    path: Path, pixels: np.ndarray, truth: np.ndarray, outputs: list[np.ndarray]
 ) -> None:
-    """pixels uint8 [K,28,28] (MNIST as stored), x their normalised tensors, and the expected
-    ensemble outputs, in ENSEMBLE_OUTPUTS order."""
+    """pixels uint8 [K,28,28], ink high (MNIST as stored), their true digits, and the ensemble's
+    outputs on them, in ENSEMBLE_OUTPUTS order. No normalised tensors: the server normalises
+    the pixels with the manifest's mean and std, so its self-test checks those too."""
     label, votes, tie_broken, probabilities = outputs
     np.savez_compressed(
         path,
         pixels=pixels,
-        image=x,
         truth=truth,
         label=label,
         votes=votes,

@@ -10,9 +10,12 @@ import numpy as np
 import onnxruntime as ort
 
 from server.manifest import Manifest
+from server.preprocess import normalise
 
 log = logging.getLogger(__name__)
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
+# What golden.npz holds besides the pixels: the ensemble's outputs, in the order it returns them.
+GOLDEN_OUTPUTS = ("label", "votes", "tie_broken", "probabilities")
 # The most images one CPU inference runs. onnxruntime's memory arena keeps the buffers of the
 # largest batch it has seen: a process holding only this session grew from 65 to 122 MB on
 # 256-image runs, to 71 MB on runs of 32, and per image 32 is as fast (256 images: 12.0 ms in
@@ -104,18 +107,43 @@ class Ensemble:
         return Outputs(label, votes, tie_broken.astype(bool), probabilities)
 
     def self_test(self, manifest: Manifest) -> dict:
-        """Runs the golden inputs shipped with the models and compares every output."""
-        with np.load(manifest.golden_file) as g:
-            golden = {k: g[k] for k in g.files}
-        out = self.run(golden["image"])
+        """Runs the golden digits shipped with the models and compares every output.
+
+        golden.npz holds raw uint8 pixels (ink high, as MNIST stores them), and they are
+        normalised here with the manifest's own mean, std and ink polarity, so an edit of those
+        in manifest.json fails this test instead of serving skewed inputs."""
+        try:
+            with np.load(manifest.golden_file) as g:
+                golden = {k: g[k] for k in ("pixels", *GOLDEN_OUTPUTS)}
+        except (OSError, ValueError, KeyError) as e:
+            raise SelfTestError(
+                f"self-test: {manifest.golden_file.name} is unusable ({e})"
+            ) from None
+        pixels = golden["pixels"]
+        if (
+            pixels.dtype != np.uint8
+            or len(pixels) == 0
+            or pixels.shape[1:] != (manifest.input.height, manifest.input.width)
+        ):
+            raise SelfTestError(
+                f"self-test: {manifest.golden_file.name} pixels are {pixels.dtype} "
+                f"{list(pixels.shape)}, not uint8 [N, {manifest.input.height}, "
+                f"{manifest.input.width}]"
+            )
+        out = self.run(np.stack([normalise(p, manifest.input) for p in pixels]))
+        if out.probabilities.shape != golden["probabilities"].shape:
+            raise SelfTestError(
+                f"self-test: the models answer {list(out.probabilities.shape)} probabilities, "
+                f"{manifest.golden_file.name} expects {list(golden['probabilities'].shape)}"
+            )
         diff = float(np.abs(out.probabilities - golden["probabilities"]).max())
         if diff > manifest.golden_atol:
             raise SelfTestError(
-                f"self-test: probabilities differ from golden.npz by {diff:.2e} "
-                f"(> {manifest.golden_atol:g})"
+                f"self-test: probabilities differ from {manifest.golden_file.name} by {diff:.2e} "
+                f"(> {manifest.golden_atol:g}); the models or the manifest's input "
+                "(mean, std, ink) are not what export wrote"
             )
-        if not np.array_equal(out.label, golden["label"]) or not np.array_equal(
-            out.votes, golden["votes"]
-        ):
-            raise SelfTestError("self-test: labels or votes differ from golden.npz")
+        for name in GOLDEN_OUTPUTS[:3]:
+            if not np.array_equal(getattr(out, name), golden[name]):
+                raise SelfTestError(f"self-test: {name} differs from {manifest.golden_file.name}")
         return {"images": len(out.label), "max_abs_diff": diff}

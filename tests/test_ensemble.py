@@ -1,7 +1,19 @@
+"""The ensemble session: runs in pieces, and the golden self-test that guards start-up."""
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 from server import manifest
-from server.ensemble import CPU_RUN_IMAGES, Ensemble
+from server.ensemble import CPU_RUN_IMAGES, Ensemble, SelfTestError
+from tests.conftest import ROOT
 
 
 def test_a_large_batch_runs_in_pieces_with_the_answers_of_one_run(bundle, mnist_test):
@@ -27,3 +39,101 @@ def test_a_large_batch_runs_in_pieces_with_the_answers_of_one_run(bundle, mnist_
     np.testing.assert_array_equal(pieces.tie_broken, whole.tie_broken)
     np.testing.assert_allclose(pieces.probabilities, whole.probabilities, atol=1e-6)
     assert (pieces.label == labels[:n]).mean() > 0.97
+
+
+def _bundle_copy(bundle: Path, dest: Path) -> Path:
+    shutil.copytree(bundle, dest, ignore=shutil.ignore_patterns("*.png", "*.md"))
+    return dest
+
+
+def _edit_manifest(root: Path, edit) -> None:
+    raw = json.loads((root / "manifest.json").read_text())
+    edit(raw)
+    (root / "manifest.json").write_text(json.dumps(raw, indent=2))
+
+
+def _rewrite_golden(root: Path, edit) -> None:
+    """golden.npz changed by `edit`, its sha256 in the manifest fixed up to match."""
+    path = root / "golden.npz"
+    with np.load(path) as g:
+        golden = {k: g[k] for k in g.files}
+    edit(golden)
+    np.savez_compressed(path, **golden)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    _edit_manifest(root, lambda raw: raw["golden"].update(sha256=digest))
+
+
+def _nudge_first_probability(g: dict) -> None:
+    g["probabilities"][0, 0] += np.float32(1e-3)
+
+
+def _swap_first_two_labels(g: dict) -> None:
+    g["label"][[0, 1]] = g["label"][[1, 0]]
+
+
+def _normalised_tensors_only(g: dict) -> None:
+    # A golden file written before the self-test started from pixels: no raw digits.
+    g["image"] = g.pop("pixels").astype(np.float32)[:, None] / 255
+
+
+def _mean(value: float):
+    return lambda raw: raw["input"].update(mean=value)
+
+
+def _std(value: float):
+    return lambda raw: raw["input"].update(std=value)
+
+
+def test_self_test_starts_from_the_golden_digits_pixels(bundle, mnist_test):
+    m = manifest.load(bundle)
+    assert Ensemble(m, device="cpu").self_test(m)["images"] >= 10
+    with np.load(m.golden_file) as g:
+        assert "image" not in g.files  # no normalised tensors that would bypass the manifest
+        pixels, truth = g["pixels"], g["truth"]
+    # MNIST test digits, as MNIST stores them (uint8, ink high), one of each digit at least.
+    images, labels = mnist_test
+    assert pixels.dtype == np.uint8 and set(truth) == set(range(10))
+    for digit, label in zip(pixels, truth, strict=True):
+        assert any(np.array_equal(digit, images[i]) for i in np.flatnonzero(labels == label))
+
+
+@pytest.mark.parametrize(
+    ("manifest_edit", "golden_edit", "reason"),
+    [
+        # Rounding mean or std to four digits is enough to change the answers' probabilities.
+        (_mean(0.1307), None, "probabilities differ from golden.npz"),
+        (_std(0.3081), None, "probabilities differ from golden.npz"),
+        (_mean(0.5), None, "probabilities differ from golden.npz"),
+        (lambda raw: raw["input"].update(ink="low"), None, "probabilities differ"),
+        (None, _nudge_first_probability, "probabilities differ from golden.npz by 1.00e-03"),
+        (None, _swap_first_two_labels, "label differs from golden.npz"),
+        (None, _normalised_tensors_only, "golden.npz is unusable"),
+    ],
+    ids=["mean", "std", "mean-0.5", "ink", "golden-probability", "golden-label", "old-golden"],
+)
+def test_a_manifest_or_golden_file_that_disagrees_stops_the_server_at_start(
+    bundle, tmp_path, manifest_edit, golden_edit, reason
+):
+    root = _bundle_copy(bundle, tmp_path / "bundle")
+    if manifest_edit:
+        _edit_manifest(root, manifest_edit)
+    if golden_edit:
+        _rewrite_golden(root, golden_edit)
+    m = manifest.load(root)  # every sha256 still matches: only the self-test can tell
+    with pytest.raises(SelfTestError, match=re.escape(reason)):
+        Ensemble(m, device="cpu").self_test(m)
+    p = subprocess.run(
+        [sys.executable, "-m", "server", "--artifacts", str(root), "--port", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 2, p.stderr
+    reasons = {
+        line.split("cannot start: ", 1)[1]
+        for line in p.stderr.splitlines()
+        if "cannot start: " in line
+    }
+    assert len(reasons) == 1 and reason in reasons.pop(), p.stderr
+    assert "Traceback" not in p.stderr
