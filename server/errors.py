@@ -48,6 +48,18 @@ class TooManyPixels(ApiError):
     status, code = 413, "too_many_pixels"
 
 
+class DecodeTooLarge(ApiError):
+    """Decoding the image would take more memory than the limit (read from its header)."""
+
+    status, code = 413, "decode_too_large"
+
+
+class DecodeTooComplex(ApiError):
+    """The image's structure (scans, chunks, blocks, strips) would take too long to decode."""
+
+    status, code = 422, "decode_too_complex"
+
+
 class BatchTooLarge(ApiError):
     status, code = 413, "batch_too_large"
 

@@ -148,7 +148,9 @@ class PredictApp:
         s.metrics.record(answers)
         if len(images) == 1:
             if isinstance(answers[0], ApiError):
-                raise answers[0]
+                # Popped, not indexed: raised, the error's traceback holds this frame, and a
+                # frame holding `answers` would make a cycle that keeps the request's bodies.
+                raise answers.pop()
             return answers[0]
         return {
             "results": [

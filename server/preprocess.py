@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
-from server import components
+from server import components, decode_budget
 from server.errors import ApiError, NoInk, TooManyPixels, UndecodableImage, UnsupportedFormat
 from server.manifest import InputSpec
 
@@ -80,10 +81,18 @@ class Decoded:
 
 
 def decode(data: bytes, max_pixels: int) -> Decoded:
-    """Opens an upload. The pixel cap is checked from the header, before any pixel is decoded;
-    JPEGs decode already reduced (draft mode) when they are large."""
+    """Opens an upload. Pixels, memory and the decoder's work are checked from the headers,
+    before any pixel is decoded (server/decode_budget.py); JPEGs decode already reduced
+    (draft mode) when they are large."""
     if not data:
         raise UndecodableImage("The image is empty (0 bytes).")
+    structure = decode_budget.inspect(data)
+    if structure.canvas is not None:  # WebP: checked before Pillow's reader sizes its canvas
+        cw, ch = structure.canvas
+        _check_pixels(cw, ch, max_pixels)
+        decode_budget.check_bytes(
+            math.ceil(cw * ch * decode_budget.WEBP_BYTES_PER_PIXEL), cw, ch, "RGBA"
+        )
     # No warnings.catch_warnings here: it swaps process-wide state and is not thread-safe.
     # Pillow only warns about sizes; the pixel cap below is what refuses them.
     try:
@@ -100,12 +109,10 @@ def decode(data: bytes, max_pixels: int) -> Decoded:
         raise UndecodableImage("The image header is corrupt.") from None
     w, h = im.size
     fmt = im.format or ""
-    if w < 1 or h < 1:
-        raise UndecodableImage("The image has no pixels.")
-    if w * h > max_pixels:
-        raise TooManyPixels(f"The image has {w:,} x {h:,} pixels; the limit is {max_pixels:,}.")
+    _check_pixels(w, h, max_pixels)
     if fmt == "JPEG":
         im.draft("L", (WORK_SIZE, WORK_SIZE))  # DCT scaling: a 12 MP photo decodes at 1/8
+    decode_budget.check_bytes(decode_budget.peak_bytes(im, structure), w, h, im.mode)
     try:
         im.load()
     except Exception:  # truncated data, bad chunks or checksums, decoder errors of any kind
@@ -113,6 +120,13 @@ def decode(data: bytes, max_pixels: int) -> Decoded:
     with contextlib.suppress(Exception):  # a broken EXIF block is no reason to refuse pixels
         ImageOps.exif_transpose(im, in_place=True)  # in place: no copy of an upright image
     return Decoded(im, (w, h), fmt)
+
+
+def _check_pixels(w: int, h: int, max_pixels: int) -> None:
+    if w < 1 or h < 1:
+        raise UndecodableImage("The image has no pixels.")
+    if w * h > max_pixels:
+        raise TooManyPixels(f"The image has {w:,} x {h:,} pixels; the limit is {max_pixels:,}.")
 
 
 def _resize_to_work(im: Image.Image) -> Image.Image:
@@ -413,5 +427,13 @@ def preprocess_many(
         try:
             out.append(preprocess(data, spec, max_pixels))
         except ApiError as e:
-            out.append(e)
+            out.append(_as_value(e))
     return out
+
+
+def _as_value(e: ApiError) -> ApiError:
+    """The error without what raising it attached. Its traceback's frames hold this list (a
+    reference cycle) and the decoded image, and its context the decoder's own error with more
+    frames: kept as an answer, it held every refused image's pixels until a full collection."""
+    e.__traceback__ = e.__context__ = e.__cause__ = None
+    return e
