@@ -11,7 +11,6 @@ from PIL import Image
 
 from server import create_app
 from server.config import ServerConfig
-from server.ensemble import Outputs
 from tests.uploads import png
 
 
@@ -190,21 +189,39 @@ def test_health_readiness_and_models(client, bundle):
     assert "uncertain" in models["uncertainty"]
 
 
+def _metric(text: str, name: str) -> float:
+    """The value of one sample in a /metrics scrape; 0 for a series not yet created."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def test_metrics_count_requests_predictions_and_errors(client, samples):
-    before = client.get("/metrics").get_data(as_text=True)
     data, label = samples[3]
-    client.post("/predict", data=data, content_type="image/png")
-    client.post("/predict", data=b"junk", content_type="image/png")
+    series = [
+        f'predictions_total{{digit="{label}"}}',
+        'http_requests_total{method="POST",route="/predict",status="200"}',
+        'http_requests_total{method="POST",route="/predict",status="415"}',
+        'predict_rejected_images_total{code="unsupported_format"}',
+        'http_request_duration_seconds_count{route="/predict"}',
+        "predict_images_total",
+    ]
     text = client.get("/metrics").get_data(as_text=True)
-    assert text != before
-
-    def value(name: str) -> float:
-        line = next(x for x in text.splitlines() if x.startswith(name))
-        return float(line.rsplit(" ", 1)[1])
-
-    assert value(f'predictions_total{{digit="{label}"}}') >= 1
-    assert value('http_requests_total{method="POST",route="/predict",status="415"}') >= 1
-    assert value('predict_rejected_images_total{code="unsupported_format"}') >= 1
+    before = {name: _metric(text, name) for name in series}
+    assert client.post("/predict", data=data, content_type="image/png").status_code == 200
+    assert client.post("/predict", data=b"junk", content_type="image/png").status_code == 415
+    text = client.get("/metrics").get_data(as_text=True)
+    grew = {name: _metric(text, name) - before[name] for name in series}
+    # Exactly what the two requests add: one answer for the digit, one refusal.
+    assert grew == {
+        series[0]: 1,
+        series[1]: 1,
+        series[2]: 1,
+        series[3]: 1,
+        series[4]: 2,
+        series[5]: 2,
+    }, grew
     assert 'http_request_duration_seconds_bucket{le="0.001",route="/predict"}' in text
     assert "prediction_disagreements_total" in text
 
@@ -281,56 +298,6 @@ def test_predict_allows_post_and_says_so(client):
         assert r.status_code == 405 and "POST" in r.headers["Allow"]
         if method != "head":
             assert r.get_json()["code"] == "method_not_allowed"
-
-
-def _answer_for(app, probs: np.ndarray) -> dict:
-    """The answer the predictor builds for given per-model probabilities [3, 10]."""
-    import torch
-
-    from training.vote import vote
-
-    label, votes, tie = vote(torch.from_numpy(probs[:, None, :]))
-    out = Outputs(label.numpy(), votes.numpy(), tie.numpy(), probs[None])
-    from server.preprocess import Preprocessed, Shape
-
-    prep = Preprocessed(
-        np.zeros((28, 28), np.uint8),
-        np.zeros((1, 28, 28), np.float32),
-        (28, 28),
-        False,
-        1,
-        0,
-        Shape(0.12, 1, 0.8),
-    )
-    return app.extensions["digits"].predictor._answer(out, 0, prep, False)
-
-
-def one_hot_ish(digit: int, p: float, second: int | None = None, q: float = 0.0) -> list[float]:
-    row = np.full(10, (1 - p - q) / 8)
-    row[digit] = p
-    if second is not None:
-        row[second] = q
-    return list(row / row.sum())
-
-
-def test_answer_reports_the_vote_and_the_tie_break(app):
-    tie = _answer_for(
-        app,
-        np.array(
-            [one_hot_ish(1, 0.5, 4, 0.3), one_hot_ish(4, 0.6), one_hot_ish(9, 0.7)],
-            dtype=np.float32,
-        ),
-    )
-    assert tie["label"] == 4 and tie["tie_broken"] is True and tie["agreement"] == 1
-    assert tie["uncertain"] is True
-    majority = _answer_for(
-        app,
-        np.array(
-            [one_hot_ish(3, 0.99), one_hot_ish(3, 0.98), one_hot_ish(8, 0.99)], dtype=np.float32
-        ),
-    )
-    assert majority["label"] == 3 and majority["agreement"] == 2 and not majority["tie_broken"]
-    assert [m["label"] for m in majority["models"]] == [3, 3, 8]
 
 
 def test_access_log_has_one_line_per_answer_from_either_app(bundle, samples, caplog):

@@ -3,14 +3,15 @@
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,22 +67,24 @@ def test_all_mnist_test_digits_over_http_match_the_manifest(server, bundle, mnis
 
 
 def test_concurrent_requests_are_all_answered_correctly(server, mnist_test):
-    images, labels = mnist_test
+    images, _ = mnist_test
+    session = requests.Session()
 
-    def one(i: int) -> tuple[int, int]:
-        r = requests.post(
+    def one(i: int, http=requests) -> tuple[int, dict]:
+        r = http.post(
             server.url + "/predict",
             data=png(images[i]),
             headers={"Content-Type": "image/png"},
             timeout=30,
         )
-        return r.status_code, r.json()["label"]
+        return r.status_code, r.json()
 
+    # The answers one at a time, then 32 at a time: the same answers, every one of them.
+    sequential = [one(i, session) for i in range(300)]
     with ThreadPoolExecutor(32) as pool:
-        answers = list(pool.map(one, range(300)))
-    assert all(status == 200 for status, _ in answers)
-    wrong = sum(label != labels[i] for i, (_, label) in enumerate(answers))
-    assert wrong <= 2  # the models' own error rate on these 300 digits
+        concurrent = list(pool.map(one, range(300)))
+    assert all(status == 200 for status, _ in sequential + concurrent)
+    assert [a for _, a in concurrent] == [a for _, a in sequential]
 
 
 def test_every_scrape_counts_the_requests_of_every_worker(server, mnist_test):
@@ -108,14 +111,14 @@ def test_oversized_body_is_refused_before_it_is_read(server):
             b"POST /predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: image/png\r\n"
             b"Content-Length: 1073741824\r\n\r\n" + b"\0" * 1000
         )
-        t0 = time.perf_counter()
+        # Only 1,000 of the 1 GiB were sent: an answer at all means it did not wait for them
+        # (the connection would otherwise close silently after the 2 s channel timeout).
         response = b""
         while b"}" not in response:
             chunk = s.recv(65536)
             if not chunk:
                 break
             response += chunk
-    assert time.perf_counter() - t0 < 2
     head, _, body = response.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 413") and b"application/json" in head
     assert json.loads(body)["code"] == "request_entity_too_large"
@@ -133,29 +136,47 @@ def test_slow_client_is_dropped_and_others_are_served(server, mnist_test):
             timeout=5,
         )
         assert r.status_code == 200
-        t0 = time.perf_counter()
-        assert s.recv(1024) == b""  # closed by the server after the channel timeout (2 s)
-        assert time.perf_counter() - t0 < 6
+        # Closed by the server after its channel timeout (2 s), well before this socket's 10 s.
+        assert s.recv(1024) == b""
+
+
+def _unread_bytes(server_port: int, client_port: int) -> int | None:
+    """Bytes the kernel holds for the server on this connection that it has not read yet
+    (rx_queue of its socket in /proc/net/tcp), or None while there is no such socket."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, remote, _, queues = line.split()[1:5]
+        if int(local.split(":")[1], 16) == server_port and int(remote.split(":")[1], 16) == (
+            client_port
+        ):
+            return int(queues.split(":")[1], 16)
+    return None
 
 
 def test_sigterm_lets_requests_in_flight_finish(bundle, mnist_test):
     s = LiveServer("--artifacts", str(bundle))
     big = png(np.asarray(Image.fromarray(255 - mnist_test[0][0]).resize((2000, 2000))))
-    files = [("image", (f"{i}.png", big, "image/png")) for i in range(60)]
-    assert 60 * len(big) < 10_000_000  # under the body limit: the batch takes a while to work
-    result = {}
-
-    def post():
-        result["r"] = requests.post(s.url + "/predict", files=files, timeout=60)
-
-    t = threading.Thread(target=post)
-    t.start()
-    time.sleep(0.4)  # the upload is in, the batch is being worked on
-    s.proc.send_signal(signal.SIGTERM)
-    t.join(60)
+    files = [("image", (f"{i}.png", big, "image/png")) for i in range(20)]
+    request = requests.Request("POST", s.url + "/predict", files=files).prepare()
+    assert len(request.body) < 10_000_000  # under the body limit: the batch takes a while
+    head = "POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n" + "".join(
+        f"{k}: {v}\r\n" for k, v in request.headers.items()
+    )
+    with socket.create_connection(("127.0.0.1", s.port), timeout=60) as c:
+        c.sendall(head.encode() + b"\r\n" + request.body)
+        # In flight: the server has read every byte of the request and not answered yet.
+        deadline = time.monotonic() + 30
+        while _unread_bytes(s.port, c.getsockname()[1]) != 0:
+            assert time.monotonic() < deadline, s.log
+            time.sleep(0.01)
+        assert select.select([c], [], [], 0)[0] == [], "answered before the signal"
+        s.proc.send_signal(signal.SIGTERM)
+        response = b""
+        while chunk := c.recv(1 << 16):
+            response += chunk
     assert s.wait_exit(30) == 0, s.log
-    r = result["r"]
-    assert r.status_code == 200 and len(r.json()["results"]) == 60
+    status, _, body = response.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 200"), response[:300]
+    assert len(json.loads(body)["results"]) == 20
     assert "finishing requests in flight" in s.log and "stopped" in s.log
     with pytest.raises(requests.ConnectionError):
         requests.get(s.url + "/healthz", timeout=2)

@@ -6,12 +6,11 @@ import numpy as np
 import onnx
 import pytest
 import requests
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
 
 from tests.live import LiveServer
 from tests.uploads import predict_labels
-
-httpclient = pytest.importorskip("tritonclient.http")
-from tritonclient.utils import InferenceServerException  # noqa: E402
 
 ONNX_TYPES = {
     onnx.TensorProto.FLOAT: "FP32",
@@ -24,7 +23,7 @@ ONNX_TYPES = {
 def server(bundle):
     s = LiveServer("--artifacts", str(bundle), "--max-batch", "256")
     yield s
-    s.stop()
+    assert s.stop() == 0, s.log
 
 
 @pytest.fixture(scope="module")
