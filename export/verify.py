@@ -79,10 +79,14 @@ def verify(
             "argmax_mismatches": mismatched,
             "max_diff_between_batch_sizes": spread,
         }
-        if max(diffs.values()) > TOLERANCE:
+        worst = float(np.max(list(diffs.values())))  # NaN when the outputs are not finite
+        if not np.isfinite(by_batch[1]).all() or not np.isfinite(ref).all():
             raise VerificationError(
-                f"{path.name}: probabilities differ from PyTorch by {max(diffs.values()):.2e} "
-                f"(> {TOLERANCE:g})"
+                f"{path.name}: the model answers NaN or infinite probabilities (damaged weights?)"
+            )
+        if not worst <= TOLERANCE:
+            raise VerificationError(
+                f"{path.name}: probabilities differ from PyTorch by {worst:.2e} (> {TOLERANCE:g})"
             )
 
     progress(f"parity {ensemble_file.name}")
@@ -106,7 +110,7 @@ def verify(
     e = report["ensemble"]
     if e["label_mismatches_vs_python_vote"] or e["votes_mismatches"] or e["tie_broken_mismatches"]:
         raise VerificationError(f"{ensemble_file.name}: vote differs from training/vote.py: {e}")
-    if e["max_abs_diff"] > TOLERANCE:
+    if not e["max_abs_diff"] <= TOLERANCE:  # NaN included
         raise VerificationError(
             f"{ensemble_file.name}: probabilities differ from PyTorch by {e['max_abs_diff']:.2e}"
         )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,3 +45,40 @@ def mnist_test(mnist_dir):
 
     test = load_split(mnist_dir, "test")
     return test.images, test.labels
+
+
+@pytest.fixture(scope="session")
+def smoke_run(mnist_dir, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """One `python -m training --smoke` run, as a user runs it, shared by every test that
+    needs a training run (its directory and the finished process). Tests that change the run
+    work on a copy."""
+    out = tmp_path_factory.mktemp("smoke")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training",
+            "--smoke",
+            "--data-dir",
+            str(mnist_dir),
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return out, proc
+
+
+@pytest.fixture(scope="session")
+def shared_server(bundle):
+    """One `python -m server` on the shipped bundle (CPU, batches of up to 256), shared by the
+    tests that only read from it: none stops it, signals it or counts its metrics or log."""
+    from tests.live import LiveServer
+
+    s = LiveServer("--artifacts", str(bundle), "--device", "cpu", "--max-batch", "256")
+    yield s
+    assert s.stop() == 0, s.log

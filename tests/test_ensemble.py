@@ -52,7 +52,7 @@ def _edit_manifest(root: Path, edit) -> None:
     (root / "manifest.json").write_text(json.dumps(raw, indent=2))
 
 
-def _rewrite_golden(root: Path, edit) -> None:
+def rewrite_golden(root: Path, edit) -> None:
     """golden.npz changed by `edit`, its sha256 in the manifest fixed up to match."""
     path = root / "golden.npz"
     with np.load(path) as g:
@@ -63,7 +63,7 @@ def _rewrite_golden(root: Path, edit) -> None:
     _edit_manifest(root, lambda raw: raw["golden"].update(sha256=digest))
 
 
-def _nudge_first_probability(g: dict) -> None:
+def nudge_first_probability(g: dict) -> None:
     g["probabilities"][0, 0] += np.float32(1e-3)
 
 
@@ -105,7 +105,7 @@ def test_self_test_starts_from_the_golden_digits_pixels(bundle, mnist_test):
         (_std(0.3081), None, "probabilities differ from golden.npz"),
         (_mean(0.5), None, "probabilities differ from golden.npz"),
         (lambda raw: raw["input"].update(ink="low"), None, "probabilities differ"),
-        (None, _nudge_first_probability, "probabilities differ from golden.npz by 1.00e-03"),
+        (None, nudge_first_probability, "probabilities differ from golden.npz by 1.00e-03"),
         (None, _swap_first_two_labels, "label differs from golden.npz"),
         (None, _normalised_tensors_only, "golden.npz is unusable"),
     ],
@@ -118,7 +118,7 @@ def test_a_manifest_or_golden_file_that_disagrees_stops_the_server_at_start(
     if manifest_edit:
         _edit_manifest(root, manifest_edit)
     if golden_edit:
-        _rewrite_golden(root, golden_edit)
+        rewrite_golden(root, golden_edit)
     m = manifest.load(root)  # every sha256 still matches: only the self-test can tell
     with pytest.raises(SelfTestError, match=re.escape(reason)):
         Ensemble(m, device="cpu").self_test(m)

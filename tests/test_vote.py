@@ -1,5 +1,13 @@
+"""The vote rule: training/vote.py on hand-made probabilities, and the served vote against
+each answer's own per-model probabilities."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import requests
 import torch
 
+from tests.uploads import png
 from training.vote import vote
 
 
@@ -54,3 +62,52 @@ def test_batch_of_mixed_cases():
     label, votes, tie = vote(p)
     assert label.tolist() == [0, 2, 7] and tie.tolist() == [False, False, True]
     assert votes.sum(1).tolist() == [3, 3, 3]
+
+
+def _recount(probabilities: np.ndarray) -> tuple[int, np.ndarray, bool, set[int]]:
+    """The vote rule written out on one answer's per-model probabilities [M, 10]: each model
+    votes for its most probable digit, the most votes win, and a tie goes to the tied digit
+    with the largest summed probability. Returns (label, votes, tie_broken, labels that the
+    answer's six-decimal rounding cannot tell apart from the label)."""
+    picks = probabilities.argmax(1)
+    votes = np.bincount(picks, minlength=10)
+    tied = np.flatnonzero(votes == votes.max())
+    sums = probabilities.sum(0)
+    label = int(tied[np.argmax(sums[tied])])
+    close = {int(d) for d in tied if sums[d] >= sums[label] - 1e-5}
+    return label, votes, len(tied) > 1, close
+
+
+def _served(url: str, images: np.ndarray) -> list[dict]:
+    files = [("image", (f"{i}.png", png(img), "image/png")) for i, img in enumerate(images)]
+    r = requests.post(url + "/predict", files=files, timeout=300)
+    r.raise_for_status()
+    return r.json()["results"]
+
+
+def test_served_vote_follows_the_models_own_probabilities_on_every_answer(
+    shared_server, mnist_test
+):
+    # Every MNIST test digit, plus 500 overlays of two test digits, on which the models
+    # disagree often enough that three-way ties (the tie-break) are certain to be among them.
+    images, _ = mnist_test
+    overlays = np.maximum(images[:500], images[500:1000])
+    uploads = np.concatenate([images, overlays])
+    with ThreadPoolExecutor(4) as pool:
+        chunks = pool.map(
+            lambda i: _served(shared_server.url, uploads[i : i + 250]), range(0, len(uploads), 250)
+        )
+        answers = [a for chunk in chunks for a in chunk]
+    assert len(answers) == len(uploads) == 10_500
+    ties = splits = 0
+    for i, a in enumerate(answers):
+        probs = np.array([m["probabilities"] for m in a["models"]])
+        label, votes, tie_broken, close = _recount(probs)
+        assert [m["label"] for m in a["models"]] == probs.argmax(1).tolist(), i
+        assert a["votes"] == votes.tolist(), i
+        assert a["tie_broken"] is tie_broken, i
+        assert a["label"] in close, (i, a["label"], label)
+        assert a["agreement"] == votes[a["label"]], i
+        ties += tie_broken
+        splits += votes.max() == 2
+    assert ties >= 1 and splits >= 1, (ties, splits)

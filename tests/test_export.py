@@ -1,0 +1,187 @@
+"""End to end: `python -m export` on the shared smoke training run, as a user runs it.
+
+One good export writes a bundle over a previous one (the shipped bundle plus a model it has
+since retired); the tests then check what it wrote, what it removed, and that a damaged run
+leaves that bundle as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from export.verify import VerificationError, verify
+from server import manifest
+from server.ensemble import Ensemble
+from tests.conftest import ROOT
+from tests.live import LiveServer
+from tests.test_ensemble import nudge_first_probability, rewrite_golden
+from tests.uploads import predict_labels
+from training import checkpoint
+
+RETIRED = "lenet5-retired.onnx"  # a model of the previous bundle that the new one lacks
+UNLISTED = "NOTES.txt"  # a file no manifest lists: export never removes those
+
+
+def run_export(run: Path, out: Path, mnist_dir: Path) -> subprocess.CompletedProcess:
+    args = ["--run", str(run), "--out", str(out), "--data-dir", str(mnist_dir)]
+    return subprocess.run(
+        [sys.executable, "-m", "export", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file under `folder` (staging folders included) and its sha256."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def exported(smoke_run, bundle, mnist_dir, tmp_path_factory):
+    """The smoke run exported into a folder holding a previous bundle; (out, process, the
+    previous bundle's file names)."""
+    run, _ = smoke_run
+    out = tmp_path_factory.mktemp("export") / "artifacts"
+    shutil.copytree(bundle, out)
+    previous = json.loads((out / "manifest.json").read_text())
+    retired = dict(previous["models"][0], name=Path(RETIRED).stem, file=RETIRED)
+    shutil.copy(out / previous["models"][0]["file"], out / RETIRED)
+    previous["models"].append(retired)
+    (out / "manifest.json").write_text(json.dumps(previous))
+    (out / UNLISTED).write_text("the operator's notes\n")
+    before = {p.name for p in out.iterdir()}
+    proc = run_export(run, out, mnist_dir)
+    assert proc.returncode == 0, proc.stderr
+    return out, proc, before
+
+
+def test_exported_bundle_loads_passes_the_self_test_and_serves(exported, smoke_run, mnist_test):
+    out, proc, _ = exported
+    run = json.loads((smoke_run[0] / "run.json").read_text())
+    m = manifest.load(out)  # every file present and matching its sha256
+    assert m.model_names == run["variants"]
+    assert (m.input.mean, m.input.std) == (
+        run["normalisation"]["mean"],
+        run["normalisation"]["std"],
+    )
+    result = Ensemble(m, device="cpu").self_test(m)
+    assert result["images"] == 16 and result["max_abs_diff"] <= m.golden_atol
+    with np.load(m.golden_file) as g:
+        assert g["pixels"].dtype == np.uint8 and "image" not in g.files
+    # The accuracies export measured on the ONNX files are the training run's own.
+    trained = json.loads((smoke_run[0] / "metrics.json").read_text())
+    shipped = json.loads((out / "metrics.json").read_text())
+    for name in run["variants"]:
+        assert shipped["models"][name]["test_acc"] == pytest.approx(
+            trained["models"][name]["test_acc"], abs=2e-4
+        )
+    for line in proc.stdout.splitlines()[:3]:
+        assert line.split()[0] in {f"{n}.onnx" for n in run["variants"]}
+    # And the real server starts on it and answers what the ensemble graph answers.
+    images, _ = mnist_test
+    s = LiveServer("--artifacts", str(out), "--workers", "1", "--device", "cpu")
+    try:
+        served = predict_labels(s.url, images[:16])
+    finally:
+        assert s.stop() == 0, s.log
+    assert "self-test passed on 16 images" in s.log
+    assert len(served) == 16 and set(served) <= set(range(10))
+
+
+def test_files_of_the_previous_bundle_that_the_new_one_lacks_are_removed(exported):
+    out, _, before = exported
+    after = {p.name for p in out.iterdir()}
+    assert RETIRED in before and RETIRED not in after
+    assert UNLISTED in after and (out / UNLISTED).read_text() == "the operator's notes\n"
+    assert not [n for n in after if n.startswith(".export-")]  # no staging folder left
+    listed = json.loads((out / "manifest.json").read_text())
+    files = {e["file"] for e in listed["models"]} | {listed["ensemble"]["file"]}
+    assert files <= after and {f for f in after if f.endswith(".onnx")} == files
+
+
+def _nan_weights(run: Path) -> None:
+    """A checkpoint that loads but whose first layer is NaN, as a diverged run leaves it."""
+    path = run / "lenet5-relu-adam" / "best.pt"
+    ckpt = torch.load(path, weights_only=True)
+    name = next(k for k in ckpt["state_dict"] if k.endswith("weight"))
+    ckpt["state_dict"][name] = torch.full_like(ckpt["state_dict"][name], float("nan"))
+    torch.save(ckpt, path)
+
+
+def _flipped_bytes(run: Path) -> None:
+    path = run / "lenet5-bn-gelu" / "best.pt"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 :] = bytes(len(data) - len(data) // 2)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (_nan_weights, "lenet5-relu-adam.onnx: the model answers NaN or infinite probabilities"),
+        (_flipped_bytes, "not a readable checkpoint"),
+    ],
+    ids=["nan-weights", "flipped-bytes"],
+)
+def test_a_tampered_checkpoint_fails_and_leaves_the_bundle_untouched(
+    exported, smoke_run, mnist_dir, tmp_path, damage, reason
+):
+    out, _, _ = exported
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run[0], run)
+    damage(run)
+    before = snapshot(out)
+    proc = run_export(run, out, mnist_dir)
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and reason in last, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert snapshot(out) == before  # byte for byte, and no staging folder left behind
+
+
+def test_verification_fails_when_an_onnx_file_is_not_its_model(smoke_run, exported, mnist_test):
+    out, _, _ = exported
+    run = json.loads((smoke_run[0] / "run.json").read_text())
+    models = [checkpoint.load(smoke_run[0] / n / "best.pt")[0] for n in run["variants"]]
+    files = [out / f"{n}.onnx" for n in run["variants"]]
+    norm = run["normalisation"]
+    x = ((mnist_test[0][:64].astype(np.float32) / 255 - norm["mean"]) / norm["std"])[:, None]
+    assert verify(models, files, out / "ensemble.onnx", x)["images"] == 64
+    with pytest.raises(VerificationError, match="probabilities differ from PyTorch"):
+        verify(models, [files[1], files[0], files[2]], out / "ensemble.onnx", x)
+
+
+def test_a_golden_file_that_disagrees_stops_the_exported_bundle_at_start(exported, tmp_path):
+    out, _, _ = exported
+    copy = tmp_path / "bundle"
+    shutil.copytree(out, copy)
+    rewrite_golden(copy, nudge_first_probability)  # its sha256 fixed up: only the self-test sees
+    manifest.load(copy)
+    p = subprocess.run(
+        [sys.executable, "-m", "server", "--artifacts", str(copy), "--port", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 2, p.stderr
+    reasons = {
+        x.split("cannot start: ", 1)[1] for x in p.stderr.splitlines() if "cannot start" in x
+    }
+    assert len(reasons) == 1, p.stderr
+    assert reasons.pop().startswith("self-test: probabilities differ from golden.npz by 1.00e-03")
