@@ -1,11 +1,29 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs (idempotent) and runs it: lint, format check,
 # security lint of the server and pytest. Usage: scripts/test.sh [extra pytest args]
+# After this set-up the tests themselves need no network.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=.venv
 export MNIST_DIR=${MNIST_DIR:-$(cd .. && pwd)/shared/data/mnist}
+
+# The Python that builds the virtualenvs: 3.11 or newer, with its venv module (Debian and
+# Ubuntu ship that separately, as python3-venv).
+PYTHON=${PYTHON:-python3}
+if ! command -v "$PYTHON" >/dev/null; then
+  echo "scripts/test.sh: no $PYTHON on PATH: install Python 3.11 or newer, or set PYTHON=/path/to/python3" >&2
+  exit 1
+fi
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "scripts/test.sh: $PYTHON is Python $("$PYTHON" -c 'import platform; print(platform.python_version())'); the project needs 3.11 or newer: install it and set PYTHON=/path/to/python3.11" >&2
+  exit 1
+fi
+if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
+  echo "scripts/test.sh: $PYTHON cannot make virtualenvs (no venv/ensurepip module): apt-get install python3-venv (or python3.X-venv for your version)" >&2
+  exit 1
+fi
+export PYTHON
 
 # Chromium for the browser tests, from Debian's archive, when it is not there yet.
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
@@ -19,8 +37,12 @@ ensure_venv $VENV requirements-dev.txt requirements-train.txt requirements-serve
 # tritonserver's side of tests/test_triton.py lives apart: it needs numpy<2.
 ensure_venv .venv-triton requirements-triton.txt
 export TRITON_VENV=${TRITON_VENV:-$PWD/.venv-triton}
+# requirements-serve.txt alone, as scripts/serve.sh and the container install it: the
+# serve-install test runs the server from it.
+ensure_venv .venv-serve requirements-serve.txt
+export SERVE_VENV=${SERVE_VENV:-$PWD/.venv-serve}
 
 $VENV/bin/ruff check .
 $VENV/bin/ruff format --check .
 $VENV/bin/bandit -q -c pyproject.toml -r server
-$VENV/bin/python -m pytest "$@"
+$VENV/bin/python -m pytest --durations=20 "$@"

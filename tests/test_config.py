@@ -34,5 +34,11 @@ def test_a_container_cpu_limit_caps_the_cores(host_of_64_cores, tmp_path, files,
     assert available_cores(tmp_path) == cores
 
 
-def test_workers_default_to_the_available_cores():
-    assert ServerConfig().workers == available_cores()
+@pytest.mark.parametrize("cores", [1, 3])
+def test_workers_default_to_the_available_cores(monkeypatch, cores):
+    # One core the process may use, or three: as many workers, whatever the machine has.
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    expected = 1 if cores == 1 else available_cores()  # a container's limit may cap 3
+    assert ServerConfig().workers == expected
+    assert ServerConfig(workers=5).workers == 5

@@ -21,13 +21,12 @@ import numpy as np
 import onnx
 import pytest
 import requests
+import tritonclient.http as httpclient
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
 
-from tests.live import ROOT, LiveServer
+from tests.live import ROOT
 from tests.uploads import predict_labels
-
-httpclient = pytest.importorskip("tritonclient.http")
-model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
-from google.protobuf import text_format  # noqa: E402
 
 TYPES = {
     onnx.TensorProto.FLOAT: model_config_pb2.TYPE_FP32,
@@ -206,18 +205,17 @@ def triton(repository, tmp_path_factory):
     yield url.removeprefix("http://")
     proc.terminate()
     try:
-        proc.wait(20)
+        code = proc.wait(20)
     except subprocess.TimeoutExpired:
         proc.kill()
-        proc.wait()
+        code = proc.wait()
     log.close()
+    assert code == 0, (work / "tritonserver.log").read_text()[-4000:]
 
 
 @pytest.fixture(scope="module")
-def ours(bundle):
-    s = LiveServer("--artifacts", str(bundle))
-    yield s
-    s.stop()
+def ours(shared_server):
+    return shared_server
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,10 @@
 Screenshots at desktop and phone width go to test-output/screenshots/ for a person to look at.
 """
 
+import contextlib
 import io
 import itertools
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -12,36 +14,45 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from selenium import webdriver
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.actions.action_builder import ActionBuilder
+from selenium.webdriver.common.actions.pointer_input import PointerInput
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.live import ROOT, LiveServer
+from tests.live import ROOT
 
 pytestmark = pytest.mark.browser
-webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
-from selenium.webdriver.common.actions.action_builder import ActionBuilder  # noqa: E402
-from selenium.webdriver.common.actions.pointer_input import PointerInput  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.common.keys import Keys  # noqa: E402
-from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
-
 SHOTS = ROOT / "test-output" / "screenshots"
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+
+
+def _chromium() -> tuple[str, str]:
+    """Chromium and its driver: $CHROMIUM and $CHROMEDRIVER, else whatever PATH finds."""
+    browser = os.environ.get("CHROMIUM") or next(
+        filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None
+    )
+    driver = os.environ.get("CHROMEDRIVER") or shutil.which("chromedriver")
+    if not browser or not driver:
+        pytest.fail(
+            "Chromium or chromedriver not found on PATH: apt-get install chromium "
+            "chromium-driver (scripts/test.sh does), or set CHROMIUM and CHROMEDRIVER"
+        )
+    return browser, driver
 
 
 @pytest.fixture(scope="module")
-def server(bundle):
-    s = LiveServer("--artifacts", str(bundle))
-    yield s
-    s.stop()
+def server(shared_server):
+    return shared_server
 
 
 def _browser(javascript: bool = True, width: int = 1280, height: int = 900, phone: bool = False):
-    if not CHROMIUM.exists() or not CHROMEDRIVER.exists():
-        pytest.fail("Chromium is not installed: apt-get install chromium chromium-driver")
+    binary, chromedriver = _chromium()
     profile = tempfile.mkdtemp(prefix="chromium-")
     options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
+    options.binary_location = binary
     for flag in (
         "--headless=new",
         "--no-sandbox",
@@ -64,14 +75,15 @@ def _browser(javascript: bool = True, width: int = 1280, height: int = 900, phon
         options.add_experimental_option(
             "prefs", {"profile.managed_default_content_settings.javascript": 2}
         )
-    driver = webdriver.Chrome(service=webdriver.ChromeService(str(CHROMEDRIVER)), options=options)
+    driver = webdriver.Chrome(service=webdriver.ChromeService(chromedriver), options=options)
     driver.set_page_load_timeout(30)
     driver.profile_dir = profile
     return driver
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser():
+    """One browser for the module's tests; each starts from a fresh page load."""
     driver = _browser()
     yield driver
     driver.quit()
@@ -162,27 +174,55 @@ def test_a_text_file_gets_a_plain_error(server, browser, tmp_path):
     _shot(browser, "desktop-error")
 
 
-def test_form_works_without_javascript(server, mnist_test, tmp_path):
-    images, labels = mnist_test
-    driver = _browser(javascript=False)
+@contextlib.contextmanager
+def _emulating(driver, *commands: tuple[str, dict, str, dict]):
+    """Chromium's DevTools emulation (no JavaScript, a phone's screen) for one test, on the
+    module's one browser: each (command, arguments, undo command, its arguments)."""
+    for command, args, _, _ in commands:
+        driver.execute_cdp_cmd(command, args)
     try:
+        yield driver
+    finally:
+        for _, _, undo, args in reversed(commands):
+            driver.execute_cdp_cmd(undo, args)
+
+
+def test_form_works_without_javascript(server, browser, mnist_test, tmp_path):
+    images, labels = mnist_test
+    off = ("Emulation.setScriptExecutionDisabled", {"value": True})
+    on = ("Emulation.setScriptExecutionDisabled", {"value": False})
+    with _emulating(browser, (*off, *on)) as driver:
         driver.get(server.url + "/")
+        # app.js shows the drawing panel: hidden, it did not run.
         assert not driver.find_element(By.ID, "draw-panel").is_displayed()
         driver.find_element(By.ID, "file").send_keys(str(_digit_file(tmp_path, images[1])))
         driver.find_element(By.ID, "upload-button").click()
         assert _wait_for_answer(driver) == str(labels[1])
         assert len(driver.find_elements(By.CSS_SELECTOR, ".model-vote")) == 3
         _shot(driver, "desktop-no-javascript")
-    finally:
-        driver.quit()
-        shutil.rmtree(driver.profile_dir, ignore_errors=True)
 
 
-def test_phone_width_layout_fits_and_works(server, mnist_test, tmp_path):
+PHONE = (
+    (
+        "Emulation.setDeviceMetricsOverride",
+        {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True},
+        "Emulation.clearDeviceMetricsOverride",
+        {},
+    ),
+    (
+        "Emulation.setTouchEmulationEnabled",
+        {"enabled": True},
+        "Emulation.setTouchEmulationEnabled",
+        {"enabled": False},
+    ),
+)
+
+
+def test_phone_width_layout_fits_and_works(server, browser, mnist_test, tmp_path):
     images, labels = mnist_test
-    driver = _browser(width=390, height=844, phone=True)
-    try:
+    with _emulating(browser, *PHONE) as driver:
         driver.get(server.url + "/")
+        assert driver.execute_script("return window.innerWidth") == 390
         _shot(driver, "phone-empty")
         driver.find_element(By.ID, "file").send_keys(str(_digit_file(tmp_path, images[2])))
         assert _wait_for_answer(driver) == str(labels[2])
@@ -198,12 +238,10 @@ def test_phone_width_layout_fits_and_works(server, mnist_test, tmp_path):
             )
         )
         _shot(driver, "phone-result")
-    finally:
-        driver.quit()
-        shutil.rmtree(driver.profile_dir, ignore_errors=True)
 
 
 def test_page_is_keyboard_reachable_and_loads_nothing_external(server, browser):
+    browser.get_log("browser")  # the earlier tests' messages: this test judges its own page's
     browser.get(server.url + "/")
     reached = set()
     for _ in range(12):
