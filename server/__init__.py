@@ -138,11 +138,11 @@ def create_app(config: ServerConfig | None = None) -> Flask:
         ),
         metrics=Metrics(manifest.model_names, ensemble.device),
         self_test=self_test,
-        # The Open Inference Protocol serves each model and the ensemble graph by name.
-        v2_models={
-            **{n: v2.Model.of(n, ensemble.open(p)) for n, p in manifest.model_files.items()},
-            "ensemble": v2.Model.of("ensemble", ensemble.session),
-        },
+        # The Open Inference Protocol serves each model, the ensemble graph and the Triton
+        # repository's pipeline by name.
+        v2_models=v2.models(
+            {n: ensemble.open(p) for n, p in manifest.model_files.items()}, ensemble.session
+        ),
         ready=True,
     )
     app.extensions["digits"] = state

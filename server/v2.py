@@ -5,7 +5,11 @@ unchanged: server and model metadata, readiness, and inference on preprocessed d
 (FP32 [N, 1, 28, 28]) for each model and for the ensemble graph. Tensors travel as JSON or,
 with Triton's binary tensor data extension, as raw little-endian bytes after the JSON header.
 
-Where Triton answers a malformed request with a 500, this answers 400 and says why.
+Every model name that `python -m export.triton` writes into a Triton repository is served,
+so a client does not change when the backend does; `lenet5-vote` (Triton's pipeline of the
+three models and the vote) is one run of the ensemble graph here. Where Triton answers a
+malformed request with a 500, this answers 400 and says why: each field is checked for its
+type before it is used, and a tensor must hold finite numbers on the way in and out.
 """
 
 from __future__ import annotations
@@ -42,6 +46,10 @@ class Model:
     session: ort.InferenceSession
     inputs: list[Tensor]
     outputs: list[Tensor]
+    platform: str = "onnxruntime_onnx"
+
+    def run(self, names: list[str], feeds: dict) -> list[np.ndarray]:
+        return self.session.run(names, feeds)
 
     @classmethod
     def of(cls, name: str, session: ort.InferenceSession) -> Model:
@@ -62,10 +70,43 @@ class Model:
         return {
             "name": self.name,
             "versions": ["1"],
-            "platform": "onnxruntime_onnx",
+            "platform": self.platform,
             "inputs": [t.__dict__ for t in self.inputs],
             "outputs": [t.__dict__ for t in self.outputs],
         }
+
+
+class Pipeline(Model):
+    """`lenet5-vote` as export/triton.py writes it: each model, then the vote, with the
+    vote's outputs and each model's probabilities (`probabilities_<i>`, in the manifest's
+    order). Here it is one run of the ensemble graph, whose [N, models, 10] probabilities are
+    the same numbers."""
+
+    @classmethod
+    def of_ensemble(cls, name: str, ensemble: Model, members: int) -> Pipeline:
+        probs = next(t for t in ensemble.outputs if t.name == "probabilities")
+        split = [
+            Tensor(f"probabilities_{i}", probs.datatype, [probs.shape[0], probs.shape[2]])
+            for i in range(members)
+        ]
+        kept = [t for t in ensemble.outputs if t.name != "probabilities"]
+        return cls(name, ensemble.session, ensemble.inputs, kept + split, "ensemble")
+
+    def run(self, names: list[str], feeds: dict) -> list[np.ndarray]:
+        kept = [t.name for t in self.outputs if not t.name.startswith("probabilities_")]
+        *outputs, probs = self.session.run([*kept, "probabilities"], feeds)
+        values = dict(zip(kept, outputs, strict=True))
+        values.update({f"probabilities_{i}": probs[:, i] for i in range(probs.shape[1])})
+        return [values[n] for n in names]
+
+
+def models(members: dict[str, ort.InferenceSession], ensemble: ort.InferenceSession) -> dict:
+    """Every model the v2 routes serve, by name: each member, the ensemble graph, and the
+    Triton repository's pipeline."""
+    served = {n: Model.of(n, session) for n, session in members.items()}
+    served["ensemble"] = Model.of("ensemble", ensemble)
+    served["lenet5-vote"] = Pipeline.of_ensemble("lenet5-vote", served["ensemble"], len(members))
+    return served
 
 
 def _model(name: str, version: str | None) -> Model:
@@ -84,16 +125,39 @@ def _parse_body() -> tuple[dict, bytes]:
     if length is None:
         head, tail = body, b""
     else:
-        if not length.isdigit() or int(length) > len(body):
+        # ASCII digits only: str.isdigit() also passes "²", which int() refuses.
+        if not (length.isascii() and length.isdigit()) or int(length) > len(body):
             raise BadRequest(f"{HEADER} {length!r} does not fit a body of {len(body)} bytes.")
         head, tail = body[: int(length)], body[int(length) :]
     try:
         payload = json.loads(head)
-    except (UnicodeDecodeError, ValueError) as e:
+    except RecursionError:
+        raise BadRequest("The request is not valid JSON (nested too deeply).") from None
+    except ValueError as e:  # UnicodeDecodeError included
         raise BadRequest(f"The request is not valid JSON ({e}).") from None
     if not isinstance(payload, dict):
         raise BadRequest("The request must be a JSON object with 'inputs'.")
     return payload, tail
+
+
+def _parameters(item: dict, what: str) -> dict:
+    """An object's `parameters`: a JSON object, or absent."""
+    params = item.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise BadRequest(f"'parameters' of {what} must be a JSON object.")
+    return params
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _finite(array: np.ndarray, what: str) -> np.ndarray:
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise BadRequest(f"{what} holds NaN or infinity.")
+    return array
 
 
 def _read_input(
@@ -104,7 +168,7 @@ def _read_input(
         raise BadRequest(
             f"Input {spec.name!r} must have datatype {spec.datatype}, got {datatype!r}."
         )
-    if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+    if not (isinstance(shape, list) and all(_is_int(d) and d >= 0 for d in shape)):
         raise BadRequest(f"Input {spec.name!r} needs a shape: a list of non-negative integers.")
     if len(shape) != len(spec.shape) or any(
         s != -1 and s != d for s, d in zip(spec.shape, shape, strict=True)
@@ -116,9 +180,9 @@ def _read_input(
         raise BadRequest(f"Batch size {shape[0]} is outside 1..{max_batch}.")
     dtype = np.dtype(DTYPES[datatype]).newbyteorder("<")
     count = math.prod(shape)
-    size = (given.get("parameters") or {}).get("binary_data_size")
+    size = _parameters(given, f"input {spec.name!r}").get("binary_data_size")
     if size is not None:
-        if not isinstance(size, int) or size != count * dtype.itemsize:
+        if not _is_int(size) or size != count * dtype.itemsize:
             raise BadRequest(
                 f"Input {spec.name!r}: binary_data_size {size!r} is not "
                 f"{count} x {dtype.itemsize} bytes."
@@ -126,18 +190,24 @@ def _read_input(
         if offset + size > len(tail):
             raise BadRequest(f"Input {spec.name!r}: the body ends before its binary data.")
         array = np.frombuffer(tail, dtype=dtype, count=count, offset=offset).reshape(shape)
-        return array.astype(dtype.newbyteorder("="), copy=False), offset + size
+        array = array.astype(dtype.newbyteorder("="), copy=False)
+        return _finite(array, f"Input {spec.name!r}"), offset + size
     if "data" not in given:
         raise BadRequest(f"Input {spec.name!r} has neither 'data' nor binary_data_size.")
+    # numpy's own reading of the JSON values first: numbers only (an integer too large for
+    # int64 becomes an object, strings and booleans their own kinds), then the tensor's type.
+    kinds = "b" if datatype == "BOOL" else "iuf"
     try:
-        array = np.asarray(given["data"], dtype=DTYPES[datatype])
-    except (TypeError, ValueError):
-        raise BadRequest(f"Input {spec.name!r}: 'data' is not a list of numbers.") from None
-    if array.size != count:
-        raise BadRequest(f"Input {spec.name!r}: {array.size} values for shape {shape}.")
-    if datatype.startswith("FP") and not np.isfinite(array).all():
-        raise BadRequest(f"Input {spec.name!r} holds NaN or infinity.")
-    return array.reshape(shape), offset
+        values = np.asarray(given["data"])
+    except (TypeError, ValueError, OverflowError, RecursionError):
+        values = None
+    if values is None or values.dtype.kind not in kinds:
+        raise BadRequest(f"Input {spec.name!r}: 'data' is not a list of numbers.")
+    if values.size != count:
+        raise BadRequest(f"Input {spec.name!r}: {values.size} values for shape {shape}.")
+    with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf: refused
+        array = values.astype(DTYPES[datatype])
+    return _finite(array, f"Input {spec.name!r}").reshape(shape), offset
 
 
 @v2.get("")
@@ -182,7 +252,11 @@ def infer(name: str, version: str | None = None):
     inputs = payload.get("inputs")
     if not isinstance(inputs, list) or not all(isinstance(i, dict) for i in inputs):
         raise BadRequest("'inputs' must be a list of tensors.")
-    given = {i.get("name"): i for i in inputs}
+    if not all(isinstance(i.get("name"), str) for i in inputs):
+        raise BadRequest("Each input needs a 'name' that is a string.")
+    if "id" in payload and not isinstance(payload["id"], str):
+        raise BadRequest("'id' must be a string.")
+    given = {i["name"]: i for i in inputs}
     wanted = {t.name for t in model.inputs}
     if set(given) != wanted or len(inputs) != len(wanted):
         raise BadRequest(
@@ -197,7 +271,7 @@ def infer(name: str, version: str | None = None):
         raise BadRequest(f"{len(tail) - offset} bytes of binary data belong to no input.")
 
     requested = payload.get("outputs")
-    binary_default = bool((payload.get("parameters") or {}).get("binary_data_output", False))
+    binary_default = bool(_parameters(payload, "the request").get("binary_data_output", False))
     names = [t.name for t in model.outputs]
     if requested is None:
         selected = [(n, binary_default) for n in names]
@@ -205,20 +279,25 @@ def infer(name: str, version: str | None = None):
         if not isinstance(requested, list) or not all(isinstance(o, dict) for o in requested):
             raise BadRequest("'outputs' must be a list of {name, parameters} objects.")
         unknown = [o.get("name") for o in requested if o.get("name") not in names]
-        if unknown:
+        if unknown or not all(isinstance(o["name"], str) for o in requested):
             raise BadRequest(f"Model {name!r} has no output {unknown}; outputs: {names}.")
         selected = [
-            (o["name"], bool((o.get("parameters") or {}).get("binary_data", binary_default)))
+            (
+                o["name"],
+                bool(_parameters(o, f"output {o['name']!r}").get("binary_data", binary_default)),
+            )
             for o in requested
         ]
     try:
-        results = model.session.run([n for n, _ in selected], feeds)
+        results = model.run([n for n, _ in selected], feeds)
     except Exception as e:  # a runtime fault, not the request's: logged, 503
         current_app.logger.exception("v2 inference failed for %s", name)
         raise InferenceFailed(f"The model could not run: {type(e).__name__}.") from e
 
     outputs, blobs = [], []
     for (out_name, binary), array in zip(selected, results, strict=True):
+        # Finite inputs far beyond a digit's range (1e38) overflow inside the models.
+        _finite(array, f"Output {out_name!r} for these inputs (values far out of range?)")
         spec = next(t for t in model.outputs if t.name == out_name)
         array = array.reshape(-1, 1) if array.ndim == 1 else array
         entry = {"name": out_name, "datatype": spec.datatype, "shape": list(array.shape)}
@@ -233,7 +312,7 @@ def infer(name: str, version: str | None = None):
         outputs.append(entry)
     answer = {"model_name": name, "model_version": "1", "outputs": outputs}
     if "id" in payload:
-        answer["id"] = str(payload["id"])
+        answer["id"] = payload["id"]
     head = json.dumps(answer).encode()
     if not blobs:
         return Response(head, mimetype="application/json")

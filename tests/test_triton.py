@@ -247,7 +247,7 @@ def test_our_server_gives_the_model_metadata_triton_gives(triton, ours, bundle):
     theirs = httpclient.InferenceServerClient(url=triton)
     mine = httpclient.InferenceServerClient(url=ours.url.removeprefix("http://"))
     members = json.loads((bundle / "manifest.json").read_text())["ensemble"]["members"]
-    for name in [*members, "ensemble"]:
+    for name in [*members, "ensemble", "lenet5-vote"]:
         a, b = theirs.get_model_metadata(name), mine.get_model_metadata(name)
         for side in ("inputs", "outputs"):
             assert a[side] == b[side], (name, side, a[side], b[side])

@@ -1,17 +1,21 @@
 """The KServe v2 / Triton protocol, spoken to by Triton's own client, tritonclient.http."""
 
 import json
+import re
 
 import numpy as np
 import onnx
 import pytest
 import requests
 import tritonclient.http as httpclient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from tritonclient.utils import InferenceServerException
 
 from tests.live import LiveServer
 from tests.uploads import predict_labels
 
+HEADER_LENGTH = "Inference-Header-Content-Length"
 ONNX_TYPES = {
     onnx.TensorProto.FLOAT: "FP32",
     onnx.TensorProto.INT64: "INT64",
@@ -231,3 +235,203 @@ def test_unknown_model_and_version_are_404(client, server):
         client.get_model_metadata("resnet50")
     r = requests.get(server.url + "/v2/models/ensemble/versions/2", timeout=5)
     assert r.status_code == 404
+
+
+# ---- hostile requests: a 400 with a reason, never a 500 -------------------------------------
+
+DEEP = 50_000
+NESTED_DATA = (
+    b'{"inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 1, 28, 28], "data": '
+    + b"[" * DEEP
+    + b"]" * DEEP
+    + b"}]}"
+)
+
+
+def _raw_input(data: str) -> bytes:
+    return (
+        '{"inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 1, 28, 28], "data": '
+        + data
+        + "}]}"
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b"[" * DEEP + b"]" * DEEP, "nested too deeply"),
+        (NESTED_DATA, "nested too deeply"),
+        ({"inputs": [image_input([True, 1, 28, 28])]}, "needs a shape"),
+        (_raw_input("[" + "7" * 5000 + "]"), "not valid JSON"),
+        (_raw_input("[" + "7" * 4000 + ", 0.0" * 783 + "]"), "not a list of numbers"),
+        (_raw_input("[true" + ", false" * 783 + "]"), "not a list of numbers"),
+        (_raw_input('["1.5"' + ', "0"' * 783 + "]"), "not a list of numbers"),
+        ({"inputs": [{**image_input([1, 1, 28, 28]), "name": ["image"]}]}, "'name'"),
+        ({"inputs": [{**image_input([1, 1, 28, 28]), "name": {"a": 1}}]}, "'name'"),
+        ({"inputs": [image_input([1, 1, 28, 28])], "parameters": "x"}, "'parameters'"),
+        ({"inputs": [image_input([1, 1, 28, 28])], "parameters": [1]}, "'parameters'"),
+        ({"inputs": [image_input([1, 1, 28, 28], parameters="x")]}, "'parameters'"),
+        ({"inputs": [image_input([1, 1, 28, 28], parameters=[])]}, "'parameters'"),
+        (
+            {
+                "inputs": [image_input([1, 1, 28, 28])],
+                "outputs": [{"name": "label", "parameters": "x"}],
+            },
+            "'parameters'",
+        ),
+        ({"inputs": [image_input([1, 1, 28, 28])], "outputs": [{"name": ["label"]}]}, "no output"),
+        ({"inputs": [image_input([1, 1, 28, 28])], "id": {"a": [1]}}, "'id'"),
+        ({"inputs": [image_input([1, 1, 28, 28], data=[3e38] * 784)]}, "not finite|NaN"),
+        ({"inputs": [image_input([1, 1, 28, 28], data=[1e300] * 784)]}, "NaN or infinity"),
+    ],
+)
+def test_hostile_requests_are_400_with_a_reason(server, body, message):
+    status, error = _bad(server, body, {"Content-Type": "application/json"})
+    assert status == 400 and re.search(message, error), error
+
+
+def _binary_request(x: np.ndarray) -> tuple[bytes, dict]:
+    head = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "image",
+                    "datatype": "FP32",
+                    "shape": list(x.shape),
+                    "parameters": {"binary_data_size": x.nbytes},
+                }
+            ]
+        }
+    ).encode()
+    return head + x.tobytes(), {"Inference-Header-Content-Length": str(len(head))}
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_nan_and_infinity_in_a_binary_tensor_are_refused(server, value):
+    x = np.zeros((1, 1, 28, 28), np.float32)
+    x[0, 0, 14, 14] = value
+    status, error = _bad(server, *_binary_request(x))
+    assert status == 400 and "NaN or infinity" in error
+
+
+def test_header_length_must_be_ascii_digits(server):
+    body, headers = _binary_request(np.zeros((1, 1, 28, 28), np.float32))
+    length = headers["Inference-Header-Content-Length"]
+    for odd in ("²", length + "²", "+" + length, length + ".0"):
+        status, error = _bad(server, body, {"Inference-Header-Content-Length": odd})
+        assert status == 400 and "does not fit" in error, (odd, error)
+
+
+def test_the_triton_pipeline_name_is_served(client, digits, manifest):
+    # export/triton.py writes lenet5-vote (each model, then the vote) into the repository: a
+    # client written against Triton asks for it by that name.
+    x, _, _ = digits
+    meta = client.get_model_metadata("lenet5-vote")
+    members = len(manifest["models"])
+    assert meta["platform"] == "ensemble"
+    assert [o["name"] for o in meta["outputs"]] == [
+        "label",
+        "votes",
+        "tie_broken",
+        *[f"probabilities_{i}" for i in range(members)],
+    ]
+    assert meta["inputs"] == client.get_model_metadata("ensemble")["inputs"]
+    pipeline = _infer(client, "lenet5-vote", x)
+    ensemble = _infer(client, "ensemble", x)
+    assert (pipeline.as_numpy("label") == ensemble.as_numpy("label")).all()
+    for i, m in enumerate(manifest["models"]):
+        alone = _infer(client, m["name"], x, outputs=["probabilities"]).as_numpy("probabilities")
+        assert np.allclose(pipeline.as_numpy(f"probabilities_{i}"), alone, atol=1e-6)
+
+
+# ---- every field fuzzed by type and shape ---------------------------------------------------
+
+leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=6))
+any_json = st.recursive(
+    leaf,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def either(good):
+    """The field as a client should send it, or anything JSON can hold."""
+    return st.one_of(good, any_json)
+
+
+number = st.one_of(st.floats(), st.integers(), st.booleans(), st.text(max_size=3))
+tensor = st.fixed_dictionaries(
+    {
+        "name": either(st.just("image")),
+        "datatype": either(st.sampled_from(["FP32", "INT64", "BOOL", "FP16"])),
+        "shape": either(
+            st.one_of(
+                st.just([1, 1, 28, 28]),
+                st.lists(st.one_of(st.integers(-2, 300), st.booleans(), number), max_size=5),
+            )
+        ),
+    },
+    optional={
+        "data": either(
+            st.one_of(
+                st.builds(lambda v, n: [v] * n, number, st.sampled_from([783, 784, 785])),
+                st.lists(st.lists(number, max_size=3), max_size=3),
+            )
+        ),
+        "parameters": either(
+            st.fixed_dictionaries({"binary_data_size": either(st.sampled_from([3136, 3135]))})
+        ),
+    },
+)
+output = st.fixed_dictionaries(
+    {"name": either(st.sampled_from(["label", "votes", "probabilities", "probabilities_0"]))},
+    optional={"parameters": either(st.fixed_dictionaries({"binary_data": any_json}))},
+)
+request_body = st.fixed_dictionaries(
+    {"inputs": either(st.lists(tensor, min_size=1, max_size=2))},
+    optional={
+        "outputs": either(st.lists(output, max_size=3)),
+        "parameters": either(st.fixed_dictionaries({"binary_data_output": any_json})),
+        "id": any_json,
+    },
+)
+header_text = st.text(st.characters(max_codepoint=255, blacklist_categories=("Cc",)), max_size=6)
+
+
+@pytest.fixture(scope="module")
+def app_client(bundle):
+    from server import create_app
+    from server.config import ServerConfig
+
+    return create_app(ServerConfig(artifacts=bundle, max_batch=256)).test_client()
+
+
+def _no_constants(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+@settings(
+    max_examples=400,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    st.sampled_from(["ensemble", "lenet5-vote", "lenet5-relu-adam", "nope"]),
+    request_body,
+    st.one_of(st.none(), st.binary(max_size=64), st.just(bytes(3136))),
+    st.one_of(st.none(), st.just("exact"), header_text),
+)
+def test_any_v2_request_is_answered_without_a_5xx(app_client, model, payload, tail, length):
+    head = json.dumps(payload).encode()  # NaN and Infinity included, as a client may send them
+    headers = {}
+    if tail is not None:
+        headers[HEADER_LENGTH] = str(len(head)) if length in (None, "exact") else length
+    r = app_client.post(f"/v2/models/{model}/infer", data=head + (tail or b""), headers=headers)
+    assert r.status_code < 500, (r.status_code, r.data[:300])
+    if r.status_code == 200:
+        size = int(r.headers.get(HEADER_LENGTH, len(r.data)))
+        json.loads(r.data[:size], parse_constant=_no_constants)  # strict JSON: no NaN tokens
+    else:
+        assert set(r.get_json()) == {"error", "code"}
