@@ -82,3 +82,29 @@ def shared_server(bundle):
     s = LiveServer("--artifacts", str(bundle), "--device", "cpu", "--max-batch", "256")
     yield s
     assert s.stop() == 0, s.log
+
+
+def post_batches(url: str, images, size: int = 250, threads: int = 4) -> list[dict]:
+    """POST /predict's answers for uint8 digits [N, 28, 28], sent as batches of `size` PNGs,
+    `threads` batches at a time; in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    from tests.uploads import png
+
+    def post(start: int) -> list[dict]:
+        chunk = images[start : start + size]
+        files = [("image", (f"{i}.png", png(img), "image/png")) for i, img in enumerate(chunk)]
+        r = requests.post(url + "/predict", files=files, timeout=300)
+        r.raise_for_status()
+        return r.json()["results"]
+
+    with ThreadPoolExecutor(threads) as pool:
+        return [a for chunk in pool.map(post, range(0, len(images), size)) for a in chunk]
+
+
+@pytest.fixture(scope="session")
+def served_mnist(shared_server, mnist_test) -> list[dict]:
+    """The shared server's answers to all 10,000 MNIST test digits, each sent as a PNG."""
+    return post_batches(shared_server.url, mnist_test[0])

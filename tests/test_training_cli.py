@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -157,18 +158,11 @@ def test_a_worker_killed_from_outside_is_a_clear_error(mnist_dir, tmp_path):
     assert "Traceback" not in err
 
 
-def test_resume_refuses_a_changed_recipe(mnist_dir, tmp_path):
-    args = [
-        "--smoke",
-        "--variants",
-        "lenet5-classic-sgd",
-        "--data-dir",
-        str(mnist_dir),
-        "--out",
-        str(tmp_path),
-    ]
-    assert run_training(*args).returncode == 0
-    proc = run_training(*args, "--resume", "--set", "lenet5-classic-sgd.optim.lr=0.1")
+def test_resume_refuses_a_changed_recipe(smoke_run, mnist_dir, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run[0], run)  # the shared run stays as it was
+    args = ["--smoke", "--data-dir", str(mnist_dir), "--out", str(run), "--resume"]
+    proc = run_training(*args, "--set", "lenet5-classic-sgd.optim.lr=0.1")
     assert proc.returncode == 2 and "recipe changed" in proc.stderr
 
 

@@ -12,7 +12,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tritonclient.utils import InferenceServerException
 
-from tests.live import LiveServer
 from tests.uploads import predict_labels
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -24,10 +23,8 @@ ONNX_TYPES = {
 
 
 @pytest.fixture(scope="module")
-def server(bundle):
-    s = LiveServer("--artifacts", str(bundle), "--max-batch", "256")
-    yield s
-    assert s.stop() == 0, s.log
+def server(shared_server):
+    return shared_server
 
 
 @pytest.fixture(scope="module")

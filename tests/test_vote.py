@@ -1,13 +1,10 @@
 """The vote rule: training/vote.py on hand-made probabilities, and the served vote against
 each answer's own per-model probabilities."""
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
-import requests
 import torch
 
-from tests.uploads import png
+from tests.conftest import post_batches
 from training.vote import vote
 
 
@@ -78,27 +75,16 @@ def _recount(probabilities: np.ndarray) -> tuple[int, np.ndarray, bool, set[int]
     return label, votes, len(tied) > 1, close
 
 
-def _served(url: str, images: np.ndarray) -> list[dict]:
-    files = [("image", (f"{i}.png", png(img), "image/png")) for i, img in enumerate(images)]
-    r = requests.post(url + "/predict", files=files, timeout=300)
-    r.raise_for_status()
-    return r.json()["results"]
-
-
 def test_served_vote_follows_the_models_own_probabilities_on_every_answer(
-    shared_server, mnist_test
+    shared_server, served_mnist, mnist_test
 ):
     # Every MNIST test digit, plus 500 overlays of two test digits, on which the models
     # disagree often enough that three-way ties (the tie-break) are certain to be among them.
     images, _ = mnist_test
-    overlays = np.maximum(images[:500], images[500:1000])
-    uploads = np.concatenate([images, overlays])
-    with ThreadPoolExecutor(4) as pool:
-        chunks = pool.map(
-            lambda i: _served(shared_server.url, uploads[i : i + 250]), range(0, len(uploads), 250)
-        )
-        answers = [a for chunk in chunks for a in chunk]
-    assert len(answers) == len(uploads) == 10_500
+    answers = served_mnist + post_batches(
+        shared_server.url, np.maximum(images[:500], images[500:1000])
+    )
+    assert len(answers) == 10_500
     ties = splits = 0
     for i, a in enumerate(answers):
         probs = np.array([m["probabilities"] for m in a["models"]])
