@@ -294,6 +294,10 @@ def serve(config: ServerConfig) -> int:
     worst = 0
     while children:
         pid, status = os.wait()
+        if pid not in children:
+            # A worker's orphan (its batch helpers' fork server or resource tracker), handed to
+            # us when we run as PID 1, as in a container: reaped, nothing more.
+            continue
         children.remove(pid)
         metrics.process_exited(pid)
         code = os.waitstatus_to_exitcode(status)
