@@ -32,6 +32,15 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
+# Podman, runc and debootstrap for tests/test_container.py, which builds deploy/Dockerfile on
+# a Debian base it makes with debootstrap, and runs it.
+if ! command -v podman >/dev/null || ! command -v runc >/dev/null ||
+  ! command -v debootstrap >/dev/null; then
+  SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq podman runc debootstrap >/dev/null
+fi
+
 . scripts/venv.sh
 ensure_venv $VENV requirements-dev.txt requirements-train.txt requirements-serve.txt
 # tritonserver's side of tests/test_triton.py lives apart: it needs numpy<2.
