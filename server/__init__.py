@@ -16,7 +16,7 @@ from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 from server import manifest as manifest_mod
-from server import v2
+from server import memory, v2
 from server.config import MAX_FORM_MEMORY, ServerConfig
 from server.ensemble import Ensemble
 from server.errors import ApiError, InternalError, from_http_exception
@@ -100,6 +100,9 @@ def create_app(config: ServerConfig | None = None) -> Flask:
     """Loads and checks the bundle, then returns the app. Raises ManifestError, DeviceError or
     SelfTestError when the bundle or the device cannot be used."""
     config = config or ServerConfig()
+    # Every worker builds its app: from here on, a large image's buffers leave the process
+    # when its request ends (server/memory.py).
+    memory.return_large_buffers()
     t0 = time.perf_counter()
     manifest = manifest_mod.load(config.artifacts)
     ensemble = Ensemble(manifest, device=config.device, threads=config.threads)
