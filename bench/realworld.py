@@ -38,9 +38,9 @@ def score(predictor: Predictor, items: list[tuple[bytes, int | None]]) -> dict:
             refused += 1
             reasons[answer.code] += 1
             continue
-        right += truth is not None and answer["label"] == truth
-        flagged += answer["uncertain"]
-        reasons.update(answer["uncertain_reasons"])
+        right += truth is not None and answer.label == truth
+        flagged += answer.uncertain
+        reasons.update(answer.uncertain_reasons)
     n = len(items)
     return {
         "images": n,

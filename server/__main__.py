@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import json
 import logging
 import os
 import shutil
@@ -21,14 +20,16 @@ import tempfile
 import threading
 import time
 import warnings
+from http import HTTPStatus
 
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import create_server
 from waitress.task import ErrorTask
 
-from server import SECURITY_HEADERS, create_app, metrics
+from server import SECURITY_HEADERS, create_app, errors, metrics
 from server import manifest as manifest_mod
+from server.answers import to_json
 from server.config import ServerConfig
 from server.ensemble import DeviceError, SelfTestError
 from server.lanes import SWITCH_INTERVAL, Lanes, accept_all
@@ -42,15 +43,9 @@ class JsonErrorTask(ErrorTask):
 
     def execute(self):
         e = self.request.error
-        code, reason = e.code, e.reason
-        if code == 501:
-            # An unsupported Transfer-Encoding: RFC 9112 suggests 501, but the request is the
-            # client's to fix, and nothing a client sends gets a 5xx from us.
-            code, reason = 400, "Bad Request"
-        body = json.dumps(
-            {"error": f"{reason}: {e.body}", "code": reason.lower().replace(" ", "_")}
-        ).encode()
-        self.status = f"{code} {reason}"
+        err = errors.protocol_error(e.code, e.reason, e.body)
+        body = to_json(err.body())
+        self.status = f"{err.status} {HTTPStatus(err.status).phrase}"
         self.response_headers.extend(
             [
                 ("Content-Type", "application/json"),

@@ -19,6 +19,8 @@ from prometheus_client import (
     values,
 )
 
+from server.errors import ApiError
+
 # prometheus_client's own switch: where the processes' value files live.
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -62,7 +64,7 @@ METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 class Metrics:
-    def __init__(self, model_names: list[str], device: str):
+    def __init__(self, model_names: list[str], device: str, classes: list[str]):
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -119,7 +121,7 @@ class Metrics:
             self._scraped = CollectorRegistry()
             multiprocess.MultiProcessCollector(self._scraped, path=directory)
         # Labelled children, looked up once here rather than by `labels()` on every request.
-        self._by_digit = {d: self.predictions.labels(digit=str(d)) for d in range(10)}
+        self._by_digit = {i: self.predictions.labels(digit=c) for i, c in enumerate(classes)}
         self._by_request: dict[tuple, tuple] = {}
 
     def exposition(self) -> bytes:
@@ -141,13 +143,13 @@ class Metrics:
     def record(self, answers: list) -> None:
         """Counts each answer of Predictor.predict: a refusal by its code, a result by digit."""
         for a in answers:
-            if not isinstance(a, dict):
+            if isinstance(a, ApiError):
                 self.rejected.labels(code=a.code).inc()
                 continue
-            self._by_digit[a["label"]].inc()
-            if a["agreement"] < len(a["models"]):
+            self._by_digit[a.label].inc()
+            if a.agreement < len(a.models):
                 self.disagreements.inc()
-            if a["tie_broken"]:
+            if a.tie_broken:
                 self.ties.inc()
-            if a["uncertain"]:
+            if a.uncertain:
                 self.uncertain.inc()

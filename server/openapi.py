@@ -1,79 +1,91 @@
-"""The OpenAPI 3.1 description of the HTTP API, served at /openapi.json."""
+"""The OpenAPI 3.1 description of the HTTP API, served at /openapi.json.
+
+Generated, not written beside the code: the answers' schemas from their dataclasses
+(server/answers.py), each route's error responses from the error types (server/errors.py),
+the limits from the server's config and the input's size and classes from the manifest.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
+from collections import defaultdict
+
+from server import answers, errors, predict
+from server.config import ServerConfig
+from server.manifest import Manifest
+
 JSON = "application/json"
-
-ERROR = {
-    "type": "object",
-    "required": ["error", "code"],
-    "properties": {
-        "error": {"type": "string", "description": "What was wrong, in a sentence"},
-        "code": {"type": "string", "description": "A short stable identifier"},
-    },
-}
-
-ITEM_ERROR = {
-    "type": "object",
-    "required": ["error", "code", "status"],
-    "properties": {**ERROR["properties"], "status": {"type": "integer"}},
-}
-
-MODEL_OPINION = {
-    "type": "object",
-    "properties": {
-        "name": {"type": "string"},
-        "label": {"type": "integer"},
-        "confidence": {"type": "number"},
-        "probabilities": {"type": "array", "items": {"type": "number"}},
-    },
-}
-
-PREDICTION = {
-    "type": "object",
-    "required": ["label", "confidence", "votes", "agreement", "tie_broken", "uncertain", "models"],
-    "properties": {
-        "label": {"type": "integer", "minimum": 0, "maximum": 9},
-        "confidence": {"type": "number", "description": "Mean probability the models give label"},
-        "votes": {"type": "array", "items": {"type": "integer"}, "minItems": 10, "maxItems": 10},
-        "agreement": {"type": "integer", "description": "Votes for label"},
-        "tie_broken": {
-            "type": "boolean",
-            "description": "All models disagreed; the highest summed probability decided",
-        },
-        "uncertain": {"type": "boolean", "description": "Probably not a digit, or a doubtful one"},
-        "uncertain_reasons": {"type": "array", "items": {"type": "string"}},
-        "models": {"type": "array", "items": {"$ref": "#/components/schemas/ModelOpinion"}},
-        "preprocessing": {"type": "object"},
-        "image": {"type": "string", "description": "data:image/png;base64 of the 28x28 input"},
-    },
-}
-
-BATCH = {
-    "type": "object",
-    "required": ["results"],
-    "properties": {
-        "results": {
-            "type": "array",
-            "items": {
-                "oneOf": [
-                    {"$ref": "#/components/schemas/Prediction"},
-                    {"$ref": "#/components/schemas/ItemError"},
-                ]
-            },
-        }
-    },
-}
+SCALARS = {int: "integer", float: "number", bool: "boolean", str: "string"}
+ANSWER_TYPES = (
+    answers.Prediction,
+    answers.PredictionWithImage,
+    answers.ModelOpinion,
+    answers.Preprocessing,
+    answers.ItemError,
+    answers.Batch,
+)
 
 
-def _error(description: str) -> dict:
+def ref(cls: type) -> dict:
+    return {"$ref": f"#/components/schemas/{cls.__name__}"}
+
+
+def _type_schema(t, classes: int) -> dict:
+    if t in SCALARS:
+        return {"type": SCALARS[t]}
+    if dataclasses.is_dataclass(t):
+        return ref(t)
+    args = typing.get_args(t)
+    if typing.get_origin(t) is list:
+        return {"type": "array", "items": _type_schema(args[0], classes)}
+    if isinstance(t, types.UnionType):
+        return {"oneOf": [_type_schema(a, classes) for a in args]}
+    raise TypeError(f"no JSON schema for {t!r}")
+
+
+def _schema(cls: type, classes: int) -> dict:
+    """A dataclass's fields as a JSON object: every field required, no other."""
+    hints = typing.get_type_hints(cls)
+    props = {}
+    for f in dataclasses.fields(cls):
+        meta = dict(f.metadata)
+        s = _type_schema(hints[f.name], classes)
+        if meta.pop("per_class", False):
+            s.update(minItems=classes, maxItems=classes)
+        if meta.pop("class_index", False):
+            s.update(minimum=0, maximum=classes - 1)
+        props[f.name] = {**s, **meta}
     return {
-        "description": description,
-        "content": {JSON: {"schema": {"$ref": "#/components/schemas/Error"}}},
+        "type": "object",
+        "description": (cls.__doc__ or "").strip(),
+        "required": list(props),
+        "properties": props,
+        "additionalProperties": False,
     }
 
 
-def _get(summary: str, description: str = "OK", media: str = JSON) -> dict:
+def error_responses(*kinds: type[errors.ApiError]) -> dict:
+    """One response per status, listing each error type's code and when it is raised."""
+    by_status = defaultdict(list)
+    for k in kinds:
+        by_status[k.status].append(k)
+    out = {}
+    for status, group in sorted(by_status.items()):
+        lines = [f"`{k.code}`: {(k.__doc__ or '').strip().splitlines()[0]}" for k in group]
+        schema = {
+            "allOf": [ref(errors.ApiError)],
+            "properties": {"code": {"enum": [k.code for k in group]}},
+        }
+        out[str(status)] = {
+            "description": "\n\n".join(lines),
+            "content": {JSON: {"schema": schema}},
+        }
+    return out
+
+
+def _ok(summary: str, description: str = "OK", media: str = JSON) -> dict:
     return {
         "get": {
             "summary": summary,
@@ -82,7 +94,7 @@ def _get(summary: str, description: str = "OK", media: str = JSON) -> dict:
     }
 
 
-def v2_paths() -> dict:
+def v2_paths(manifest: Manifest) -> dict:
     """The Open Inference Protocol (KServe v2) routes; their schemas are the protocol's own."""
     doc = "https://kserve.github.io/website/latest/modelserving/data_plane/v2_protocol/"
     status = {"responses": {"200": {"description": "yes"}, "503": {"description": "no"}}}
@@ -91,31 +103,29 @@ def v2_paths() -> dict:
         "in": "path",
         "required": True,
         "schema": {"type": "string"},
-        "description": "lenet5-... (one model) or ensemble (the three and the vote)",
+        "description": f"One model ({', '.join(manifest.model_names)}) or ensemble (their vote)",
     }
     version = {"name": "version", "in": "path", "required": True, "schema": {"const": "1"}}
+    spec = manifest.input
     infer = {
-        "post": {
-            "summary": f"Inference on FP32 [N,1,28,28] preprocessed digits ({doc})",
-            "requestBody": {
-                "required": True,
-                "content": {
-                    JSON: {"schema": {"type": "object"}},
-                    "application/octet-stream": {
-                        "schema": {"type": "string", "format": "binary"},
-                        "description": "Triton binary tensor extension",
-                    },
-                },
+        "summary": (
+            f"Inference on FP32 [N, 1, {spec.height}, {spec.width}] preprocessed digits ({doc})"
+        ),
+        "requestBody": {
+            "required": True,
+            "description": "JSON, or JSON followed by tensors (Triton's binary tensor extension)",
+            "content": {
+                JSON: {"schema": {"type": "object"}},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
             },
-            "responses": {
-                "200": {"description": "outputs"},
-                "400": _error("Malformed request: the reason is in `error`"),
-                "404": _error("Unknown model or version"),
-            },
-        }
+        },
+        "responses": {
+            "200": {"description": "outputs"},
+            **error_responses(errors.BadRequest, errors.NotFound, errors.InferenceFailed),
+        },
     }
     paths = {
-        "/v2": _get("Server metadata"),
+        "/v2": _ok("Server metadata"),
         "/v2/health/live": {"get": {"summary": "Live", **status}},
         "/v2/health/ready": {"get": {"summary": "Ready", **status}},
     }
@@ -127,40 +137,64 @@ def v2_paths() -> dict:
             "get": {
                 "summary": "Model metadata",
                 "parameters": params,
-                "responses": {"200": {"description": "metadata"}},
+                "responses": {
+                    "200": {"description": "metadata"},
+                    **error_responses(errors.NotFound),
+                },
             }
         }
         paths[base + "/ready"] = {"get": {"summary": "Model ready", "parameters": params, **status}}
-        paths[base + "/infer"] = {"post": {**infer["post"], "parameters": params}}
+        paths[base + "/infer"] = {"post": {**infer, "parameters": params}}
     return paths
 
 
-def spec(max_batch: int, max_body: int, max_pixels: int) -> dict:
+def image_errors() -> list[type[errors.ApiError]]:
+    return [k for k in errors.kinds(errors.ImageError) if k is not errors.ImageError]
+
+
+def predict_errors() -> list[type[errors.ApiError]]:
+    """What POST /predict can refuse with: each image's errors, and the request's."""
+    return [
+        *image_errors(),
+        errors.MissingImage,
+        errors.BodyTooLarge,
+        errors.BatchTooLarge,
+        errors.UnsupportedMediaType,
+        errors.InferenceFailed,
+        errors.InternalError,
+    ]
+
+
+def spec(config: ServerConfig, manifest: Manifest) -> dict:
+    classes = len(manifest.classes)
+    size = f"{manifest.input.width}x{manifest.input.height}"
     upload = {
         "required": True,
         "description": (
-            f"PNG, JPEG, GIF, BMP, WebP or TIFF; at most {max_body:,} bytes in all and "
-            f"{max_pixels:,} pixels per image. Either multipart with one or more fields `image` "
-            f"(up to {max_batch}), or the image itself as the body with its image/* Content-Type."
+            f"{predict.accepted_formats()}; at most {config.max_body:,} bytes in all and "
+            f"{config.max_pixels:,} pixels per image. Either multipart with one or more fields "
+            f"`{predict.FIELD}` (up to {config.max_batch}), or the image itself as the body "
+            "with its image/* Content-Type."
         ),
         "content": {
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
-                    "required": ["image"],
+                    "required": [predict.FIELD],
                     "properties": {
-                        "image": {
+                        predict.FIELD: {
                             "type": "array",
-                            "maxItems": max_batch,
+                            "maxItems": config.max_batch,
                             "items": {"type": "string", "format": "binary"},
                         }
                     },
                 }
             },
+            # Any image/* type: the format is read from the bytes, not from the header.
             "image/*": {"schema": {"type": "string", "format": "binary"}},
         },
     }
-    predict = {
+    predict_op = {
         "summary": "Recognise the digit in one image, or in a batch of images",
         "parameters": [
             {
@@ -168,7 +202,7 @@ def spec(max_batch: int, max_body: int, max_pixels: int) -> dict:
                 "in": "query",
                 "required": False,
                 "schema": {"type": "boolean", "default": False},
-                "description": "Add the 28x28 image the models saw, as a PNG data URL.",
+                "description": f"Add the {size} image the models saw, as a PNG data URL.",
             }
         ],
         "requestBody": upload,
@@ -182,19 +216,35 @@ def spec(max_batch: int, max_body: int, max_pixels: int) -> dict:
                     JSON: {
                         "schema": {
                             "oneOf": [
-                                {"$ref": "#/components/schemas/Prediction"},
-                                {"$ref": "#/components/schemas/Batch"},
+                                ref(answers.Prediction),
+                                ref(answers.PredictionWithImage),
+                                ref(answers.Batch),
                             ]
                         }
                     }
                 },
             },
-            "400": _error("No field `image`, or an image that cannot be decoded"),
-            "413": _error("Body, pixel count or batch over its limit"),
-            "415": _error("Not an accepted image format or Content-Type"),
-            "422": _error("No ink found: the image is blank"),
-            "503": _error("The models could not run; retry later"),
+            **error_responses(*predict_errors()),
         },
+    }
+    schemas = {cls.__name__: _schema(cls, classes) for cls in ANSWER_TYPES}
+    # An entry of a batch is refused for one of the image errors only.
+    item = schemas["ItemError"]["properties"]
+    item["code"]["enum"] = sorted({k.code for k in image_errors()})
+    item["status"]["enum"] = sorted({k.status for k in image_errors()})
+    schemas["ApiError"] = {
+        "type": "object",
+        "description": "Every refusal: what was wrong and its stable code",
+        "required": ["error", "code"],
+        "properties": {
+            "error": {"type": "string", "description": "What was wrong, in a sentence"},
+            "code": {
+                "type": "string",
+                "description": "A short stable identifier",
+                "enum": sorted({k.code for k in errors.kinds()}),
+            },
+        },
+        "additionalProperties": False,
     }
     return {
         "openapi": "3.1.0",
@@ -202,14 +252,15 @@ def spec(max_batch: int, max_body: int, max_pixels: int) -> dict:
             "title": "Handwritten digit recogniser",
             "version": "1",
             "description": (
-                "Three LeNet-5 models on onnxruntime and their vote. Upload a photo, scan, "
-                "screenshot or drawing of one digit; the server makes it look like an MNIST "
-                "digit and answers with the voted digit and each model's opinion."
+                f"{len(manifest.model_names)} LeNet-5 models on onnxruntime and their vote. "
+                "Upload a photo, scan, screenshot or drawing of one digit; the server makes it "
+                "look like an MNIST digit and answers with the voted digit and each model's "
+                "opinion."
             ),
         },
         "paths": {
-            "/predict": {"post": predict},
-            "/healthz": _get("The process is alive"),
+            "/predict": {"post": predict_op},
+            "/healthz": _ok("The process is alive"),
             "/readyz": {
                 "get": {
                     "summary": "Models loaded, self-test passed, providers active",
@@ -219,18 +270,10 @@ def spec(max_batch: int, max_body: int, max_pixels: int) -> dict:
                     },
                 }
             },
-            "/metrics": _get("Prometheus metrics", "Prometheus text format", "text/plain"),
-            "/models": _get("The models, their accuracy, the vote and uncertainty rules"),
-            "/openapi.json": _get("This document"),
-            **v2_paths(),
+            "/metrics": _ok("Prometheus metrics", "Prometheus text format", "text/plain"),
+            "/models": _ok("The models, their accuracy, the vote and uncertainty rules"),
+            "/openapi.json": _ok("This document"),
+            **v2_paths(manifest),
         },
-        "components": {
-            "schemas": {
-                "Error": ERROR,
-                "ItemError": ITEM_ERROR,
-                "ModelOpinion": MODEL_OPINION,
-                "Prediction": PREDICTION,
-                "Batch": BATCH,
-            }
-        },
+        "components": {"schemas": schemas},
     }

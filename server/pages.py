@@ -1,12 +1,15 @@
 """The web page at /: upload or draw a digit. Without JavaScript the form posts back to / and
-the result is rendered here; with it, the page calls /predict and draws the result itself."""
+the result is rendered here; with it, the page's script posts the same form to /?fragment=1
+and swaps in the result. Both take the request path of /predict (server/predict.py)."""
 
 from __future__ import annotations
 
 from flask import Blueprint, render_template, request
 
+from server import predict
+from server.answers import Prediction
 from server.errors import ApiError, MissingImage
-from server.routes import state
+from server.state import state
 
 pages = Blueprint(
     "pages",
@@ -17,7 +20,7 @@ pages = Blueprint(
 )
 
 
-def _render(result=None, error: ApiError | None = None):
+def _render(result: Prediction | None = None, error: ApiError | None = None):
     s = state()
     # The page's script posts here too and swaps in just the result: one renderer for both.
     template = "_result.html" if request.args.get("fragment") else "index.html"
@@ -28,6 +31,9 @@ def _render(result=None, error: ApiError | None = None):
         models=s.manifest.model_names,
         vote=s.manifest.summary["ensemble"],
         max_mib=s.config.max_body / 2**20,
+        field=predict.FIELD,
+        formats=predict.accepted_formats(),
+        media_types=predict.accepted_media_types(),
     ), (error.status if error else 200)
 
 
@@ -39,12 +45,11 @@ def index():
 @pages.post("/")
 def upload():
     s = state()
-    file = request.files.get("image")
-    data = file.read() if file else b""
-    if not data:
-        return _render(error=MissingImage("Choose an image file first."))
-    answers = s.predictor.predict([data], include_image=True)
-    s.metrics.record(answers)
-    if isinstance(answers[0], ApiError):
-        return _render(error=answers[0])
-    return _render(result=answers[0])
+    try:
+        images = predict.read_images(request, max_images=1)  # the form has one file input
+        if images == [b""]:  # a browser sends the form without a file as one empty part
+            raise MissingImage("Choose an image file first.")
+        result = predict.answer(s.predictor, images, include_image=True, metrics=s.metrics)
+    except ApiError as e:
+        return _render(error=e)
+    return _render(result=result)

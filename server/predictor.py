@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from server.answers import ModelOpinion, Prediction, PredictionWithImage, Preprocessing
 from server.ensemble import Ensemble
 from server.errors import ApiError, InferenceFailed
 from server.helpers import HelperPool
@@ -79,8 +80,10 @@ class Predictor:
     def prepare_many(self, images: list[bytes]) -> list[Preprocessed | ApiError]:
         return preprocess_many(images, self.manifest.input, self.max_pixels)
 
-    def predict(self, images: list[bytes], include_image: bool = False) -> list[dict | ApiError]:
-        """One answer per image, in order: a result dict, or the ApiError that image raised.
+    def predict(
+        self, images: list[bytes], include_image: bool = False
+    ) -> list[Prediction | ApiError]:
+        """One answer per image, in order: a Prediction, or the ApiError that image raised.
         With helpers, a large batch is preprocessed in slices in parallel, and each slice runs
         through the models as soon as it is ready."""
         slices = (
@@ -88,14 +91,14 @@ class Predictor:
             if self.helpers is not None
             else [self.prepare_many(images)]
         )
-        answers: list[dict | ApiError] = []
+        answers: list[Prediction | ApiError] = []
         for prepared in slices:
             answers += self._answer_all(prepared, include_image)
         return answers
 
     def _answer_all(
         self, prepared: list[Preprocessed | ApiError], include_image: bool
-    ) -> list[dict | ApiError]:
+    ) -> list[Prediction | ApiError]:
         good = [p for p in prepared if isinstance(p, Preprocessed)]
         if not good:
             return prepared  # type: ignore[return-value]
@@ -106,7 +109,7 @@ class Predictor:
         except Exception as e:  # a fault in the runtime, not in the request
             log.exception("inference failed on a batch of %d", len(batch))
             raise InferenceFailed("The models could not run; try again later.") from e
-        results: list[dict | ApiError] = []
+        results: list[Prediction | ApiError] = []
         i = 0
         for p in prepared:
             if isinstance(p, ApiError):
@@ -116,28 +119,23 @@ class Predictor:
             i += 1
         return results
 
-    def _answer(self, out, i: int, p: Preprocessed, include_image: bool) -> dict:
+    def _answer(self, out, i: int, p: Preprocessed, include_image: bool) -> Prediction:
         label = int(out.label[i])
-        probs = out.probabilities[i]  # [models, 10]
+        probs = out.probabilities[i]  # [models, classes]
         votes = out.votes[i]
         confidence = float(probs[:, label].sum() / len(probs))  # np.mean's value, at less cost
         agreement = int(votes[label])
         reasons = self.rule.reasons(confidence, agreement, len(probs), p.shape)
-        answer = {
-            "label": label,
-            "confidence": round(confidence, 6),
-            "votes": votes.tolist(),
-            "agreement": agreement,
-            "tie_broken": bool(out.tie_broken[i]),
-            "uncertain": bool(reasons),
-            "uncertain_reasons": reasons,
-            "models": [
-                {
-                    "name": name,
-                    "label": label_m,
-                    "confidence": max(row),
-                    "probabilities": row,
-                }
+        fields = dict(
+            label=label,
+            confidence=round(confidence, 6),
+            votes=votes.tolist(),
+            agreement=agreement,
+            tie_broken=bool(out.tie_broken[i]),
+            uncertain=bool(reasons),
+            uncertain_reasons=reasons,
+            models=[
+                ModelOpinion(name, label_m, max(row), row)
                 for name, label_m, row in zip(
                     self.manifest.model_names,
                     probs.argmax(1).tolist(),
@@ -147,16 +145,18 @@ class Predictor:
                     strict=True,
                 )
             ],
-            "preprocessing": {
-                "source_size": list(p.source_size),
-                "inverted": p.inverted,
-                "components_kept": p.components_kept,
-                "components_dropped": p.components_dropped,
-                "ink": round(p.shape.ink, 4),
-                "pieces": p.shape.parts,
-                "edge_ratio": round(p.shape.edge_ratio, 4),
-            },
-        }
+            preprocessing=Preprocessing(
+                source_size=list(p.source_size),
+                inverted=p.inverted,
+                components_kept=p.components_kept,
+                components_dropped=p.components_dropped,
+                ink=round(p.shape.ink, 4),
+                pieces=p.shape.parts,
+                edge_ratio=round(p.shape.edge_ratio, 4),
+            ),
+        )
         if include_image:
-            answer["image"] = "data:image/png;base64," + png_base64(p.pixels)
-        return answer
+            return PredictionWithImage(
+                **fields, image="data:image/png;base64," + png_base64(p.pixels)
+            )
+        return Prediction(**fields)

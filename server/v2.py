@@ -23,7 +23,7 @@ import onnxruntime as ort
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from server.errors import BadRequest, InferenceFailed, NotFound
-from server.routes import state
+from server.state import state
 
 v2 = Blueprint("v2", __name__, url_prefix="/v2")
 

@@ -1,19 +1,24 @@
-"""The API's Flask routes besides /predict (server/predict_app.py serves that one, in front of
-Flask). Each one parses, calls, answers."""
+"""The HTTP API's routes (the v2 protocol's are in server/v2.py). Each one parses, calls,
+answers; a refusal is raised as an ApiError and answered by the app's one error handler."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from server import predict
 from server.openapi import spec as openapi_spec
+from server.state import state
 
 api = Blueprint("api", __name__)
 
 
-def state():
-    """The app's State (server/__init__.py), for every blueprint."""
-    return current_app.extensions["digits"]
+@api.post("/predict")
+def predict_route():
+    s = state()
+    images = predict.read_images(request, s.config.max_batch)
+    include_image = predict.flag(request, "include_image")
+    return jsonify(predict.answer(s.predictor, images, include_image, s.metrics))
 
 
 @api.get("/healthz")
@@ -48,4 +53,4 @@ def models():
 @api.get("/openapi.json")
 def openapi():
     s = state()
-    return jsonify(openapi_spec(s.config.max_batch, s.config.max_body, s.config.max_pixels))
+    return jsonify(openapi_spec(s.config, s.manifest))
