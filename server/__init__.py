@@ -86,6 +86,16 @@ def error_response(err: ApiError) -> Response:
     return response
 
 
+def error_handler(config: ServerConfig):
+    """The app's one error handler: any exception a request raised (ours, werkzeug's routing
+    and body limits, a bug) classified into an ApiError and answered as JSON."""
+
+    def handle(e: Exception, req: Request) -> Response:
+        return error_response(classify(e, req, config.max_body, config.max_batch))
+
+    return handle
+
+
 def route_of(app: Flask) -> str:
     """The route a request is counted under: its rule, also when the rule refused its method
     (so that a 405 on /predict counts as /predict); "unmatched" for an unknown path."""
@@ -155,10 +165,9 @@ def create_app(config: ServerConfig | None = None) -> Flask:
         ready=True,
     )
     app.extensions["digits"] = state
-    # Every answer gets the security headers.
-    app.wsgi_app = SecurityHeaders(app.wsgi_app)
+    handle_error = error_handler(config)
 
-    from server.api import api
+    from server.api import PredictFastPath, api
     from server.pages import pages
 
     app.register_blueprint(api)
@@ -175,10 +184,10 @@ def create_app(config: ServerConfig | None = None) -> Flask:
         state.finished(route_of(app), request.path, request.method, response.status_code, elapsed)
         return response
 
-    # The one error handler: every exception a request raises (ours, werkzeug's routing and
-    # body limits, a bug) is classified into an ApiError and answered as JSON.
     @app.errorhandler(Exception)
     def any_error(e: Exception):
-        return error_response(classify(e, request, config.max_body, config.max_batch))
+        return handle_error(e, request)
 
+    # POST /predict in front of Flask (server/api.py); every answer gets the security headers.
+    app.wsgi_app = SecurityHeaders(PredictFastPath(app, app.wsgi_app, handle_error))
     return app

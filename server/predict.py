@@ -101,10 +101,11 @@ def answer(
 ) -> Answer:
     """One image: its Prediction, or the ApiError it raised. Several: a Batch, with an
     ItemError for each image that has no prediction. Counted in `metrics` when given."""
-    results = predictor.predict(images, include_image=include_image)
-    if metrics is not None:
+    if metrics is not None:  # received: counted before the work, which may take a while
         metrics.images.inc(len(images))
         metrics.batch.observe(len(images))
+    results = predictor.predict(images, include_image=include_image)
+    if metrics is not None:
         metrics.record(results)
     if len(images) == 1:
         if isinstance(results[0], ApiError):

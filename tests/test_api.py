@@ -315,3 +315,41 @@ def test_access_log_has_one_line_per_answer_from_either_app(bundle, samples, cap
         "GET /healthz 200",
         "GET /no-such-page 404",
     ]
+
+
+def test_the_page_form_post_takes_the_request_path_of_predict(client, samples):
+    def value(name: str) -> float:
+        text = client.get("/metrics").get_data(as_text=True)
+        line = next((x for x in text.splitlines() if x.startswith(name + " ")), None)
+        return float(line.rsplit(" ", 1)[1]) if line else 0.0
+
+    images, batches = value("predict_images_total"), value("predict_batch_size_count")
+    data, label = samples[4]
+    r = client.post("/", data={"image": (io.BytesIO(data), "d.png")})
+    assert r.status_code == 200 and f'id="answer-digit">{label}<' in r.get_data(as_text=True)
+    # Counted as /predict counts its images and batches.
+    assert value("predict_images_total") == images + 1
+    assert value("predict_batch_size_count") == batches + 1
+    r = client.post("/", data={"image": (io.BytesIO(b"just notes"), "notes.txt")})
+    assert r.status_code == 415 and "not an image in an accepted format" in r.get_data(as_text=True)
+    r = client.post("/", data={"image": (io.BytesIO(b""), "")})
+    assert r.status_code == 400 and "Choose an image file first." in r.get_data(as_text=True)
+
+
+def test_flask_route_and_fast_path_give_the_same_answers(app, client, samples):
+    """POST /predict is served in front of Flask; Flask's own route answers the same."""
+    for query, kwargs in (
+        ("", {"data": samples[5][0], "content_type": "image/png"}),
+        ("?include_image=1", {"data": samples[5][0], "content_type": "image/png"}),
+        ("", {"data": b"junk", "content_type": "image/png"}),
+        ("", {"data": b"{}", "content_type": "application/json"}),
+        ("", {"data": {"image": [(io.BytesIO(s[0]), "a.png") for s in samples[:3]]}}),
+    ):
+        fast = client.post("/predict" + query, **kwargs)
+        if isinstance(kwargs["data"], dict):  # the streams were read: a fresh copy
+            kwargs = {"data": {"image": [(io.BytesIO(s[0]), "a.png") for s in samples[:3]]}}
+        with app.test_request_context("/predict" + query, method="POST", **kwargs):
+            routed = app.full_dispatch_request()
+        assert routed.status_code == fast.status_code
+        assert routed.get_data() == fast.get_data()
+        assert routed.mimetype == fast.mimetype == "application/json"
