@@ -14,13 +14,14 @@ import onnx
 import onnxruntime
 import torch
 
+from export.spec import SPEC
 from export.to_onnx import ENSEMBLE_OUTPUTS, INPUT, MODEL_OUTPUTS, OPSET
 from training.model import LeNet5, parameter_count, summary
 from training.provenance import git_commit
 from training.vote import RULE
 
 SCHEMA_VERSION = 1
-CLASSES = [str(d) for d in range(10)]
+CLASSES = list(SPEC.classes)
 
 # How MNIST itself was made (LeCun et al.), measured again on the training set: the longer
 # side of every digit's ink box is 20 pixels (99.98 %), and the centre of mass sits at pixel
@@ -38,9 +39,9 @@ def input_spec(mean: float, std: float) -> dict:
         "name": INPUT,
         "dtype": "float32",
         "layout": "NCHW",
-        "shape": [None, 1, 28, 28],
-        "height": 28,
-        "width": 28,
+        "shape": SPEC.input_shape,
+        "height": SPEC.height,
+        "width": SPEC.width,
         "normalise": "x = (pixel / 255 - mean) / std",
         "mean": mean,
         "std": std,
@@ -62,8 +63,8 @@ def model_entry(path: Path, model: LeNet5, ckpt: dict, scores: dict) -> dict:
         "sha256": sha256(path),
         "bytes": path.stat().st_size,
         "opset": OPSET,
-        "inputs": {INPUT: [None, 1, 28, 28]},
-        "outputs": {name: [None, 10] for name in MODEL_OUTPUTS},
+        "inputs": {INPUT: SPEC.input_shape},
+        "outputs": {name: [None, len(CLASSES)] for name in MODEL_OUTPUTS},
         "parameters": parameter_count(model),
         "architecture": summary(model.args),
         "recipe": ckpt["variant"]["why"],
@@ -96,18 +97,22 @@ def manifest(
             "bytes": ensemble_path.stat().st_size,
             "opset": OPSET,
             "members": [m["name"] for m in models],
-            "inputs": {INPUT: [None, 1, 28, 28]},
+            "inputs": {INPUT: SPEC.input_shape},
             "outputs": {
                 "label": [None],
-                "votes": [None, 10],
+                "votes": [None, len(CLASSES)],
                 "tie_broken": [None],
-                "probabilities": [None, len(models), 10],
+                "probabilities": [None, len(models), len(CLASSES)],
             },
             "output_order": list(ENSEMBLE_OUTPUTS),
             "vote_rule": RULE,
             **ensemble_scores,
         },
-        "golden": {"file": golden_path.name, "sha256": sha256(golden_path), "atol": 1e-4},
+        "golden": {
+            "file": golden_path.name,
+            "sha256": sha256(golden_path),
+            "atol": SPEC.parity_atol,
+        },
         "metrics": "metrics.json",
         "provenance": {
             "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),

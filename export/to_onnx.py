@@ -14,12 +14,13 @@ import onnx
 import torch
 from torch import nn
 
+from export.spec import SPEC
 from training.model import LeNet5
 from training.vote import vote
 
 # 21 is the newest opset that onnxruntime 1.19+ runs, which covers Triton 2.51's backend.
 OPSET = 21
-INPUT = "image"  # float32 [N, 1, 28, 28], normalised as the manifest says
+INPUT = SPEC.input_name  # float32 [N, 1, H, W], normalised as the manifest says
 MODEL_OUTPUTS = ("probabilities", "logits")  # float32 [N, 10] each
 ENSEMBLE_OUTPUTS = ("label", "votes", "tie_broken", "probabilities")
 # label int64 [N]; votes int64 [N, 10]; tie_broken bool [N]; probabilities float32 [N, M, 10]
@@ -64,7 +65,7 @@ def _strip(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def _export(module: nn.Module, output_names: tuple[str, ...], doc: str) -> onnx.ModelProto:
     module = module.eval()
-    example = torch.zeros(2, 1, 28, 28)
+    example = torch.zeros(2, 1, SPEC.height, SPEC.width)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's chatter is not for our users
         program = torch.onnx.export(
@@ -72,7 +73,7 @@ def _export(module: nn.Module, output_names: tuple[str, ...], doc: str) -> onnx.
             (example,),
             input_names=[INPUT],
             output_names=list(output_names),
-            dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1)}},
+            dynamic_shapes={INPUT: {0: torch.export.Dim("batch", min=1)}},
             opset_version=OPSET,
             dynamo=True,
             verbose=False,

@@ -13,10 +13,11 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from export.spec import SPEC
 from training.model import LeNet5
 from training.vote import vote
 
-TOLERANCE = 1e-4  # max |probability difference| accepted between onnxruntime and PyTorch
+TOLERANCE = SPEC.parity_atol
 BATCH_SIZES = (1, 7, 256)
 
 
@@ -33,7 +34,7 @@ def session(path: Path) -> ort.InferenceSession:
 
 def run_batched(sess: ort.InferenceSession, x: np.ndarray, batch: int) -> list[np.ndarray]:
     """All outputs of `sess` over x in chunks of `batch`, concatenated along the batch axis."""
-    parts = [sess.run(None, {"image": x[i : i + batch]}) for i in range(0, len(x), batch)]
+    parts = [sess.run(None, {SPEC.input_name: x[i : i + batch]}) for i in range(0, len(x), batch)]
     return [np.concatenate(out) for out in zip(*parts, strict=True)]
 
 

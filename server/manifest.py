@@ -93,6 +93,19 @@ def load(root: Path) -> Manifest:
         spec = raw["input"]
         if spec["ink"] not in ("high", "low") or spec["layout"] != "NCHW":
             raise ManifestError(f"{path}: input ink/layout not understood")
+        classes = [str(c) for c in raw["classes"]]
+        graph = raw["ensemble"]
+        # The facts the graph was exported with must be the ones the server will use.
+        if graph["inputs"].get(spec["name"]) != [None, 1, spec["height"], spec["width"]]:
+            raise ManifestError(
+                f"{path}: input {spec['name']!r} [N, 1, {spec['height']}, {spec['width']}] is not "
+                f"the ensemble's input ({graph['inputs']})"
+            )
+        if graph["outputs"]["votes"][-1] != len(classes):
+            raise ManifestError(
+                f"{path}: {len(classes)} classes, but the ensemble votes over "
+                f"{graph['outputs']['votes'][-1]}"
+            )
         model_files = {m["name"]: _checked(root, m, f"model {m['name']!r}") for m in raw["models"]}
         ensemble = _checked(root, raw["ensemble"], "ensemble")
         golden = _checked(root, raw["golden"], "golden")
@@ -107,7 +120,7 @@ def load(root: Path) -> Manifest:
                 digit_box=int(spec["digit_box"]),
                 centre_of_mass=(float(spec["centre_of_mass"][0]), float(spec["centre_of_mass"][1])),
             ),
-            classes=[str(c) for c in raw["classes"]],
+            classes=classes,
             model_names=list(raw["ensemble"]["members"]),
             model_files=model_files,
             ensemble_file=ensemble,

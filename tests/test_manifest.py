@@ -81,3 +81,47 @@ def test_missing_or_broken_manifest(tmp_path):
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(manifest.ManifestError, match="not readable JSON"):
         manifest.load(tmp_path)
+
+
+def test_shipped_manifest_holds_the_facts_of_the_export_spec(bundle):
+    from export.spec import SPEC
+
+    raw = json.loads((bundle / "manifest.json").read_text())
+    m = manifest.load(bundle)
+    assert m.input.name == SPEC.input_name and raw["input"]["shape"] == SPEC.input_shape
+    assert (m.input.height, m.input.width) == (SPEC.height, SPEC.width)
+    assert m.classes == list(SPEC.classes) and m.golden_atol == SPEC.parity_atol
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: m["classes"].pop(), "9 classes, but the ensemble votes over 10"),
+        (lambda m: m["input"].update(name="pixels"), "input 'pixels'"),
+        (lambda m: m["input"].update(height=32), "is not the ensemble's input"),
+    ],
+)
+def test_facts_that_disagree_with_the_graph_are_refused(copy_of_bundle, edit, message):
+    raw = json.loads((copy_of_bundle / "manifest.json").read_text())
+    edit(raw)
+    (copy_of_bundle / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(manifest.ManifestError, match=message):
+        manifest.load(copy_of_bundle)
+
+
+def test_the_server_counts_answers_by_the_manifests_class_names(copy_of_bundle, mnist_test):
+    from server import create_app
+    from server.config import ServerConfig
+    from tests.uploads import png
+
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    raw = json.loads((copy_of_bundle / "manifest.json").read_text())
+    raw["classes"] = names
+    (copy_of_bundle / "manifest.json").write_text(json.dumps(raw))
+    client = create_app(ServerConfig(artifacts=copy_of_bundle, batch_helpers=0)).test_client()
+    images, labels = mnist_test
+    r = client.post("/predict", data=png(images[0]), content_type="image/png")
+    assert r.get_json()["label"] == labels[0]
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert f'predictions_total{{digit="{names[labels[0]]}"}} 1.0' in metrics
+    assert 'predictions_total{digit="7"}' not in metrics
