@@ -1,0 +1,63 @@
+"""python -m server.predict: the answer /predict gives, for each file, without a server."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.live import LiveServer
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = sorted((ROOT / "examples").iterdir())
+
+
+def offline(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "server.predict", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = LiveServer("--workers", "1", "--batch-helpers", "0")
+    yield s
+    s.stop()
+
+
+def test_each_file_gets_the_answer_of_predict(server):
+    out = offline(*(str(p) for p in EXAMPLES), "--include-image")
+    lines = out.stdout.splitlines()
+    assert len(lines) == len(EXAMPLES), out.stderr
+    for path, line in zip(EXAMPLES, lines, strict=True):
+        with path.open("rb") as f:
+            live = requests.post(
+                server.url + "/predict?include_image=1", files={"image": f}, timeout=30
+            )
+        assert json.loads(line) == live.json(), path.name
+    # notes.txt is refused, as /predict refuses it: the exit status says so.
+    assert out.returncode == 1
+
+
+def test_all_answered_is_exit_0_and_a_missing_file_is_a_line_of_its_own():
+    digits = [str(p) for p in EXAMPLES if p.name.startswith("mnist-")]
+    out = offline(*digits)
+    assert out.returncode == 0
+    assert [json.loads(line)["label"] for line in out.stdout.splitlines()] == [
+        int(Path(p).stem.split("-")[1]) for p in digits
+    ]
+    out = offline(digits[0], "no/such/file.png", digits[1])
+    first, missing, last = (json.loads(line) for line in out.stdout.splitlines())
+    assert "label" in first and "label" in last and missing["code"] == "no_such_file"
+    assert out.returncode == 1
+
+
+def test_a_broken_bundle_is_exit_2(tmp_path):
+    out = offline("--artifacts", str(tmp_path), str(EXAMPLES[0]))
+    assert out.returncode == 2 and "manifest.json not found" in out.stderr
