@@ -59,7 +59,7 @@ def read_images(request: Request, max_images: int) -> list[bytes]:
         # Cached, so that werkzeug can still parse what the fast reader leaves to it.
         body = request.get_data(cache=True)
         boundary = request.mimetype_params.get("boundary", "")
-        images = multipart.image_parts(body, boundary, request.max_form_parts or max_images)
+        images = multipart.file_parts(body, boundary, request.max_form_parts or max_images, FIELD)
         if images is None:
             images = [f.read() for f in request.files.getlist(FIELD)]
         if not images:

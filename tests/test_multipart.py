@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from werkzeug.wrappers import Request
 
-from server.multipart import image_parts
+from server.multipart import file_parts
 
 BOUNDARY = "b7d9c1a0e4f24a4e8a0b5d2f9c3e6a1b"
 
@@ -67,7 +67,7 @@ def build(parts: list[dict], preamble: bytes, closing: bytes, newline: bytes) ->
 )
 def test_agrees_with_werkzeug_whenever_it_reads_a_body(parts, preamble, closing, newline):
     body = build(parts, preamble, closing, newline)
-    fast = image_parts(body, BOUNDARY, max_parts=3)
+    fast = file_parts(body, BOUNDARY, max_parts=3, field="image")
     if fast is not None:
         assert werkzeug_images(body, BOUNDARY) == fast
 
@@ -79,13 +79,13 @@ def test_reads_what_clients_send():
     prepared = requests.Request("POST", "http://127.0.0.1/p", files=files).prepare()
     boundary = prepared.headers["Content-Type"].split("boundary=")[1]
     expected = [f[1][1] for f in files]
-    assert image_parts(prepared.body, boundary, max_parts=3) == expected
+    assert file_parts(prepared.body, boundary, max_parts=3, field="image") == expected
     # werkzeug's test client (and curl) start with a blank line and quote the boundary.
     env = werkzeug.test.EnvironBuilder(
         method="POST", data={"image": [(io.BytesIO(c), "d.png") for c in expected]}
     ).get_environ()
     boundary = env["CONTENT_TYPE"].split("boundary=")[1].strip('"')
-    assert image_parts(env["wsgi.input"].read(), boundary, max_parts=3) == expected
+    assert file_parts(env["wsgi.input"].read(), boundary, max_parts=3, field="image") == expected
 
 
 def test_leaves_other_bodies_to_werkzeug():
@@ -104,9 +104,16 @@ def test_leaves_other_bodies_to_werkzeug():
         b"--\r\n",
         b"\r\n",
     )
-    assert image_parts(ok, BOUNDARY, max_parts=1) == [b"x"]
-    assert image_parts(ok, BOUNDARY, max_parts=0) is None  # werkzeug words the part limit
-    assert image_parts(ok.replace(b"\r\n", b"\n"), BOUNDARY, max_parts=1) is None
-    assert image_parts(ok.replace(b'name="image"', b'name="other"'), BOUNDARY, max_parts=1) is None
-    assert image_parts(ok, "other-boundary", max_parts=1) is None
-    assert image_parts(ok, "", max_parts=1) is None
+    assert file_parts(ok, BOUNDARY, max_parts=1, field="image") == [b"x"]
+    assert (
+        file_parts(ok, BOUNDARY, max_parts=0, field="image") is None
+    )  # werkzeug words the part limit
+    assert file_parts(ok.replace(b"\r\n", b"\n"), BOUNDARY, max_parts=1, field="image") is None
+    assert (
+        file_parts(
+            ok.replace(b'name="image"', b'name="other"'), BOUNDARY, max_parts=1, field="image"
+        )
+        is None
+    )
+    assert file_parts(ok, "other-boundary", max_parts=1, field="image") is None
+    assert file_parts(ok, "", max_parts=1, field="image") is None
