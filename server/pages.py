@@ -31,6 +31,7 @@ def _render(result: Prediction | None = None, error: ApiError | None = None):
         models=s.manifest.model_names,
         vote=s.manifest.summary["ensemble"],
         max_mib=s.config.max_body / 2**20,
+        size=(s.manifest.input.height, s.manifest.input.width),
         field=predict.FIELD,
         formats=predict.accepted_formats(),
         media_types=predict.accepted_media_types(),
