@@ -102,4 +102,4 @@ def models():
 @api.get("/openapi.json")
 def openapi():
     s = state()
-    return jsonify(openapi_spec(s.config, s.manifest))
+    return jsonify(openapi_spec(s.config, s.manifest, list(s.v2_models)))

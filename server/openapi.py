@@ -94,7 +94,7 @@ def _ok(summary: str, description: str = "OK", media: str = JSON) -> dict:
     }
 
 
-def v2_paths(manifest: Manifest) -> dict:
+def v2_paths(manifest: Manifest, names: list[str]) -> dict:
     """The Open Inference Protocol (KServe v2) routes; their schemas are the protocol's own."""
     doc = "https://kserve.github.io/website/latest/modelserving/data_plane/v2_protocol/"
     status = {"responses": {"200": {"description": "yes"}, "503": {"description": "no"}}}
@@ -102,8 +102,8 @@ def v2_paths(manifest: Manifest) -> dict:
         "name": "name",
         "in": "path",
         "required": True,
-        "schema": {"type": "string"},
-        "description": f"One model ({', '.join(manifest.model_names)}) or ensemble (their vote)",
+        "schema": {"type": "string", "enum": names},
+        "description": "One model, or `ensemble` (the models and their vote in one graph)",
     }
     version = {"name": "version", "in": "path", "required": True, "schema": {"const": "1"}}
     spec = manifest.input
@@ -165,7 +165,7 @@ def predict_errors() -> list[type[errors.ApiError]]:
     ]
 
 
-def spec(config: ServerConfig, manifest: Manifest) -> dict:
+def spec(config: ServerConfig, manifest: Manifest, v2_models: list[str]) -> dict:
     classes = len(manifest.classes)
     size = f"{manifest.input.width}x{manifest.input.height}"
     upload = {
@@ -273,7 +273,7 @@ def spec(config: ServerConfig, manifest: Manifest) -> dict:
             "/metrics": _ok("Prometheus metrics", "Prometheus text format", "text/plain"),
             "/models": _ok("The models, their accuracy, the vote and uncertainty rules"),
             "/openapi.json": _ok("This document"),
-            **v2_paths(manifest),
+            **v2_paths(manifest, v2_models),
         },
         "components": {"schemas": schemas},
     }

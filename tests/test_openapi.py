@@ -82,3 +82,9 @@ def test_error_responses_come_from_the_error_types(doc):
         assert f"`{kind.code}`" in responses[str(kind.status)]["description"]
     item = doc["components"]["schemas"]["ItemError"]["properties"]["code"]["enum"]
     assert sorted(item) == sorted(k.code for k in image_errors)
+
+
+def test_v2_names_every_model_the_server_serves(app, doc):
+    param = doc["paths"]["/v2/models/{name}/infer"]["post"]["parameters"][0]
+    assert param["schema"]["enum"] == list(app.extensions["digits"].v2_models)
+    assert "lenet5-vote" in param["schema"]["enum"]
