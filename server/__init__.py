@@ -10,7 +10,7 @@ import io
 import logging
 import time
 
-from flask import Flask, Request, Response, g, request
+from flask import Flask, Request, Response, current_app, g, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
 from werkzeug.routing import RequestRedirect
@@ -66,13 +66,18 @@ class FastJSON(DefaultJSONProvider):
         return to_json(obj, newline=False, default=self.default).decode()
 
     def response(self, *args, **kwargs) -> Response:
-        body = to_json(self._prepare_response_obj(args, kwargs), default=self.default)
-        return self._app.response_class(body, mimetype="application/json")
+        # jsonify's arguments: one value as it is, several as a list, keywords as an object.
+        if args and kwargs:
+            raise TypeError("jsonify takes positional or keyword arguments, not both")
+        obj = kwargs or (args[0] if len(args) == 1 else list(args))
+        body = to_json(obj, default=self.default)
+        return current_app.response_class(body, mimetype="application/json")
 
 
 class InMemoryRequest(Request):
     """Multipart files stay in memory: uploads are never written to disk (the body is already
-    capped by the maximum content length, so memory is bounded)."""
+    capped by the maximum content length, so memory is bounded). `_get_file_stream` is
+    werkzeug's documented hook for where uploads go."""
 
     def _get_file_stream(
         self, total_content_length, content_type, filename=None, content_length=None
