@@ -137,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     d = ServerConfig()
     p = argparse.ArgumentParser(
         prog="python -m server.predict",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Classify image files without a server: one JSON line per file, the "
+        "answer POST /predict gives for it. Exit status 0 when every file got a prediction, 1 "
+        "when any got an error, 2 when the bundle cannot be used.",
     )
     p.add_argument("files", nargs="+", type=Path, metavar="FILE")
     p.add_argument("--artifacts", type=Path, default=d.artifacts, help="bundle directory")
