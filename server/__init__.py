@@ -6,6 +6,13 @@ self-test; a bundle that fails either never serves.
 
 from __future__ import annotations
 
+import os
+
+# onnxruntime's telemetry (on by default in its Linux builds since 1.29) writes events and a
+# device id under ~/.cache/Microsoft when the module is imported; this switch, read at that
+# import, turns it off. The server sends nothing anywhere.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 import io
 import logging
 import time
@@ -18,10 +25,10 @@ from werkzeug.routing import RequestRedirect
 from server import manifest as manifest_mod
 from server import memory, v2
 from server.answers import to_json
+from server.batch_pool import BatchPool
 from server.config import MAX_FORM_MEMORY, ServerConfig
 from server.ensemble import Ensemble
 from server.errors import ApiError, classify
-from server.helpers import HelperPool
 from server.metrics import Metrics
 from server.predictor import Predictor
 from server.state import State
@@ -141,6 +148,9 @@ def create_app(config: ServerConfig | None = None) -> Flask:
     )
 
     app = Flask(__name__)
+    # werkzeug would answer a path with '//' by a redirect to an absolute URL built from the
+    # client's Host header; such a path is a 404 like any other unknown one.
+    app.url_map.merge_slashes = False
     app.request_class = InMemoryRequest
     app.config.update(
         MAX_CONTENT_LENGTH=config.max_body,
@@ -156,7 +166,7 @@ def create_app(config: ServerConfig | None = None) -> Flask:
             manifest,
             ensemble,
             config.max_pixels,
-            helpers=HelperPool(config.batch_helpers, manifest.input, config.max_pixels)
+            helpers=BatchPool(config.batch_helpers, manifest.input, config.max_pixels)
             if config.batch_helpers
             else None,
         ),

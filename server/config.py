@@ -43,19 +43,21 @@ class ServerConfig:
     threads: int = 1  # onnxruntime threads per inference; requests run in parallel already
     # One process per core: Python threads contend for the GIL (8 threads in one process
     # served under a quarter as many 28x28 PNGs as 2 processes; README, Benchmarks). Within a
-    # process, small requests run on the event loop's thread and large ones on a bulk thread:
-    # no hand-off for the small, and they never queue behind the large (server/lanes.py).
+    # process, requests run on three lanes of threads by body size (server/asgi.py).
     workers: int = field(default_factory=available_cores)
     bulk_threads: int = 1
     bulk_from: int = 32 * 1024  # bytes of body from which a request takes the bulk lane
-    # Per worker: processes that preprocess slices of large batches (server/helpers.py); 0
-    # keeps every batch in its request thread. Started by `python -m server`, not create_app.
+    # Per worker: processes that preprocess slices of large batches (server/batch_pool.py),
+    # started by the app on its first large batch; 0 keeps every batch in its request thread.
     batch_helpers: int = 1
-    max_body: int = 10 * 1024 * 1024  # bytes of one request body
+    max_body: int = 10 * 1024 * 1024  # bytes of one request body; exactly this many pass
     max_pixels: int = 40_000_000  # pixels of one image, checked before it is decoded
     max_batch: int = 256  # images in one request
-    channel_timeout: int = 30  # seconds a client may stay silent mid-request
-    connection_limit: int = 200  # open connections waitress accepts
+    # Seconds from a connection's first byte (or the end of its last request) to the end of
+    # the next request's headers, and from there to the end of its body: deadlines, not idle
+    # timeouts, so a client that trickles bytes is dropped all the same.
+    header_timeout: int = 10
+    body_timeout: int = 30
     access_log: bool = False
 
     def __post_init__(self):
@@ -70,10 +72,13 @@ class ServerConfig:
             "max_body",
             "max_pixels",
             "max_batch",
-            "channel_timeout",
-            "connection_limit",
+            "header_timeout",
+            "body_timeout",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.batch_helpers < 0:
             raise ValueError("batch_helpers must be at least 0")
+        # granian's limit for its header read timeout (60,000 ms).
+        if self.header_timeout > 60:
+            raise ValueError("header_timeout must be at most 60")

@@ -64,7 +64,7 @@ def _providers(device: str) -> list:
 class Ensemble:
     def __init__(self, manifest: Manifest, device: str = "auto", threads: int = 1):
         self._options = ort.SessionOptions()
-        # Requests are already parallel (one per waitress thread): a pool per inference on top
+        # Requests are already parallel (one per worker process): a pool per inference on top
         # would oversubscribe the cores. Spinning pool threads would burn CPU while idle.
         self._options.intra_op_num_threads = threads
         self._options.inter_op_num_threads = 1

@@ -32,13 +32,6 @@ def share_between_processes(directory: str) -> None:
     values.ValueClass = values.MultiProcessValue()
 
 
-def process_exited(pid: int) -> None:
-    """Drops the live-process gauges of a worker that has exited."""
-    directory = os.environ.get(MULTIPROCESS_DIR)
-    if directory:
-        multiprocess.mark_process_dead(pid, directory)
-
-
 # Requests take about a millisecond; the default buckets start at 5 ms and would hide that.
 LATENCY_BUCKETS = (
     0.0005,
@@ -82,8 +75,8 @@ class Metrics:
         )
         self.queued = Counter(
             "http_requests_queued",
-            "Requests that waited for their turn: quick ones behind others on the event loop, "
-            "bulk ones for a free thread",
+            "Requests that found every thread of their lane busy (light: no body, quick: a "
+            "small body, bulk: a large one)",
             ["lane"],
             registry=r,
         )

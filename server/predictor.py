@@ -14,9 +14,9 @@ import numpy as np
 from PIL import Image
 
 from server.answers import ModelOpinion, Prediction, PredictionWithImage, Preprocessing
+from server.batch_pool import BatchPool
 from server.ensemble import Ensemble
 from server.errors import ApiError, InferenceFailed
-from server.helpers import HelperPool
 from server.manifest import Manifest
 from server.preprocess import Preprocessed, Shape, preprocess_many
 
@@ -69,7 +69,7 @@ class Predictor:
         ensemble: Ensemble,
         max_pixels: int,
         rule: UncertaintyRule | None = None,
-        helpers: HelperPool | None = None,
+        helpers: BatchPool | None = None,
     ):
         self.manifest = manifest
         self.ensemble = ensemble

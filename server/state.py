@@ -27,6 +27,13 @@ class State:
     v2_models: dict
     ready: bool = False
 
+    def close(self) -> None:
+        """Stops what the app started (its batch pool); /readyz answers 503 from now on. For
+        the server that stops the app (`python -m server` calls it at shutdown)."""
+        self.ready = False
+        if self.predictor.helpers is not None:
+            self.predictor.helpers.close()
+
     def finished(self, route: str, path: str, method: str, status: int, seconds: float) -> None:
         """Every answer: counted, timed and (if asked) logged."""
         self.metrics.request(route, method, status, seconds)

@@ -1,8 +1,8 @@
-"""How server/helpers.py cuts a batch into slices."""
+"""How server/batch_pool.py cuts a batch into slices."""
 
 import pytest
 
-from server.helpers import MIN_SLICE, plan
+from server.batch_pool import MIN_SLICE, plan
 
 
 @pytest.mark.parametrize("n", [1, 2, MIN_SLICE, 2 * MIN_SLICE - 1, 2 * MIN_SLICE, 100, 256, 1000])

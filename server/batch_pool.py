@@ -1,14 +1,18 @@
-"""Helper processes that preprocess slices of a large batch, so one request can use every core.
+"""A pool of helper processes that preprocess slices of a large batch, so that one request can
+use every core.
 
 A request runs on one core (the GIL), and about two thirds of a batch's time is preprocessing:
-numpy and Pillow calls on small arrays that hold the GIL. A worker process keeps a few helpers
-(started by a fork server, so never forked from a process that already runs threads); a large
-batch is cut into slices, the helpers preprocess theirs while the request thread preprocesses
-and runs the first, and each slice goes to the models as soon as it is ready.
+numpy and Pillow calls on small arrays that hold the GIL. The pool's helpers are started by a
+fork server (so never forked from a process that already runs threads); a large batch is cut
+into slices, the helpers preprocess theirs while the request thread preprocesses and runs the
+first, and each slice goes to the models as soon as it is ready.
 
-Helpers start in the background once the worker serves, so start-up stays fast. Until they are
-up, and after one has died (the pool is then rebuilt), batches are preprocessed in the request
-thread alone: slower, never lost.
+The pool starts its processes (fork server, resource tracker, helpers) in the background on
+the first batch large enough to be cut, so a server that never gets one never runs them. Until
+they are up, and after one has died (the pool is then rebuilt), batches are preprocessed in
+the request thread alone: slower, never lost. A helper exits as soon as its worker is gone,
+however the worker ends; then the fork server and the resource tracker, which exit once no
+process holds their pipes, follow: nothing outlives the worker.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from __future__ import annotations
 import itertools
 import logging
 import multiprocessing
+import os
+import select
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -48,27 +54,52 @@ def plan(n: int, helpers: int) -> list[int]:
     return [own] + [rest + (i < extra) for i in range(used)]
 
 
-def _ignore_sigint() -> None:
-    """A Ctrl-C in the terminal reaches the whole process group; the worker stops its helpers."""
+def _init_helper(worker: int) -> None:
+    """In each helper: leave a Ctrl-C in the terminal, which reaches the whole process group,
+    to the worker, which stops its helpers; and exit as soon as the worker is gone.
+
+    The fork server cannot be relied on for the second: each process it starts keeps the
+    write end of the pipe whose closing tells the fork server to exit, so a helper waiting for
+    work keeps the fork server alive, and the fork server keeps the helper."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not hasattr(os, "pidfd_open"):  # Linux 5.3+: elsewhere helpers go with their pipes
+        return
+    try:
+        pidfd = os.pidfd_open(worker)
+    except ProcessLookupError:
+        os._exit(0)
+
+    def exit_with_worker() -> None:
+        select.select([pidfd], [], [])  # readable once the worker has exited
+        os._exit(0)
+
+    threading.Thread(target=exit_with_worker, name="exit-with-worker", daemon=True).start()
 
 
-class HelperPool:
+class BatchPool:
     def __init__(self, processes: int, spec: InputSpec, max_pixels: int):
         self.processes = processes
         self._args = (spec, max_pixels)
         self._executor: ProcessPoolExecutor | None = None  # set once every helper answers
         self._lock = threading.Lock()
+        self._starting = False
         self._closed = False
 
     def start(self) -> None:
-        """Starts the helpers in a background thread; returns at once."""
-        threading.Thread(target=self._start, name="helpers-start", daemon=True).start()
+        """Starts the helpers in a background thread, unless they run or are starting;
+        returns at once."""
+        with self._lock:
+            if self._starting or self._closed:
+                return
+            self._starting = True
+        threading.Thread(target=self._start, name="batch-pool-start", daemon=True).start()
 
     def _start(self) -> None:
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["server.preprocess"])
-        executor = ProcessPoolExecutor(self.processes, mp_context=ctx, initializer=_ignore_sigint)
+        executor = ProcessPoolExecutor(
+            self.processes, mp_context=ctx, initializer=_init_helper, initargs=(os.getpid(),)
+        )
         try:
             # One task per helper, all at once, so every process exists before the first batch.
             warm = [
@@ -79,7 +110,7 @@ class HelperPool:
         except Exception:
             log.exception("batch helpers failed to start; batches run in one process")
             executor.shutdown(wait=False, cancel_futures=True)
-            return
+            return  # _starting stays set: no retry on every batch
         with self._lock:
             if self._closed:
                 executor.shutdown(wait=False, cancel_futures=True)
@@ -93,6 +124,8 @@ class HelperPool:
         """The batch preprocessed, slice by slice in order: `prepare` (the request thread) does
         the first while the helpers do the rest."""
         executor = self._executor
+        if executor is None and len(plan(len(images), self.processes)) > 1:
+            self.start()  # this batch runs in the request thread; later ones get the helpers
         sizes = plan(len(images), self.processes if executor else 0)
         if len(sizes) == 1:
             yield prepare(images)
@@ -121,6 +154,7 @@ class HelperPool:
             if self._executor is not broken or self._closed:
                 return  # another request got here first
             self._executor = None
+            self._starting = False
         log.error("a batch helper died; restarting the helpers")
         broken.shutdown(wait=False, cancel_futures=True)
         self.start()
