@@ -2,14 +2,17 @@
 
     python -m bench [--run runs/latest] [--duration 5] [--repeats 3] [--quick]
 
-Servers under waitress, loaded by `wrk` (a separate process) on 127.0.0.1:
-  (a) hello   - a hello-world Flask app (8 threads): the framework's ceiling on this machine
-  (b) seed    - Flask (8 threads) + the same three models in PyTorch eager, resize-and-normalise
-  (c) ours    - python -m server on the shipped bundle, as shipped (its default workers)
+Servers loaded by `wrk` (a separate process) on 127.0.0.1:
+  (a) hello   - a hello-world Flask app under waitress (8 threads): the framework's ceiling here
+  (b) seed    - Flask under waitress (8 threads) + the same three models in PyTorch eager,
+                resize-and-normalise preprocessing
+  (c) ours    - python -m server on the shipped bundle, as shipped (granian's master and its
+                default workers)
 Payloads: a 28x28 PNG digit, a 280x280 RGBA canvas PNG, a 1000x1000 JPEG photo; concurrency
 1, 8 and 32. Every figure is the median of --repeats runs, with min-max, after one discarded
-warm-up run per server. Also: a batch of 256 images, RSS idle and after load, the size of a
-serve virtualenv made for the current requirements-serve.txt, start-to-ready time,
+warm-up run per server. Also: a batch of 256 images, RSS idle and after load, the PSS of the
+whole process tree and its process count after load, the size of a serve virtualenv made for
+the current requirements-serve.txt, start-to-ready time,
 onnxruntime vs torch inference, training images/s.
 Writes bench/results/bench.json and bench/results/bench.md.
 """
@@ -53,6 +56,12 @@ def free_port() -> int:
 def proc_cpu_seconds(pid: int) -> float:
     """CPU time of a server process and every process below it."""
     return sum(procs.cpu_seconds(p) for p in procs.tree(pid))
+
+
+def tree_pss_mb(pid: int) -> tuple[float, int]:
+    """PSS of every process of a server together, and how many processes it has."""
+    tree = procs.tree(pid)
+    return sum(procs.pss_mb(p) for p in tree), len(tree)
 
 
 def rss_mb(pid: int, total: bool = False) -> float:
@@ -406,9 +415,8 @@ def main(argv: list[str] | None = None) -> int:
         server = Server(name, argv_)
         try:
             result["other"][f"rss_idle_mb/{name}"] = rss_mb(server.proc.pid)
-            # Steady state, not start-up: our workers start their batch helpers (new
-            # processes) once ready, and the first run after start had p99s of 3.7-6.3 ms at
-            # c=1 where later runs had 0.9 ms. Every server gets the same discarded run.
+            # Steady state, not start-up: the first run after a start warms every server's
+            # caches and code paths. Every server gets the same discarded run.
             wrk(server, *payloads["digit_28_png"], 8, WARM_UP_SECONDS, scratch)
             for payload in PAYLOADS:
                 path, ctype = payloads[payload]
@@ -432,6 +440,11 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 # Large batches are what grow a worker: measured apart from the wrk load.
                 result["other"]["rss_after_batches_mb/ours"] = rss_mb(server.proc.pid)
+                # The whole tree after both loads, batch helpers included (started by the
+                # first batch).
+                pss, count = tree_pss_mb(server.proc.pid)
+                result["other"]["pss_tree_after_load_mb/ours"] = pss
+                result["other"]["processes_after_load/ours"] = count
         finally:
             server.stop()
     result["other"]["start_to_ready_s/ours"] = start_to_ready(servers["ours"], 5)
@@ -472,6 +485,12 @@ def main(argv: list[str] | None = None) -> int:
             "MB",
         ),
         ("start to /readyz <= 0.5 s", result["other"]["start_to_ready_s/ours"]["median"], 0.5, "s"),
+        (
+            "whole process tree <= 200 MB PSS after load",
+            result["other"]["pss_tree_after_load_mb/ours"],
+            200,
+            "MB",
+        ),
     ]
     result["targets"] = [
         {

@@ -62,6 +62,19 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def pss_mb(pid: int) -> float:
+    """Proportional set size: the process's own pages plus its share of pages it shares
+    (forked workers share their parent's libraries and code), so a tree's PSS adds up to the
+    memory it really holds, where its RSS counts shared pages once per process."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except (FileNotFoundError, PermissionError):
+        pass
+    return 0.0
+
+
 def cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
