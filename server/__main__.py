@@ -8,7 +8,7 @@ the worker (server/batch_pool.py).
 
 Exit status 2 when the bundle is missing, altered or fails its self-test, or when the asked-for
 device cannot be used. SIGTERM and SIGINT stop accepting connections, let requests in flight
-finish, then exit 0.
+finish (10 s at most), then exit 0.
 """
 
 from __future__ import annotations
@@ -34,8 +34,10 @@ from server.manifest import ManifestError
 
 log = logging.getLogger("server")
 
-# How long a stopping worker may take to finish its requests in flight before it is killed.
-STOP_GRACE = 30
+# How long a stopping worker may take to finish its requests in flight before it is killed
+# (a 256-image batch takes about a second). It also bounds a stop that reaches a worker
+# granian is still starting, which can miss the signal.
+STOP_GRACE = 10
 
 
 def parse_args(argv: list[str] | None) -> ServerConfig:

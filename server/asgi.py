@@ -13,7 +13,8 @@ What the bridge adds to plain WSGI serving:
   a coroutine, not a thread, and gets 408 when the deadline passes (granian's header read
   timeout does the same for the headers);
 - a request with both Content-Length and Transfer-Encoding is refused with 400 and its
-  connection closed (RFC 9112, section 6.1: a possible request-smuggling attempt);
+  connection closed (RFC 9112, section 6.1: a possible request-smuggling attempt), and so is a
+  Transfer-Encoding other than chunked;
 - the app runs on three lanes of threads: requests without a body (health checks, scrapes, the
   page) on one, small bodies (a digit, a canvas) on another, bodies of `bulk_from` bytes or more
   (batches, photos) on the third, so that neither a batch nor a slow image holds up a health
@@ -130,9 +131,10 @@ class BufferedWSGI:
                 return
 
     def close(self) -> None:
-        """Stops the lanes' threads (after the requests they hold) and the app's own work."""
+        """Stops the lanes' threads and the app's own work. The ASGI server calls this once it
+        has answered every request in flight, so there is nothing to wait for."""
         for lane in self.lanes.values():
-            lane.pool.shutdown(wait=True)
+            lane.pool.shutdown(wait=False)
         if self.on_shutdown is not None:
             self.on_shutdown()
 
@@ -157,12 +159,17 @@ class BufferedWSGI:
 
     def refusal(self, headers: dict) -> tuple | None:
         """An answer for a request refused on its headers alone, before its body is read."""
-        if b"transfer-encoding" in headers and b"content-length" in headers:
+        codings = headers.get(b"transfer-encoding")
+        if codings and b"content-length" in headers:
             return json_error(
                 400,
                 "bad_request",
                 "Content-Length and Transfer-Encoding together: send one of them.",
             )
+        if codings and [c.strip().lower() for c in b",".join(codings).split(b",")] != [b"chunked"]:
+            # Only chunked framing is understood. RFC 9112 suggests 501, but the request is
+            # the client's to fix, and nothing a client sends gets a 5xx from us.
+            return json_error(400, "bad_request", "Transfer-Encoding other than chunked.")
         lengths = headers.get(b"content-length")
         if lengths:
             try:

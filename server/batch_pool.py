@@ -164,4 +164,5 @@ class BatchPool:
             self._closed = True
             executor, self._executor = self._executor, None
         if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
+            # The helpers exit when told to, or with the worker: nothing to wait for.
+            executor.shutdown(wait=False, cancel_futures=True)

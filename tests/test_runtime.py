@@ -65,10 +65,11 @@ def server(bundle):
 
 def test_slow_decodes_hold_up_neither_health_checks_nor_new_connections(bundle):
     s = LiveServer("--artifacts", str(bundle), "--workers", "2")
-    jpeg = slow_jpeg(2000, 300)
+    # About a second of decoding each, inside the decode budget: four queue up per worker.
+    jpeg = slow_jpeg(2600, 90)
     assert len(jpeg) < 32 * 1024  # a small body
     try:
-        with ThreadPoolExecutor(4) as pool:
+        with ThreadPoolExecutor(8) as pool:
             slow = [
                 pool.submit(
                     requests.post,
@@ -77,9 +78,9 @@ def test_slow_decodes_hold_up_neither_health_checks_nor_new_connections(bundle):
                     headers={"Content-Type": "image/jpeg"},
                     timeout=120,
                 )
-                for _ in range(4)
+                for _ in range(8)
             ]
-            time.sleep(0.5)  # all four are being decoded
+            time.sleep(0.5)  # every one has been sent; the first two are being decoded
             for _ in range(5):
                 assert requests.get(s.url + "/healthz", timeout=60).status_code == 200
             # A new connection is accepted and its request read: an oversized one is refused.
@@ -89,8 +90,10 @@ def test_slow_decodes_hold_up_neither_health_checks_nor_new_connections(bundle):
                 b"Content-Length: 20000000\r\n\r\n",
             )
             assert answer.startswith(b"HTTP/1.1 413")
-            # Answered while every decode was still running, not after them.
-            assert not any(f.done() for f in slow), "waited for the decodes (or too fast to tell)"
+            # Answered while the decodes were running: a health check that waited for the
+            # decodes queued before it on its worker would find at least four finished.
+            finished = sum(f.done() for f in slow)
+            assert finished < 4, f"{finished} decodes finished before the health checks"
             assert all(f.result().status_code < 500 for f in slow)
     finally:
         assert s.stop() == 0, s.log
