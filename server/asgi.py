@@ -32,6 +32,8 @@ import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from server import SECURITY_HEADERS
+
 log = logging.getLogger("server")
 
 # How long a thread may hold the GIL while another waits for it (Python's default: 5 ms). With
@@ -46,8 +48,6 @@ LANES = ("light", "quick", "bulk")
 
 def json_error(status: int, code: str, message: str, extra_headers=()) -> tuple[int, list, bytes]:
     """An answer the bridge gives itself, in the app's error shape (server/errors.py)."""
-    from server import SECURITY_HEADERS  # the app's headers; imported late: server imports us
-
     body = json.dumps({"error": message, "code": code}).encode() + b"\n"
     headers = [
         (b"content-type", b"application/json"),
