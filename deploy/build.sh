@@ -2,7 +2,7 @@
 # Builds deploy/Dockerfile with podman on a local Debian bookworm base (deploy/base.sh), for
 # machines that reach Debian's archive and PyPI but no image registry. Podman's layer cache
 # makes a rebuild without changes take seconds.
-#   deploy/build.sh [TAG]             (default localhost/digits-server:latest)
+#   deploy/build.sh [TAG [PODMAN BUILD OPTIONS...]]   (TAG: localhost/digits-server:latest)
 # BASE_IMAGE: build on this image instead (e.g. python:3.11-slim where a registry is reachable).
 # CA_BUNDLE: the CA certificates pip inside the build must trust (default: this machine's, so a
 # TLS-inspecting proxy that the host trusts is trusted in the build too).
@@ -10,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 tag=${1:-localhost/digits-server:latest}
+shift $(($# > 0))
 base=${BASE_IMAGE:-localhost/debian-python3:bookworm}
 # runc: crun fails in some sandboxes. The limits: a container may not raise its own above the
 # host's, and where that is not allowed podman's defaults fail.
@@ -31,4 +32,4 @@ index=${PIP_INDEX_URL:-$(pip config get global.index-url 2>/dev/null || true)}
 case $index in http://* | https://*) args+=(--build-arg "PIP_INDEX_URL=$index") ;; esac
 
 # --format docker: the OCI image format has no HEALTHCHECK.
-"${podman[@]}" build "${limits[@]}" --format docker "${args[@]}" -f deploy/Dockerfile -t "$tag" .
+"${podman[@]}" build "${limits[@]}" --format docker "${args[@]}" "$@" -f deploy/Dockerfile -t "$tag" .

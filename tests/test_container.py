@@ -87,17 +87,20 @@ def memory_flag(quantity: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def image() -> str:
+def image(tmp_path_factory) -> str:
+    """The image built from this checkout, by its id: another checkout on the same machine
+    may tag its own build with the same name meanwhile."""
     _skip_or_fail_without_podman()
+    iidfile = tmp_path_factory.mktemp("image") / "id"
     build = subprocess.run(
-        ["nice", "-n", "10", str(ROOT / "deploy" / "build.sh"), IMAGE],
+        ["nice", "-n", "10", str(ROOT / "deploy" / "build.sh"), IMAGE, "--iidfile", str(iidfile)],
         capture_output=True,
         text=True,
         timeout=900,
         check=False,
     )
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
-    return IMAGE
+    return iidfile.read_text().strip()
 
 
 class Container:
