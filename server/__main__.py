@@ -129,7 +129,7 @@ def serve(config: ServerConfig) -> int:
     if own_metrics_dir:
         metrics.share_between_processes(tempfile.mkdtemp(prefix="digits-metrics-"))
     failed_r, failed_w = os.pipe()
-    worker.config, worker.failed_fd = config, failed_w
+    worker.config, worker.failed_fd, worker.master_pid = config, failed_w, os.getpid()
     server = Granian(
         "server.worker:app",
         factory=True,

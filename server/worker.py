@@ -1,7 +1,8 @@
 """What each worker process of `python -m server` serves: granian's target `server.worker:app`,
 a factory it calls in every worker it starts (server/__main__.py).
 
-The master sets `config` and `failed_fd` before granian forks the workers, which inherit them.
+The master sets `config`, `failed_fd` and `master_pid` before granian forks the workers, which
+inherit them.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ port: int = 0  # the port granian was given (config.port may be 0)
 # A pipe's write end: a worker that cannot start writes to it, so that the master can exit
 # with status 2 (a broken bundle or device) rather than granian's 1 (a worker crashed).
 failed_fd: int | None = None
+master_pid: int | None = None  # the process that forks the workers
 
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent exits
 
@@ -38,7 +40,9 @@ def _die_with_master() -> None:
     whose end is the master's."""
     if sys.platform == "linux":
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() == 1:  # the master was gone before the call
+        # The master was gone before the call. Not `getppid() == 1`: in a container the
+        # master is PID 1.
+        if master_pid is not None and os.getppid() != master_pid:
             os._exit(1)
 
 
