@@ -105,10 +105,12 @@ def image(tmp_path_factory) -> str:
 
 class Container:
     def __init__(self, image: str):
+        self.image = image
         self.name = f"digits-test-{os.getpid()}"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        podman("rm", "--force", "--ignore", self.name)
+
+    def start(self) -> None:
         limits = manifest_limits()
         podman(
             "run",
@@ -133,7 +135,7 @@ class Container:
             *LIMITS,
             "--publish",
             f"127.0.0.1:{self.port}:{CONTAINER_PORT}",
-            image,
+            self.image,
         )
 
     def state(self) -> dict:
@@ -167,6 +169,7 @@ class Container:
 def container(image):
     c = Container(image)
     try:
+        c.start()
         c.wait_healthy()
         yield c
     finally:
