@@ -75,7 +75,8 @@ def test_serve_virtualenv_runs_the_image_contents_without_torch(tmp_path, mnist_
         for line in (ROOT / "requirements-serve.txt").read_text().splitlines()
         if "==" in line and not line.lstrip().startswith("#")
     }
-    assert pins <= set(listed.split()), pins - set(listed.split())
+    missing = pins - set(listed.split())
+    assert not missing, f"{venv} lacks {sorted(missing)}: scripts/test.sh rebuilds it"
 
     app_dir = tmp_path / "app"
     stage_like_the_image(app_dir)
