@@ -9,7 +9,9 @@ with `wrk`, in turn, so that the machine's drift falls on all alike:
 - default: `wrk -c8` on the 28x28 PNG, each round also against the hello-world app, whose
   rate is the ceiling: req/s, CPU ms per request and the ratio to hello-world;
 - --mixed: `wrk -c4` on the 28x28 PNG while one client sends 256-image batches back to back:
-  the digits' req/s, p50 and p99, and how many batches were answered.
+  the digits' req/s, p50 and p99, and how many batches were answered;
+- --resources: also each version's start to /readyz, 256-image batches/s (three after one
+  discarded), and after both loads the PSS of its whole process tree and its process count.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import requests
@@ -55,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("versions", nargs="+", help="NAME=[TREE][:FLAGS]")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--mixed", action="store_true")
+    p.add_argument("--resources", action="store_true")
     args = p.parse_args(argv)
 
     from training.data import load_split, resolve_data_dir
@@ -73,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[dict]] = {name: [] for name, _, _ in versions}
     for r in range(args.rounds):
         for name, root, server_argv in versions:
+            t0 = time.perf_counter()
             server = bench.Server(name, server_argv, cwd=root)
+            start_s = time.perf_counter() - t0
             stop, done = threading.Event(), []
             try:
                 bench.wrk(server, path, ctype, 8, 2, scratch)  # warm-up, discarded
@@ -87,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
                 stop.set()
                 if beside is not None:
                     beside.join(60)
+                if args.resources and name != "hello":
+                    images = bench.batch_throughput(server.url, path.read_bytes(), 3)
+                    out["batch_images_per_s"] = images["images_per_s"]["median"]
+                    out["pss_mb"], out["processes"] = bench.tree_pss_mb(server.proc.pid)
+                    out["start_s"] = start_s
             finally:
                 server.stop()
             out["batches"] = len(done)
@@ -98,6 +109,11 @@ def main(argv: list[str] | None = None) -> int:
                 if args.mixed
                 else f"  {out['cpu_ms_per_request']:.3f} CPU ms/req{ratio}"
             )
+            if "pss_mb" in out:
+                extra += (
+                    f"; start {out['start_s']:.2f} s, batches {out['batch_images_per_s']:,.0f} "
+                    f"img/s, PSS {out['pss_mb']:.0f} MB in {out['processes']} processes"
+                )
             print(f"round {r}  {name:<12} {out['rps']:8.0f} req/s{extra}", flush=True)
     print()
     for name, runs in results.items():

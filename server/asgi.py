@@ -28,7 +28,6 @@ import io
 import json
 import logging
 import sys
-import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -277,8 +276,3 @@ class BufferedWSGI:
         status, response_headers = started
         encoded = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response_headers]
         return int(status[:3]), encoded, b"".join(chunks)
-
-
-def lane_thread_names() -> list[str]:
-    """The lanes' threads now running in this process (for tests and py-spy)."""
-    return [t.name for t in threading.enumerate() if t.name.split("-lane")[0] in LANES]
