@@ -432,3 +432,22 @@ def test_pipelined_requests_are_answered_in_order_from_either_lane(bundle, mnist
     assert b'"label":%d' % labels[0] in answers[0][1] and answers[0][1] == answers[3][1]
     assert answers[1][1].count(b'"label"') == 150 * 4  # each result and its three models
     assert answers[2][1] == b'{"status":"ok"}\n'
+
+
+def test_a_closed_app_is_not_ready_and_its_batch_pool_is_stopped(bundle, mnist_test):
+    from server import create_app
+    from server.config import ServerConfig
+
+    before = set(procs.children(os.getpid()))
+    app = create_app(ServerConfig(artifacts=bundle, batch_helpers=1))
+    client = app.test_client()
+    assert client.get("/readyz").status_code == 200
+    state = app.extensions["digits"]
+    state.close()  # what python -m server calls when a worker stops
+    r = client.get("/readyz")
+    assert r.status_code == 503 and r.get_json()["ready"] is False
+    # A closed pool starts no helpers: a large batch is answered in the request thread.
+    files = [(io.BytesIO(png(mnist_test[0][i])), f"{i}.png") for i in range(64)]
+    r = client.post("/predict", data={"image": files}, content_type="multipart/form-data")
+    assert r.status_code == 200 and len(r.get_json()["results"]) == 64
+    assert set(procs.children(os.getpid())) <= before
