@@ -91,3 +91,24 @@ def test_elastic_field_is_the_bicubic_upsampling_of_its_knots():
     torch.testing.assert_close(field, (want * 2.0 / 28).permute(0, 2, 3, 1))
     rms_pixels_per_axis = field.pow(2).mean().sqrt() * 28 / 2
     assert abs(rms_pixels_per_axis.item() - 1.0) < 1e-4
+
+
+def test_edge_fragments_stay_in_the_outer_pixels():
+    from training.augment import _fragments
+
+    ink = _fragments(512, 28, 28, torch.Generator().manual_seed(0), "cpu")
+    assert (ink.flatten(1).amax(1) > 0.4).all()  # every image got its stroke
+    # Starts within 3 px of the edge and runs at most 8 px (plus the pen's width) inwards.
+    assert ink[:, :, 12:16, 12:16].max() == 0
+
+
+def test_blur_low_resolution_and_fragments_keep_shape_and_range(digits):
+    cfg = AugmentConfig(
+        rotate=0, scale=0, shear=0, translate=0, blur=1.0, lowres=1.0, fragments=1.0
+    )
+    assert cfg.enabled
+    out = augment(digits, cfg, torch.Generator().manual_seed(0))
+    assert out.shape == digits.shape and out.min() >= 0 and out.max() <= 1
+    # Changed, yet still the same digits (a digit scaled down to 10 pixels keeps 0.45).
+    corr = _corr(out, digits)
+    assert not torch.equal(out, digits) and corr.min() > 0.3 and corr.mean() > 0.75

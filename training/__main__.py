@@ -25,7 +25,15 @@ from training.config import VARIANTS, RunConfig, resolve_variants
 from training.data import MnistDataError, download, load_mnist, resolve_data_dir
 from training.evaluate import evaluate_run, print_summary
 from training.provenance import git_commit
-from training.train import TrainingError, configure_torch, jobs_for, pick_device, train_recipes
+from training.train import (
+    TrainingError,
+    configure_torch,
+    jobs_for,
+    outliers_for,
+    pick_device,
+    train_recipes,
+)
+from training.warmstart import WarmStartError
 
 
 def parse_args(argv: list[str] | None) -> RunConfig:
@@ -95,6 +103,19 @@ def parse_args(argv: list[str] | None) -> RunConfig:
         help="one short epoch on 1,000 images: the whole pipeline in seconds",
     )
     p.add_argument(
+        "--init",
+        metavar="DIR",
+        help="start each recipe from the ONNX model of the same name in this bundle folder "
+        "(e.g. artifacts) and fine-tune it, instead of from random weights",
+    )
+    p.add_argument(
+        "--outliers",
+        type=int,
+        default=d.outliers,
+        help="non-digits generated for outlier exposure, from installed fonts, drawn shapes "
+        "and Fashion-MNIST where installed; 0 = train on digits only (default: %(default)s)",
+    )
+    p.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -122,6 +143,17 @@ def run(cfg: RunConfig, command: str = "") -> dict:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     data = load_mnist(data_dir, device, cfg.val_size, cfg.subset, cfg.split_seed)
+    outliers, made = outliers_for(cfg, device)
+    for line in made.missing:
+        print(f"warning: {line}", file=sys.stderr)
+    print(
+        f"non-digits for outlier exposure: {len(made.images):,} "
+        + (
+            f"({', '.join(f'{k} {n:,}' for k, n in made.counts().items() if n)})"
+            if len(made.images)
+            else "(off)"
+        )
+    )
     jobs = jobs_for(cfg, device, len(variants))
     print(
         f"device {device} ({torch.get_num_threads()} CPU threads, {jobs} recipe(s) at a time), "
@@ -138,6 +170,10 @@ def run(cfg: RunConfig, command: str = "") -> dict:
         "split_seed": cfg.split_seed,
         "normalisation": {"mean": data.mean, "std": data.std},
         "data_sha256": data.checksums,
+        "outliers": {
+            "counts": made.counts() if outliers is not None else {},
+            "missing": made.missing,
+        },
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
         "git": git_commit(),
         "device": str(device),
@@ -145,13 +181,16 @@ def run(cfg: RunConfig, command: str = "") -> dict:
     }
     (out / "run.json").write_text(json.dumps(run_info, indent=2))
 
-    sample = data.train_x[:12].to(torch.float32) / 255.0
+    sample = data.train_x[:12]
+    if outliers is not None:  # the same augmentation draws on non-digits too
+        sample = torch.cat([sample[:8], outliers[:: max(1, len(outliers) // 4)][:4]])
+    sample = sample.to(torch.float32) / 255.0
     gen = torch.Generator(device=device).manual_seed(0)
     plots.augmentation_grid(
         {v.name: augment(sample, v.augment, gen) for v in variants}, sample, out / "augment.png"
     )
 
-    histories = train_recipes(variants, data, cfg, device, out, data_dir)
+    histories = train_recipes(variants, data, cfg, device, out, data_dir, outliers)
     plots.learning_curves(histories, out / "curves.png")
 
     metrics = evaluate_run(out, [v.name for v in variants], data.test_x, data.test_y)
@@ -167,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", "-m", "training", *(sys.argv[1:] if argv is None else argv)])
     try:
         run(cfg, command)
-    except (MnistDataError, CheckpointError, TrainingError) as e:
+    except (MnistDataError, CheckpointError, TrainingError, WarmStartError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -4,6 +4,10 @@ A random affine map (rotation, scale, shear, translation) and an elastic displac
 are composed into one sampling grid, so each batch costs a single `grid_sample`. No flips:
 a mirrored 2 is not a 2. Images are in [0, 1] with ink high and background 0, so the zero
 padding of `grid_sample` is background.
+
+After the geometry come the marks real uploads leave after preprocessing: thicker or thinner
+pens, short line fragments at the edges (a neighbouring digit or a ruled line cut by the
+crop), blur (a photo out of focus) and low resolution (a small digit scaled up to 28x28).
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ class AugmentConfig:
     )
     elastic_sigma: float = 4.0  # smoothness of the displacement field in pixels
     stroke: float = 0.0  # max fraction of a 3x3 dilation (>0) or erosion blended in
+    blur: float = 0.0  # mean fraction of a 3x3 binomial blur blended in (half the images, up to 2x)
+    lowres: float = 0.0  # share of images scaled down to 10-20 pixels and back up
+    fragments: float = 0.0  # share of images given a short stroke in their outer 3 pixels
     strength: float = 1.0  # multiplies every magnitude above; the tuner searches this
 
     @property
@@ -39,6 +46,9 @@ class AugmentConfig:
                 self.translate,
                 self.elastic_alpha,
                 self.stroke,
+                self.blur,
+                self.lowres,
+                self.fragments,
             )
         )
 
@@ -73,6 +83,38 @@ def _max_filter3(x: torch.Tensor) -> torch.Tensor:
     p = F.pad(x, (1, 1, 1, 1), value=float("-inf"))
     rows = torch.maximum(torch.maximum(p[..., :-2], p[..., 1:-1]), p[..., 2:])
     return torch.maximum(torch.maximum(rows[..., :-2, :], rows[..., 1:-1, :]), rows[..., 2:, :])
+
+
+def _blur3(x: torch.Tensor) -> torch.Tensor:
+    """A separable [1, 2, 1] / 4 blur with background (0) beyond the border."""
+    p = F.pad(x, (1, 1, 1, 1))
+    rows = (p[..., :-2] + 2 * p[..., 1:-1] + p[..., 2:]) / 4
+    return (rows[..., :-2, :] + 2 * rows[..., 1:-1, :] + rows[..., 2:, :]) / 4
+
+
+def _fragments(n: int, h: int, w: int, g: torch.Generator, device) -> torch.Tensor:
+    """[n, 1, h, w] ink of one short stroke per image (2 pixels wide, 3 to 8 long) that
+    starts in the image's outer 3 pixels, on a random side, in a random direction."""
+    side = torch.randint(0, 4, (n,), generator=g, device=device)
+    depth = torch.rand(n, generator=g, device=device) * 3
+    along = torch.rand(n, generator=g, device=device)
+    y0 = torch.where(side == 0, depth, torch.where(side == 1, h - 1 - depth, along * (h - 1)))
+    x0 = torch.where(side == 2, depth, torch.where(side == 3, w - 1 - depth, along * (w - 1)))
+    angle = torch.rand(n, generator=g, device=device) * (2 * math.pi)
+    length = 3 + torch.rand(n, generator=g, device=device) * 5
+    dy, dx = torch.sin(angle) * length, torch.cos(angle) * length
+    yy = torch.arange(h, device=device, dtype=torch.float32).view(1, h, 1)
+    xx = torch.arange(w, device=device, dtype=torch.float32).view(1, 1, w)
+    py, px = yy - y0.view(n, 1, 1), xx - x0.view(n, 1, 1)
+    # Distance of every pixel to the segment: project onto it, clamp to its ends.
+    t = ((py * dy.view(n, 1, 1) + px * dx.view(n, 1, 1)) / (length**2).view(n, 1, 1)).clamp(0, 1)
+    dist = torch.hypot(py - t * dy.view(n, 1, 1), px - t * dx.view(n, 1, 1))
+    level = 0.5 + 0.5 * torch.rand(n, 1, 1, generator=g, device=device)
+    return ((1.5 - dist).clamp(0, 1) * level).unsqueeze(1)
+
+
+def _stride(share: float) -> int:
+    return max(1, round(1 / min(1.0, share)))
 
 
 def augment(images: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
@@ -111,4 +153,19 @@ def augment(images: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> tor
         sign = torch.where(t < 0, -1.0, 1.0)
         moved = sign * _max_filter3(sign * out)
         out = out + t.abs() * (moved - out)
+    # The sampler shuffles every batch, so a strided slice is a random share of it: only the
+    # chosen images pay for the fragments and the resizing.
+    if cfg.fragments > 0:
+        part = out[0 :: _stride(cfg.fragments * s)]
+        part.copy_(torch.maximum(part, _fragments(len(part), h, w, g, device)))
+    if cfg.blur > 0:
+        part = out[1::2]
+        t = torch.rand(len(part), 1, 1, 1, generator=g, device=device) * min(1.0, 2 * cfg.blur * s)
+        part.add_(t * (_blur3(part) - part))
+    if cfg.lowres > 0:
+        part = out[2 :: _stride(cfg.lowres * s)]
+        # One size per batch: a single pair of resizes instead of one per image.
+        size = int(torch.randint(10, 21, (1,), generator=g, device=device))
+        small = F.interpolate(part, size=(size, size), mode="area")
+        part.copy_(F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False))
     return out.clamp_(0.0, 1.0)

@@ -28,6 +28,13 @@ class OptimConfig:
     label_smoothing: float = 0.0
     ema: float = 0.999  # decay of the weight average that is validated and saved; 0 = off
     patience: int = 0  # stop after this many epochs without a better validation score; 0 = never
+    # Outlier exposure: non-digits added to every batch, trained towards the uniform
+    # distribution (Hendrycks et al. 2019 used as many as digits and weight 0.5).
+    outlier_batch: int = 64
+    outlier_weight: float = 0.5
+    # With --init: weight of the KL divergence from the starting model's probabilities on the
+    # (augmented) digits, so fine-tuning keeps what it knew ("learning without forgetting").
+    keep: float = 0.0
 
     def __post_init__(self):
         if self.optimizer not in ("adam", "sgd"):
@@ -46,6 +53,10 @@ class VariantConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
+# What preprocessing leaves of real uploads, the same for every recipe: blurred and
+# low-resolution digits, and stray strokes at the edges.
+ROBUST = {"blur": 0.5, "lowres": 0.1, "fragments": 0.1}
+
 VARIANTS: dict[str, VariantConfig] = {
     v.name: v
     for v in (
@@ -61,9 +72,11 @@ VARIANTS: dict[str, VariantConfig] = {
                 weight_decay=5e-4,
                 schedule="cosine",
                 warmup=0.05,
-                epochs=60,
+                epochs=45,
             ),
-            augment=AugmentConfig(rotate=15.0, scale=0.15, shear=10.0, translate=2.5),
+            augment=AugmentConfig(
+                rotate=15.0, scale=0.15, shear=10.0, translate=2.5, **ROBUST, stroke=0.2
+            ),
         ),
         VariantConfig(
             name="lenet5-relu-adam",
@@ -77,9 +90,9 @@ VARIANTS: dict[str, VariantConfig] = {
                 weight_decay=0.05,
                 schedule="onecycle",
                 warmup=0.2,
-                epochs=60,
+                epochs=45,
             ),
-            augment=AugmentConfig(elastic_alpha=0.5),
+            augment=AugmentConfig(elastic_alpha=0.5, **ROBUST, stroke=0.2),
         ),
         VariantConfig(
             name="lenet5-bn-gelu",
@@ -93,9 +106,9 @@ VARIANTS: dict[str, VariantConfig] = {
                 weight_decay=5e-4,
                 schedule="onecycle",
                 warmup=0.2,
-                epochs=60,
+                epochs=45,
             ),
-            augment=AugmentConfig(stroke=0.3),
+            augment=AugmentConfig(**ROBUST, stroke=0.3),
         ),
     )
 }
@@ -118,6 +131,8 @@ class RunConfig:
     deterministic: bool = False
     resume: bool = False
     smoke: bool = False
+    init: str | None = None  # a bundle folder: start each recipe from its ONNX model there
+    outliers: int = 30_000  # generated non-digits for outlier exposure; 0 = none
     overrides: list[str] = field(default_factory=list)
 
     def __post_init__(self):
@@ -133,6 +148,7 @@ class RunConfig:
             self.subset = self.subset or 1000
             self.val_size = min(self.val_size, 500)
             self.epochs = 1
+            self.outliers = min(self.outliers, 600)
 
 
 def _coerce(text: str, current):

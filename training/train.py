@@ -3,6 +3,7 @@ and several recipes at once, one process each."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import multiprocessing
@@ -13,6 +14,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -23,6 +25,8 @@ from training.config import RunConfig, VariantConfig
 from training.data import BatchSampler, Mnist, load_mnist, one_hot
 from training.ema import EMA
 from training.model import LeNet5, build
+from training.nondigits import NonDigits, generate
+from training.warmstart import load_onnx
 
 
 class TrainingError(Exception):
@@ -112,6 +116,17 @@ def predict_probs(
     return torch.cat(out)
 
 
+def outliers_for(cfg: RunConfig, device: torch.device) -> tuple[torch.Tensor | None, NonDigits]:
+    """The generated non-digits of outlier exposure, uint8 [N, 1, 28, 28] on `device` (None
+    when --outliers 0), and what was made. Seeded: every process makes the same images."""
+    if not cfg.outliers:
+        return None, NonDigits(np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.int64))
+    made = generate(cfg.outliers, seed=cfg.split_seed, part="train")
+    if not len(made.images):
+        return None, made
+    return torch.from_numpy(made.images).unsqueeze(1).to(device), made
+
+
 def _validate(model, data: Mnist) -> tuple[float, float]:
     probs = predict_probs(model, data.val_x, data.mean, data.std)
     loss = F.nll_loss(probs.clamp_min(1e-12).log(), data.val_y).item()
@@ -125,6 +140,7 @@ def train_variant(
     cfg: RunConfig,
     device: torch.device,
     out_dir: Path,
+    outliers: torch.Tensor | None = None,
     progress: bool = True,
 ) -> dict:
     """Trains one recipe; writes best.pt and last.pt under out_dir/<name>/; returns its record."""
@@ -133,6 +149,15 @@ def train_variant(
     torch.manual_seed(v.seed)
     gen = torch.Generator(device=device).manual_seed(v.seed)
     model = build(dataclasses.replace(v.model, pad_value=-data.mean / data.std)).to(device)
+    start = None
+    if cfg.init:
+        load_onnx(
+            model,
+            Path(cfg.init) / f"{v.name}.onnx",
+            normalise(data.train_x[:4096], data.mean, data.std),
+        )
+    if cfg.init and v.optim.keep > 0:
+        start = copy.deepcopy(model).eval().requires_grad_(False)
     opt = build_optimizer(model, v, device)
     # The exponential moving average of the weights is what gets validated and shipped: under
     # heavy augmentation it is smoother and more accurate than the last step's weights.
@@ -144,6 +169,7 @@ def train_variant(
     history: list[dict] = []
     best = {"val_acc": -1.0, "val_loss": math.inf, "epoch": 0}
     start_epoch = 1
+    expose = outliers is not None and v.optim.outlier_batch > 0 and v.optim.outlier_weight > 0
 
     last_path = vdir / "last.pt"
     if cfg.resume and last_path.exists():
@@ -173,15 +199,33 @@ def train_variant(
             disable=None if progress else True,
         )
         for idx in bar:
-            x = augment(data.train_x[idx].to(torch.float32) / 255.0, v.augment, gen)
+            x, y = data.train_x[idx], data.train_y[idx]
+            if expose:
+                pick = torch.randint(
+                    len(outliers), (v.optim.outlier_batch,), generator=gen, device=device
+                )
+                # One batch through the model, as Hendrycks et al. do: batch norm sees both.
+                x = torch.cat([x, outliers[pick]])
+            x = augment(x.to(torch.float32) / 255.0, v.augment, gen)
             x = (x - data.mean) / data.std
-            y = data.train_y[idx]
             with _autocast(device):
                 logits = model(x)
+            digits = logits[: len(y)].float()
             if v.optim.label_smoothing > 0:
-                loss = F.cross_entropy(logits.float(), one_hot(y, v.optim.label_smoothing))
+                loss = F.cross_entropy(digits, one_hot(y, v.optim.label_smoothing))
             else:
-                loss = F.cross_entropy(logits.float(), y)
+                loss = F.cross_entropy(digits, y)
+            if start is not None:
+                with torch.no_grad():
+                    before = start(x[: len(y)]).float().log_softmax(dim=1)
+                kl = F.kl_div(
+                    digits.log_softmax(dim=1), before, log_target=True, reduction="batchmean"
+                )
+                loss = loss + v.optim.keep * kl
+            if expose:
+                # Cross-entropy to the uniform distribution over the ten digits.
+                spread = -logits[len(y) :].float().log_softmax(dim=1).mean(dim=1).mean()
+                loss = loss + v.optim.outlier_weight * spread
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -190,7 +234,7 @@ def train_variant(
                 ema.update(model)
             # Accumulate on the device: a .item() per step would stall a GPU on every batch.
             total_loss += loss.detach() * len(y)
-            correct += (logits.argmax(1) == y).sum()
+            correct += (digits.argmax(1) == y).sum()
             seen += len(y)
         seconds = time.perf_counter() - t0
         val_loss, val_acc = _validate(final, data)
@@ -249,7 +293,8 @@ def _train_in_worker(v: VariantConfig, cfg: RunConfig, data_dir: Path, out_dir: 
     device = pick_device(cfg.device)
     configure_torch(cfg, device)
     data = load_mnist(data_dir, device, cfg.val_size, cfg.subset, cfg.split_seed)
-    return train_variant(v, data, cfg, device, out_dir, progress=False)["history"]
+    outliers, _ = outliers_for(cfg, device)
+    return train_variant(v, data, cfg, device, out_dir, outliers, progress=False)["history"]
 
 
 def train_recipes(
@@ -259,11 +304,15 @@ def train_recipes(
     device: torch.device,
     out_dir: Path,
     data_dir: Path,
+    outliers: torch.Tensor | None = None,
 ) -> dict[str, list]:
     """Trains every recipe, `jobs_for` of them at a time; returns each one's history."""
     jobs = jobs_for(cfg, device, len(variants))
     if jobs == 1:
-        return {v.name: train_variant(v, data, cfg, device, out_dir)["history"] for v in variants}
+        return {
+            v.name: train_variant(v, data, cfg, device, out_dir, outliers)["history"]
+            for v in variants
+        }
     if device.type == "cpu" and not cfg.threads:
         cfg = dataclasses.replace(cfg, threads=max(1, len(os.sched_getaffinity(0)) // jobs))
     # Spawned, not forked: a forked child cannot use CUDA. Each worker loads its own copy of
