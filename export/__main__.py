@@ -20,16 +20,29 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from export import bundle
+from export import bundle, uncertainty
 from export.to_onnx import export_ensemble, export_model
 from export.verify import VerificationError, run_batched, session, verify
 from training import checkpoint
+from training.augment import AugmentConfig, augment
 from training.data import MnistDataError, load_mnist, resolve_data_dir
 from training.evaluate import error_overlap, scores
-from training.train import normalise
+from training.nondigits import generate
+from training.train import normalise, predict_probs
+from training.vote import vote
 
 PLOTS = ("curves.png", "confusion.png", "errors.png", "augment.png")
+RISK_PLOT = "risk_coverage.png"
 GOLDEN_SIZE = 16
+# The uncertainty rule's aim: at most this share of genuine digits flagged, on validation
+# digits as they are and as distorted below.
+AIM = 0.01
+HELD_NON_DIGITS = 3000
+# Validation digits as uploads leave them after preprocessing: a milder draw of what training
+# uses (tilt, pen width, blur, low resolution, stray strokes at the edges), fixed seed.
+DISTORTED = AugmentConfig(
+    rotate=8, scale=0.08, shear=5, translate=1, stroke=0.2, blur=0.3, lowres=0.1, fragments=0.1
+)
 
 
 class ExportError(Exception):
@@ -66,11 +79,58 @@ def _bundle_files(out: Path) -> set[str]:
         m.get("ensemble", {}).get("file"),
         m.get("golden", {}).get("file"),
         *PLOTS,
+        RISK_PLOT,
         "manifest.json",
         "metrics.json",
         "MODEL_CARD.md",
     ]
     return {Path(f).name for f in listed if isinstance(f, str)}
+
+
+def guard(out: Path, val_acc: float, force: bool) -> None:
+    """Refuses to replace the bundle in `out` with one whose validation vote is lower, unless
+    `force`: a smoke run's export must not silently replace the shipped models."""
+    try:
+        shipped = json.loads((out / "manifest.json").read_text())["ensemble"]["val_acc"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # nothing there, or nothing comparable: any bundle is better
+    if val_acc < shipped and not force:
+        raise ExportError(
+            f"the bundle in {out} votes {100 * shipped:.2f} % on validation, this run "
+            f"{100 * val_acc:.2f} %: not replaced (pass --force to replace it anyway, or "
+            "--out another folder)"
+        )
+
+
+def calibrate(ens, val_u8: np.ndarray, val_y: np.ndarray, val_probs: np.ndarray, norm: dict):
+    """The uncertainty rule chosen on validation digits and held-out generated non-digits,
+    with the figures behind it (see export/uncertainty.py)."""
+    gen = torch.Generator().manual_seed(0)
+    distorted = augment(torch.from_numpy(val_u8).float() / 255.0, DISTORTED, gen)
+    distorted = ((distorted - norm["mean"]) / norm["std"]).numpy()
+    digits = {
+        "validation digits": val_probs,
+        "validation digits, distorted": run_batched(ens, distorted, 512)[3],
+    }
+    held = generate(HELD_NON_DIGITS, seed=1, part="held")
+    held_x = normalise(torch.from_numpy(held.images).unsqueeze(1), **norm).numpy()
+    held_probs = run_batched(ens, held_x, 512)[3]
+    rule = uncertainty.choose(digits, held_probs, AIM)
+    kinds = {
+        name: uncertainty.rates(rule, held_probs[held.kinds == i])
+        for i, name in enumerate(held.names)
+        if (held.kinds == i).any()
+    }
+    report = {
+        "aim": AIM,
+        "aim_met": all(uncertainty.rates(rule, p)["flagged"] <= AIM for p in digits.values()),
+        "rule": rule,
+        "digits": {k: uncertainty.rates(rule, p) for k, p in digits.items()},
+        "non_digits": {"all held out": uncertainty.rates(rule, held_probs), **kinds},
+        "non_digits_missing": held.missing,
+        "risk_coverage": uncertainty.risk_coverage(rule, val_probs, val_y),
+    }
+    return rule, report
 
 
 def golden_indices(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
@@ -84,7 +144,7 @@ def golden_indices(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     return np.array(first + extra + rest[: GOLDEN_SIZE - len(first) - len(extra)])
 
 
-def build(run_dir: Path, out: Path, data_dir: Path, command: str) -> dict:
+def build(run_dir: Path, out: Path, data_dir: Path, command: str, force: bool = False) -> dict:
     steps = tqdm(total=7, desc="export", unit="step", disable=None)
 
     def step(text: str) -> None:
@@ -97,6 +157,10 @@ def build(run_dir: Path, out: Path, data_dir: Path, command: str) -> dict:
     test_x, test_y = normalise(data.test_x, **norm).numpy(), data.test_y.numpy()
     val_x, val_y = normalise(data.val_x, **norm).numpy(), data.val_y.numpy()
     step("data loaded")
+    # Checked on the PyTorch models first, to refuse before minutes of export; checked again
+    # below on what onnxruntime measures.
+    ref = torch.stack([predict_probs(m, data.val_x, **norm) for m in models])
+    guard(out, float((vote(ref)[0] == data.val_y).float().mean()), force)
 
     out.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
@@ -133,6 +197,9 @@ def build(run_dir: Path, out: Path, data_dir: Path, command: str) -> dict:
             metrics["models"][path.stem] = s
             entries.append(bundle.model_entry(path, model, ckpt, s))
         metrics["vote"]["val_acc"] = float((val_out[0] == val_y).mean())
+        guard(out, metrics["vote"]["val_acc"], force)
+        rule, metrics["uncertainty"] = calibrate(ens, data.val_x.numpy(), val_y, val_out[3], norm)
+        bundle.risk_coverage_plot(metrics["uncertainty"], stage / RISK_PLOT)
         metrics["vote"]["ties_broken"] = int(test_out[2].sum())
         metrics["error_overlap"] = error_overlap(
             [p.stem for p in files], (truth != t_probs.argmax(2).T)
@@ -161,6 +228,7 @@ def build(run_dir: Path, out: Path, data_dir: Path, command: str) -> dict:
                 "ties_broken_test": metrics["vote"]["ties_broken"],
             },
             golden_path=golden_path,
+            uncertainty=bundle.uncertainty_spec(rule, metrics["uncertainty"]),
             run=run,
             export_command=command,
         )
@@ -200,10 +268,15 @@ def main(argv: list[str] | None = None) -> int:
         help="bundle directory (default: %(default)s)",
     )
     p.add_argument("--data-dir", help="MNIST IDX files (default: $MNIST_DIR, then data/mnist)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the bundle in --out even when its validation vote is higher",
+    )
     args = p.parse_args(argv)
     command = shlex.join(["python", "-m", "export", *(argv if argv is not None else sys.argv[1:])])
     try:
-        m = build(args.run, args.out, resolve_data_dir(args.data_dir), command)
+        m = build(args.run, args.out, resolve_data_dir(args.data_dir), command, args.force)
     except (ExportError, checkpoint.CheckpointError, MnistDataError, VerificationError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,61 @@
+"""The uncertainty rule export chooses from data (export/uncertainty.py) and the guard that
+keeps a worse bundle from replacing the shipped one."""
+
+import json
+
+import numpy as np
+import pytest
+
+from export import uncertainty
+from export.__main__ import ExportError, guard
+
+
+def _probs(rng, n: int, top: tuple[float, float], models: int = 3) -> np.ndarray:
+    """[n, models, 10]: every model votes for the same random digit with a probability drawn
+    from `top`, the rest spread evenly."""
+    digit = rng.integers(0, 10, n)
+    p = rng.uniform(*top, (n, 1))
+    out = np.repeat(((1 - p) / 9)[:, :, None], 10, axis=2).repeat(models, axis=1)
+    out[np.arange(n), :, digit] = p
+    return out.astype(np.float32)
+
+
+def test_thresholds_meet_the_aim_on_every_digit_set_and_catch_the_spread_outliers():
+    rng = np.random.default_rng(0)
+    clean = _probs(rng, 2000, (0.9, 1.0))
+    # Harder digits: 0.5 % of them as unsure as the outliers are, 3 % a little less.
+    hard = np.concatenate(
+        [_probs(rng, 1930, (0.6, 1.0)), _probs(rng, 60, (0.4, 0.5)), _probs(rng, 10, (0.1, 0.4))]
+    )
+    outliers = _probs(rng, 1000, (0.1, 0.4))
+    rule = uncertainty.choose({"clean": clean, "hard": hard}, outliers, aim=0.01)
+    for probs in (clean, hard):
+        assert uncertainty.rates(rule, probs)["flagged"] <= 0.01
+    caught = uncertainty.rates(rule, outliers)
+    # All but the few the aim cannot afford: between 0.4 and 0.5 lie 3 % of the hard digits.
+    assert caught["flagged"] > 0.9 and caught["not_a_digit"] > 0.9
+
+
+def test_disagreement_is_its_own_reason_and_not_a_digit_is_said_alone():
+    rng = np.random.default_rng(1)
+    split = _probs(rng, 10, (0.9, 1.0))
+    split[:, 2] = np.roll(split[:, 2], 1, axis=1)  # the third model votes another digit
+    spread = _probs(rng, 10, (0.12, 0.2))
+    rule = {"not_a_digit_below": 0.3, "low_confidence_below": 0.5}
+    f = uncertainty.flags(rule, np.concatenate([split, spread]))
+    assert f["models_disagree"][:10].all() and not f["not_a_digit"][:10].any()
+    assert f["not_a_digit"][10:].all() and not f["low_confidence"][10:].any()
+
+
+def _bundle(tmp_path, val_acc: float):
+    (tmp_path / "manifest.json").write_text(json.dumps({"ensemble": {"val_acc": val_acc}}))
+    return tmp_path
+
+
+def test_export_refuses_to_replace_a_bundle_that_votes_better_on_validation(tmp_path):
+    out = _bundle(tmp_path, 0.996)
+    with pytest.raises(ExportError, match=r"99\.60 % on validation, this run 43\.08 %.*--force"):
+        guard(out, 0.4308, force=False)
+    guard(out, 0.4308, force=True)  # asked for
+    guard(out, 0.9962, force=False)  # better
+    guard(tmp_path / "empty", 0.4308, force=False)  # nothing shipped there yet
