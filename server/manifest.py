@@ -28,6 +28,18 @@ class InputSpec:
 
 
 @dataclass(frozen=True)
+class Uncertainty:
+    """When an answer is flagged, as export chose it from data (see the manifest's text)."""
+
+    not_a_digit_below: float  # the models' mean highest probability
+    low_confidence_below: float  # their mean probability for the voted digit
+    flag_disagreement: bool
+    min_edge_ratio: float  # of the fitted image: below is a filled shape
+    max_ink: float  # of the fitted image: above is a blot
+    rule: str  # the rule in words, for GET /models
+
+
+@dataclass(frozen=True)
 class Manifest:
     input: InputSpec
     classes: list[str]
@@ -37,6 +49,7 @@ class Manifest:
     golden_file: Path
     golden_atol: float
     output_order: list[str]  # the ensemble graph's outputs, in the order it returns them
+    uncertainty: Uncertainty
     summary: dict  # what GET /models answers, taken from the manifest once, at load
 
 
@@ -74,6 +87,18 @@ def _summary(raw: dict) -> dict:
         "ensemble": {k: e[k] for k in ("file", "sha256", "members", "vote_rule", *SCORES)},
         "provenance": {k: raw["provenance"][k] for k in ("created", "git", "versions")},
     }
+
+
+def _uncertainty(u: dict) -> Uncertainty:
+    limits = {
+        k: float(u[k])
+        for k in ("not_a_digit_below", "low_confidence_below", "min_edge_ratio", "max_ink")
+    }
+    if not all(0.0 <= v <= 1.0 for v in limits.values()):
+        raise ValueError(f"uncertainty thresholds must lie in [0, 1]: {limits}")
+    return Uncertainty(
+        **limits, flag_disagreement=bool(u["flag_disagreement"]), rule=str(u["rule"])
+    )
 
 
 def load(root: Path) -> Manifest:
@@ -127,6 +152,7 @@ def load(root: Path) -> Manifest:
             golden_file=golden,
             golden_atol=float(raw["golden"]["atol"]),
             output_order=list(raw["ensemble"]["output_order"]),
+            uncertainty=_uncertainty(raw["uncertainty"]),
             summary=_summary(raw),
         )
     except (KeyError, TypeError, ValueError, IndexError) as e:

@@ -17,7 +17,7 @@ from server.answers import ModelOpinion, Prediction, PredictionWithImage, Prepro
 from server.batch_pool import BatchPool
 from server.ensemble import Ensemble
 from server.errors import ApiError, InferenceFailed
-from server.manifest import Manifest
+from server.manifest import Manifest, Uncertainty
 from server.preprocess import Preprocessed, Shape, preprocess_many
 
 log = logging.getLogger(__name__)
@@ -25,34 +25,38 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class UncertaintyRule:
-    """When an answer is flagged `uncertain`: probably not a digit, or a doubtful one.
+    """When an answer is flagged `uncertain`, and why, with the thresholds the manifest holds.
 
-    Two kinds of evidence: the models' (they disagree, or their mean probability for the voted
-    digit is low) and the fitted image's (a more filled-in shape, or more ink, than MNIST's
-    digits have). Thresholds chosen with bench/realworld.py's images (figures in the README):
-    real digits flagged 1.7 % on average over its kinds, non-digits 88 % (or refused).
+    `not_a_digit`: the models, trained to spread their probability on non-digits, do (their
+    mean highest probability is low). Unsure which digit: the models disagree, or their mean
+    probability for the voted digit is low. And the fitted image's shape: a more filled-in
+    shape, or more ink, than MNIST's digits have.
     """
 
-    min_confidence: float = 0.88
-    # MNIST test digits as PNGs: 0.25 % have an edge ratio below 0.33 (0.1st percentile 0.305),
-    # 0.08 % more ink than 0.30 (99.9th percentile 0.297).
-    min_edge_ratio: float = 0.33
-    max_ink: float = 0.30
+    spec: Uncertainty
 
-    def reasons(self, confidence: float, agreement: int, models: int, shape: Shape) -> list[str]:
+    def reasons(
+        self, confidence: float, typicality: float, agreement: int, models: int, shape: Shape
+    ) -> list[str]:
+        u = self.spec
+        not_a_digit = typicality < u.not_a_digit_below
         checks = {
-            "models_disagree": agreement < models,
-            "low_confidence": confidence < self.min_confidence,
-            "filled_shape": shape.edge_ratio < self.min_edge_ratio,
-            "too_much_ink": shape.ink > self.max_ink,
+            "not_a_digit": not_a_digit,
+            "models_disagree": u.flag_disagreement and agreement < models,
+            # Implied by not_a_digit (confidence is at most typicality): said once.
+            "low_confidence": not not_a_digit and confidence < u.low_confidence_below,
+            "filled_shape": shape.edge_ratio < u.min_edge_ratio,
+            "too_much_ink": shape.ink > u.max_ink,
         }
         return [name for name, failed in checks.items() if failed]
 
     def describe(self) -> str:
+        u = self.spec
         return (
-            "uncertain when the models do not all agree, their mean probability for the voted "
-            f"digit is below {self.min_confidence:g}, or the fitted image has an edge ratio "
-            f"below {self.min_edge_ratio:g} (a filled shape) or more than {self.max_ink:.0%} ink"
+            f"uncertain with a reason: {u.rule}; not_a_digit_below {u.not_a_digit_below:.4f}, "
+            f"low_confidence_below "
+            f"{u.low_confidence_below:.4f}, min_edge_ratio {u.min_edge_ratio:g}, max_ink "
+            f"{u.max_ink:g}"
         )
 
 
@@ -74,7 +78,7 @@ class Predictor:
         self.manifest = manifest
         self.ensemble = ensemble
         self.max_pixels = max_pixels
-        self.rule = rule or UncertaintyRule()
+        self.rule = rule or UncertaintyRule(manifest.uncertainty)
         self.helpers = helpers
 
     def prepare_many(self, images: list[bytes]) -> list[Preprocessed | ApiError]:
@@ -125,7 +129,8 @@ class Predictor:
         votes = out.votes[i]
         confidence = float(probs[:, label].sum() / len(probs))  # np.mean's value, at less cost
         agreement = int(votes[label])
-        reasons = self.rule.reasons(confidence, agreement, len(probs), p.shape)
+        typicality = float(probs.max(1).sum() / len(probs))  # each model's highest, averaged
+        reasons = self.rule.reasons(confidence, typicality, agreement, len(probs), p.shape)
         fields = dict(
             label=label,
             confidence=round(confidence, 6),
