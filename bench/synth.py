@@ -344,8 +344,90 @@ def not_digit_letter(rng: np.random.Generator) -> bytes:
     return printed(LETTERS[int(rng.integers(len(LETTERS)))], font, rng)
 
 
+# Capital letters as a pen draws them on the page's canvas: strokes in a unit box (x, y),
+# each a polyline. Letters that a pen makes look like digits (O, I, S, Z, B, G) are left out.
+PEN_LETTERS = {
+    "A": [[(0, 1), (0.5, 0), (1, 1)], [(0.25, 0.55), (0.75, 0.55)]],
+    "E": [[(1, 0), (0, 0), (0, 1), (1, 1)], [(0, 0.5), (0.7, 0.5)]],
+    "F": [[(1, 0), (0, 0), (0, 1)], [(0, 0.5), (0.7, 0.5)]],
+    "H": [[(0, 0), (0, 1)], [(1, 0), (1, 1)], [(0, 0.5), (1, 0.5)]],
+    "K": [[(0, 0), (0, 1)], [(1, 0), (0, 0.55), (1, 1)]],
+    "M": [[(0, 1), (0, 0), (0.5, 0.6), (1, 0), (1, 1)]],
+    "N": [[(0, 1), (0, 0), (1, 1), (1, 0)]],
+    "R": [[(0, 1), (0, 0), (0.8, 0), (1, 0.25), (0.8, 0.5), (0, 0.5)], [(0.4, 0.5), (1, 1)]],
+    "T": [[(0, 0), (1, 0)], [(0.5, 0), (0.5, 1)]],
+    "W": [[(0, 0), (0.25, 1), (0.5, 0.4), (0.75, 1), (1, 0)]],
+    "X": [[(0, 0), (1, 1)], [(1, 0), (0, 1)]],
+    "Y": [[(0, 0), (0.5, 0.5), (1, 0)], [(0.5, 0.5), (0.5, 1)]],
+    "V": [[(0, 0), (0.5, 1), (1, 0)]],
+    "P": [[(0, 1), (0, 0), (0.8, 0), (1, 0.25), (0.8, 0.5), (0, 0.5)]],
+    "U": [[(0, 0), (0, 0.8), (0.2, 1), (0.8, 1), (1, 0.8), (1, 0)]],
+    "C": [[(1, 0.1), (0.7, 0), (0.3, 0), (0, 0.3), (0, 0.7), (0.3, 1), (0.7, 1), (1, 0.9)]],
+}
+
+
+def not_digit_drawn_letter(rng: np.random.Generator) -> bytes:
+    """A capital letter drawn with a pen on the page's 280x280 canvas: wobbly strokes of any
+    width, the letter's size and tilt varying, black on white (PNG)."""
+    letter = list(PEN_LETTERS)[int(rng.integers(len(PEN_LETTERS)))]
+    size, width = rng.uniform(120, 220), int(rng.integers(8, 24))
+    w_scale = rng.uniform(0.6, 1.1)
+    x0, y0 = rng.uniform(20, 260 - size * w_scale), rng.uniform(20, 260 - size)
+    tilt = math.radians(rng.uniform(-12, 12))
+
+    def paint(d, s):
+        for stroke in PEN_LETTERS[letter]:
+            pts = []
+            for x, y in stroke:
+                x, y = x * w_scale + rng.normal(0, 0.03), y + rng.normal(0, 0.03)
+                x, y = x + y * math.sin(tilt), y
+                pts.append((x0 + x * size, y0 + y * size))
+            d.line(pts, fill=0, width=width, joint="curve")
+
+    return _draw(280, paint)
+
+
+def not_digit_scribble(rng: np.random.Generator) -> bytes:
+    """A scribble on the page's canvas: one pen stroke wandering through 6 to 14 points,
+    smoothed, or a tangle of loops (PNG)."""
+
+    def paint(d, s):
+        n = int(rng.integers(6, 15))
+        pts = rng.uniform(30, 250, (n, 2))
+        if rng.random() < 0.5:  # loops: points on a wobbly circle, around several times
+            t = np.linspace(0, 2 * math.pi * rng.uniform(2, 4), n * 4)
+            r = rng.uniform(40, 110) * (1 + 0.3 * np.sin(3 * t + rng.uniform(0, 6)))
+            pts = np.stack([140 + r * np.cos(t) + 0.3 * t * 10, 140 + r * np.sin(t)], 1)
+        d.line([tuple(p) for p in pts], fill=0, width=int(rng.integers(6, 20)), joint="curve")
+
+    return _draw(280, paint)
+
+
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
+
+
+def not_digit_fashion_mnist(rng: np.random.Generator) -> bytes:
+    """A Fashion-MNIST test image (Debian's dataset-fashion-mnist; training uses only the
+    training file), scaled up, as a PNG: light on black as stored, or inverted."""
+    import gzip
+
+    if not FASHION_MNIST.is_file():
+        raise RuntimeError("Fashion-MNIST not installed: apt-get install dataset-fashion-mnist")
+    with gzip.open(FASHION_MNIST, "rb") as f:
+        raw = f.read()
+    images = np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(-1, 28, 28)
+    img = images[int(rng.integers(len(images)))]
+    if rng.random() < 0.5:
+        img = 255 - img
+    size = int(rng.integers(28, 281))
+    return _encode(Image.fromarray(img).resize((size, size), Image.Resampling.BICUBIC), "PNG")
+
+
 NOT_DIGITS: dict[str, Callable[[np.random.Generator], bytes]] = {
     "letter": not_digit_letter,
+    "drawn_letter": not_digit_drawn_letter,
+    "scribble": not_digit_scribble,
+    "fashion_mnist": not_digit_fashion_mnist,
     "shape": not_digit_shape,
     "clothing": not_digit_clothing,
     "noise": not_digit_noise,
