@@ -32,6 +32,20 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
+# Fonts and Fashion-MNIST for the non-digits that training generates (training/nondigits.py)
+# and the benchmark draws, from Debian's archive when missing: never downloaded at run time.
+DEBS="dataset-fashion-mnist fonts-dejavu-core fonts-dejavu-extra fonts-liberation
+  fonts-liberation2 fonts-freefont-ttf fonts-urw-base35 fonts-crosextra-carlito
+  fonts-crosextra-caladea fonts-cantarell fonts-comic-neue fonts-roboto-unhinted fonts-noto-mono
+  fonts-open-sans fonts-linuxlibertine"
+MISSING=$(for d in $DEBS; do dpkg-query -W -f='${Status}' "$d" 2>/dev/null | grep -q "ok installed" || echo "$d"; done)
+if [ -n "$MISSING" ]; then
+  SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+  $SUDO apt-get update -qq
+  # shellcheck disable=SC2086 # one word per package
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $MISSING >/dev/null
+fi
+
 # Podman, runc and debootstrap for tests/test_container.py, which builds deploy/Dockerfile on
 # a Debian base it makes with debootstrap, and runs it.
 if ! command -v podman >/dev/null || ! command -v runc >/dev/null ||
