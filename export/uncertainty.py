@@ -129,9 +129,10 @@ def risk_coverage(rule: dict, probs: np.ndarray, truth: np.ndarray) -> dict:
     answered = np.arange(1, len(order) + 1)
     acc = np.cumsum(right[order]) / answered
     keep = ~flagged(rule, probs)
+    points = np.unique(np.r_[0 : len(order) : 10, len(order) - 1])  # every 10th, and the last
     return {
-        "coverage": (answered / len(order)).tolist()[::10],
-        "accuracy": acc.tolist()[::10],
+        "coverage": (answered / len(order))[points].tolist(),
+        "accuracy": acc[points].tolist(),
         "rule_coverage": float(keep.mean()),
         "rule_accuracy": float(right[keep].mean()) if keep.any() else 1.0,
     }

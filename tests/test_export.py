@@ -31,8 +31,8 @@ RETIRED = "lenet5-retired.onnx"  # a model of the previous bundle that the new o
 UNLISTED = "NOTES.txt"  # a file no manifest lists: export never removes those
 
 
-def run_export(run: Path, out: Path, mnist_dir: Path) -> subprocess.CompletedProcess:
-    args = ["--run", str(run), "--out", str(out), "--data-dir", str(mnist_dir)]
+def run_export(run: Path, out: Path, mnist_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    args = ["--run", str(run), "--out", str(out), "--data-dir", str(mnist_dir), *extra]
     return subprocess.run(
         [sys.executable, "-m", "export", *args],
         cwd=ROOT,
@@ -65,9 +65,23 @@ def exported(smoke_run, bundle, mnist_dir, tmp_path_factory):
     (out / "manifest.json").write_text(json.dumps(previous))
     (out / UNLISTED).write_text("the operator's notes\n")
     before = {p.name for p in out.iterdir()}
-    proc = run_export(run, out, mnist_dir)
+    # --force: the smoke run's models vote far worse on validation than the shipped ones.
+    proc = run_export(run, out, mnist_dir, "--force")
     assert proc.returncode == 0, proc.stderr
     return out, proc, before
+
+
+def test_a_run_that_votes_worse_on_validation_does_not_replace_the_bundle(
+    smoke_run, bundle, mnist_dir, tmp_path
+):
+    out = tmp_path / "artifacts"
+    shutil.copytree(bundle, out)
+    before = snapshot(out)
+    proc = run_export(smoke_run[0], out, mnist_dir)
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "on validation" in last and "--force" in last, last
+    assert snapshot(out) == before
 
 
 def test_exported_bundle_loads_passes_the_self_test_and_serves(exported, smoke_run, mnist_test):
@@ -146,7 +160,7 @@ def test_a_tampered_checkpoint_fails_and_leaves_the_bundle_untouched(
     shutil.copytree(smoke_run[0], run)
     damage(run)
     before = snapshot(out)
-    proc = run_export(run, out, mnist_dir)
+    proc = run_export(run, out, mnist_dir, "--force")
     assert proc.returncode == 2, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and reason in last, proc.stderr
