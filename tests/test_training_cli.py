@@ -94,6 +94,10 @@ def test_interrupted_run_resumes_to_the_same_weights(mnist_dir, tmp_path):
         "500",
         "--epochs",
         "3",
+        "--outliers",  # few non-digits: a quick test that resuming keeps drawing the same ones
+        "1000",
+        "--threads",
+        "1",
         "--data-dir",
         str(mnist_dir),
     ]
