@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
 
 FONT_DIRS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"))
 
@@ -181,6 +181,243 @@ def mnist_png(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     return _encode(Image.fromarray(digit, "L"), "PNG")
 
 
+# ---- what people send besides clean uploads (issue 17) ---------------------------------------
+# Digits cropped to their own ink, digits in forms, small digits in big photos and blurry
+# thumbnails, each kind from a generator of its own.
+
+
+def _ink_box(digit: np.ndarray) -> np.ndarray:
+    """The digit cut to every trace of its ink, the faintest rim included."""
+    rows, cols = np.flatnonzero(digit.any(1)), np.flatnonzero(digit.any(0))
+    return digit[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def _tight_shape(digit: np.ndarray, height: int, thicken: int = 0) -> np.ndarray:
+    """`_shape` cut to its ink: the digit's own strokes reach the mask's four sides."""
+    mask = _shape(digit, round(height * 28 / 20), thicken)
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    return mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def _grey_bytes(grey: np.ndarray, rng: np.random.Generator, jpeg: bool) -> bytes:
+    im = Image.fromarray((np.clip(grey, 0, 1) * 255).astype(np.uint8), "L")
+    if jpeg:
+        return _encode(im, "JPEG", quality=int(rng.integers(70, 93)))
+    return _encode(im, "PNG")
+
+
+def tight_crop(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """Cropped to the digit's own ink (0 or 1 px of margin), either polarity, upscaled 1-10x
+    by any filter; a third are phone-photo JPEGs (noise, tinted paper), the rest PNGs."""
+    crop = np.pad(_ink_box(digit), int(rng.integers(0, 2)))
+    factor = rng.uniform(1, 10)
+    h, w = crop.shape
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    filters = (Image.Resampling.NEAREST, Image.Resampling.BILINEAR, Image.Resampling.BICUBIC)
+    im = Image.fromarray(crop).resize(size, filters[int(rng.integers(3))])
+    ink = np.asarray(im, dtype=np.float32) / 255.0
+    paper, pen = rng.uniform(0.8, 1.0), rng.uniform(0.0, 0.25)
+    if rng.random() < 0.5:  # light strokes on a dark ground
+        paper, pen = 1.0 - paper, 1.0 - pen
+    grey = paper + (pen - paper) * ink
+    photo = rng.random() < 1 / 3
+    if photo:
+        grey = grey + rng.normal(0, 0.02, grey.shape)
+    return _grey_bytes(grey, rng, jpeg=photo)
+
+
+def _form_sheet(
+    ink: np.ndarray, lines: np.ndarray, rng: np.random.Generator, jpeg: bool | None = None
+) -> bytes:
+    """A pen's ink and a form's printed lines (both masks in [0, 1]) on paper: RGB, noise,
+    PNG or JPEG. The lines are black, grey, or a light colour such as forms print in."""
+    h, w = ink.shape
+    paper = np.array([rng.uniform(0.9, 1.0), rng.uniform(0.9, 1.0), rng.uniform(0.85, 1.0)])
+    pens = [(0.05, 0.05, 0.08), (0.1, 0.15, 0.55), (0.25, 0.25, 0.28)]
+    pen = np.array(pens[int(rng.integers(len(pens)))])
+    line_colours = [
+        (0.0, 0.0, 0.0),
+        (0.45, 0.45, 0.45),
+        (0.55, 0.7, 0.9),  # light blue, as ruled paper
+        (0.9, 0.5, 0.5),  # red
+        (0.5, 0.75, 0.55),  # green
+    ]
+    line = np.array(line_colours[int(rng.integers(len(line_colours)))])
+    rgb = paper * np.ones((h, w, 1), np.float32)
+    rgb = rgb * (1 - lines[..., None]) + line * lines[..., None]
+    rgb = rgb * (1 - ink[..., None]) + pen * ink[..., None]  # the pen writes over the lines
+    rgb = rgb + rng.normal(0, 0.015, (h, w, 3))
+    im = Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8), "RGB")
+    if jpeg if jpeg is not None else rng.random() < 0.5:
+        return _encode(im, "JPEG", quality=int(rng.integers(75, 93)))
+    return _encode(im, "PNG")
+
+
+def _hline(lines: np.ndarray, y: float, x0: int, x1: int, width: int) -> None:
+    top = max(0, round(y - width / 2))
+    lines[top : top + width, max(0, x0) : max(0, x1)] = 1.0
+
+
+def _vline(lines: np.ndarray, x: float, y0: int, y1: int, width: int) -> None:
+    left = max(0, round(x - width / 2))
+    lines[max(0, y0) : max(0, y1), left : left + width] = 1.0
+
+
+def boxed(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """A digit written in a form's box, photographed or scanned: the box's sides may touch or
+    cross the strokes, the picture may be cut at the box's edges or show the neighbouring
+    cells of the row."""
+    mask = _tight_shape(digit, int(rng.integers(70, 180)))
+    dh, dw = mask.shape
+    # Gaps between the strokes and each side of the box: a quarter touch or cross a stroke.
+    gaps = [
+        int(rng.integers(-2, 1)) if rng.random() < 0.25 else int(rng.integers(1, dh // 4 + 2))
+        for _ in range(4)
+    ]
+    width = int(rng.integers(1, max(2, dh // 30) + 1))
+    bh = dh + gaps[0] + gaps[2]
+    bw = max(dw + gaps[1] + gaps[3], int(bh * rng.uniform(0.6, 1.0)))
+    outside = int(rng.integers(0, dh // 3 + 1)) if rng.random() < 0.7 else 0
+    pad = outside + width + 4  # room for strokes that cross the box, cut off below
+    h, w = bh + 2 * pad, 3 * bw + 2 * pad
+    ink, lines = np.zeros((h, w), np.float32), np.zeros((h, w), np.float32)
+    top, left = pad, pad + bw
+    extra = bw - (dw + gaps[1] + gaps[3])
+    ink[top + gaps[0] : top + gaps[0] + dh, left + gaps[1] + extra // 2 :][:, :dw] = mask
+    for y in (top, top + bh):
+        _hline(lines, y, 0, w, width)
+    for x in (left - bw, left, left + bw, left + 2 * bw):
+        _vline(lines, x, top - width, top + bh + width, width)
+    # The picture: the box alone, cut at its lines, or with some paper and of the cells beside.
+    reach = int(rng.integers(0, bw // 2 + 1)) if outside else 0
+    y0, y1 = top - outside - width // 2, top + bh + outside + (width + 1) // 2
+    x0, x1 = left - reach - width // 2, left + bw + reach + (width + 1) // 2
+    ink, lines = ink[y0:y1, x0:x1], lines[y0:y1, x0:x1]
+    return _form_sheet(ink, lines, rng)
+
+
+def comb(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """A comb field: a baseline with short ticks between the characters; the digit stands on
+    (or dips through) the baseline between two ticks, with empty cells beside it."""
+    mask = _tight_shape(digit, int(rng.integers(60, 160)))
+    dh, dw = mask.shape
+    width = int(rng.integers(1, max(2, dh // 30) + 1))
+    cell = int(dh * rng.uniform(0.8, 1.2))
+    tick = int(dh * rng.uniform(0.2, 0.45))
+    cells = int(rng.integers(1, 4))  # empty cells each side
+    above = int(rng.integers(3, dh // 3 + 4))
+    below = int(rng.integers(3, dh // 4 + 4))
+    h, w = above + dh + below, cell * (2 * cells + 1) + 2 * width
+    ink, lines = np.zeros((h, w), np.float32), np.zeros((h, w), np.float32)
+    base = above + dh + int(rng.integers(-dh // 12 - 1, 3))  # on, above or through the line
+    _hline(lines, base, 0, w, width)
+    for k in range(2 * cells + 2):
+        _vline(lines, width + k * cell, base - tick, base + 1, width)
+    left = width + cells * cell + max(0, (cell - dw) // 2) + int(rng.integers(-2, 3))
+    region = ink[above : above + dh, max(0, left) :][:, :dw]
+    region[:] = mask[:, : region.shape[1]]
+    return _form_sheet(ink, lines, rng)
+
+
+def ruled(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """Written on ruled paper: thin lines across the page, a line or two through the digit,
+    sometimes the red margin line down one side."""
+    mask = _tight_shape(digit, int(rng.integers(70, 180)))
+    dh, dw = mask.shape
+    pitch = int(dh * rng.uniform(0.45, 0.9))
+    width = int(rng.integers(1, 3))
+    h, w = dh + int(rng.integers(20, 3 * pitch)), dw + int(rng.integers(40, 5 * dw))
+    ink, lines = np.zeros((h, w), np.float32), np.zeros((h, w), np.float32)
+    top, left = int(rng.integers(5, h - dh - 4)), int(rng.integers(5, w - dw - 4))
+    ink[top : top + dh, left : left + dw] = mask
+    for y in np.arange(rng.uniform(0, pitch), h, pitch):
+        _hline(lines, y, 0, w, width)
+    if rng.random() < 0.3 and left > 25:
+        _vline(lines, int(rng.integers(5, left - 15)), 0, h, width + 1)
+    return _form_sheet(ink, lines * rng.uniform(0.5, 1.0), rng)
+
+
+def grid(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """Written on squared (graph) paper: a grid of thin lines, the digit over several squares."""
+    mask = _tight_shape(digit, int(rng.integers(70, 180)))
+    dh, dw = mask.shape
+    pitch = int(dh * rng.uniform(0.2, 0.5))
+    width = int(rng.integers(1, 3))
+    h, w = dh + int(rng.integers(20, 200)), dw + int(rng.integers(20, 200))
+    ink, lines = np.zeros((h, w), np.float32), np.zeros((h, w), np.float32)
+    top, left = int(rng.integers(5, h - dh - 4)), int(rng.integers(5, w - dw - 4))
+    ink[top : top + dh, left : left + dw] = mask
+    for y in np.arange(rng.uniform(0, pitch), h, pitch):
+        _hline(lines, y, 0, w, width)
+    for x in np.arange(rng.uniform(0, pitch), w, pitch):
+        _vline(lines, x, 0, h, width)
+    return _form_sheet(ink, lines * rng.uniform(0.4, 1.0), rng)
+
+
+def underlined(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """A digit with a line drawn under it (by hand or printed), near or touching its foot."""
+    mask = _tight_shape(digit, int(rng.integers(70, 180)))
+    dh, dw = mask.shape
+    width = int(rng.integers(1, max(2, dh // 20) + 1))
+    h, w = dh + int(rng.integers(30, 120)), dw + int(rng.integers(40, 250))
+    ink, lines = np.zeros((h, w), np.float32), np.zeros((h, w), np.float32)
+    top, left = int(rng.integers(8, h - dh - 20)), int(rng.integers(5, w - dw - 4))
+    ink[top : top + dh, left : left + dw] = mask
+    y = top + dh + int(rng.integers(-2, max(3, dh // 8)))
+    x0 = int(rng.integers(0, max(1, left - 5)))
+    x1 = int(rng.integers(min(w, left + dw + 5), w + 1))
+    _hline(lines, y, x0, x1, width)
+    return _form_sheet(ink, lines, rng)
+
+
+def small_in_photo(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """A small digit (3-5 % of the longer side) in a large phone photo of paper with grain,
+    specks of dust and uneven light: 2000x1500 or 1500x2000, JPEG."""
+    h, w = (1500, 2000) if rng.random() < 0.7 else (2000, 1500)
+    height = int(max(h, w) * rng.uniform(0.03, 0.05))
+    mask = _tight_shape(digit, height)
+    dh, dw = mask.shape
+    top, left = int(rng.integers(50, h - dh - 50)), int(rng.integers(50, w - dw - 50))
+    # The paper's grain and light at a quarter of the size, then enlarged: cheap and smooth.
+    qh, qw = h // 4, w // 4
+    field = _lighting(qh, qw, rng) * rng.uniform(0.8, 0.95)
+    field = field + rng.normal(0, 0.012, (qh, qw))
+    grey = np.asarray(
+        Image.fromarray(field.astype(np.float32), "F").resize((w, h), Image.Resampling.BILINEAR)
+    ).copy()
+    for _ in range(int(rng.integers(5, 30))):  # dust and specks, well away from the digit
+        y, x = int(rng.integers(0, h - 8)), int(rng.integers(0, w - 8))
+        if abs(y - top) > 2 * dh or abs(x - left) > 2 * dw:
+            r = int(rng.integers(2, 7))
+            grey[y : y + r, x : x + r] *= rng.uniform(0.2, 0.7)
+    pen = rng.uniform(0.05, 0.3)
+    patch = grey[top : top + dh, left : left + dw]
+    patch[:] = patch * (1 - mask) + pen * mask
+    im = Image.fromarray((np.clip(grey, 0, 1) * 255).astype(np.uint8), "L")
+    im = im.filter(ImageFilter.GaussianBlur(rng.uniform(0.4, 1.2)))
+    return _encode(im.convert("RGB"), "JPEG", quality=int(rng.integers(75, 92)))
+
+
+def blurry_thumbnail(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """An 8x8 to 16x16 grey thumbnail of a digit that fills it (as other digit datasets keep
+    them), enlarged 4-20x by a smooth filter: blurry, touching the frame, either polarity."""
+    box = _ink_box(digit)
+    h, w = box.shape
+    side = max(h, w)
+    square = np.zeros((side, side), np.uint8)
+    square[(side - h) // 2 :][:h, (side - w) // 2 :][:, :w] = box
+    n = int(rng.integers(8, 17))
+    thumb = Image.fromarray(square).resize((n, n), Image.Resampling.BOX)
+    levels = int(rng.choice([16, 256]))  # some sources keep 17 grey levels, as sklearn's digits
+    thumb = thumb.point(lambda v: round(round(v * (levels - 1) / 255) * 255 / (levels - 1)))
+    big = n * int(rng.integers(4, 21))
+    filters = (Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Resampling.LANCZOS)
+    im = thumb.resize((big, big), filters[int(rng.integers(3))])
+    if rng.random() < 0.5:
+        im = ImageOps.invert(im)
+    return _encode(im, "PNG")
+
+
 KINDS: dict[str, Callable[[np.ndarray, np.random.Generator], bytes]] = {
     "mnist_png": mnist_png,
     "photo": photo,
@@ -193,6 +430,14 @@ KINDS: dict[str, Callable[[np.ndarray, np.random.Generator], bytes]] = {
     "off_centre": off_centre,
     "rotated": rotated,
     "tiny": tiny,
+    "tight_crop": tight_crop,
+    "boxed": boxed,
+    "comb": comb,
+    "ruled": ruled,
+    "grid": grid,
+    "underlined": underlined,
+    "small_in_photo": small_in_photo,
+    "blurry_thumbnail": blurry_thumbnail,
 }
 
 

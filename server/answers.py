@@ -40,6 +40,9 @@ class Preprocessing:
     inverted: bool = field(metadata=doc("The upload had dark ink on a light background"))
     components_kept: int = field(metadata=doc("Pieces of ink kept as the digit"))
     components_dropped: int = field(metadata=doc("Specks and page borders dropped"))
+    lines_removed: int = field(
+        metadata=doc("Long straight lines removed: a form's box, comb, ruling, grid, underline")
+    )
     ink: float = field(metadata=doc("Mean intensity of the fitted image, 0 to 1"))
     pieces: int = field(metadata=doc("Separate pieces of ink in the fitted image"))
     edge_ratio: float = field(

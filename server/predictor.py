@@ -155,6 +155,7 @@ class Predictor:
                 inverted=p.inverted,
                 components_kept=p.components_kept,
                 components_dropped=p.components_dropped,
+                lines_removed=p.lines_removed,
                 ink=round(p.shape.ink, 4),
                 pieces=p.shape.parts,
                 edge_ratio=round(p.shape.edge_ratio, 4),

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
-from server import components, decode_budget
+from server import components, decode_budget, lines
 from server.errors import ApiError, NoInk, TooManyPixels, UndecodableImage, UnsupportedFormat
 from server.manifest import InputSpec
 
@@ -32,6 +32,15 @@ WORK_SIZE = 320  # longest side analysed; a digit filling a tenth of it still ha
 ANALYSIS_SIZE = 128  # longest side at which connected components are found
 MIN_CONTRAST = 0.08  # darkest-to-lightest spread below which an image is blank
 MIN_INK = 0.15  # weakest stroke contrast (relative to the paper) accepted as ink
+NOISE_CHECK = 0.04  # grain above which ink_map checks it against neighbouring pixels
+TEXTURE_PIECES = 20  # marks in an image beyond which a huge region is taken for texture
+BALANCED = 0.2  # light and dark shares of an image within 50 +- this: a digit filling it
+LINE_SCRAP = 0.15  # of the digit's area: a piece touching a removed line and smaller is the line's
+STRONG_FEW = 0.0002  # of the image: the strongest pixels that set the stroke contrast at least
+SMALL_EXTENT = 16  # pixels at analysis size: a digit smaller is found again at working size
+FINE_EXTENT = 0.025  # of the longer side: the smallest digit found at working size
+FAR_PIECE = 0.15  # of the digit's area: a piece away from it and smaller is dirt, not a stroke
+ZOOM_BELOW = 40  # pixels at working size: a digit smaller is cut again from the decoded image
 MIN_EXTENT = 5  # pixels at analysis size: a mark shorter than this is a speck, not a digit
 
 
@@ -55,6 +64,7 @@ class Preprocessed:
     components_kept: int
     components_dropped: int
     shape: Shape
+    lines_removed: int = 0  # a form's long straight lines found and removed
 
 
 SIGNATURES = (
@@ -211,7 +221,13 @@ def _block_background(grey: np.ndarray, inverted: bool) -> np.ndarray | float:
         .reshape(hb, wb, -1)
     )
     k = cells.shape[2] // 10
-    low = np.sort(cells, axis=2)[:, :, k]  # a sort, as in _kth
+    ordered = np.sort(cells, axis=2)  # a sort, as in _kth
+    low = ordered[:, :, k]
+    # A block inside a stroke holds no paper. Where the digit fills the picture (cropped to
+    # its ink) such blocks form whole stretches, so none is allowed a background more than
+    # halfway from the lightest paper to the strongest ink: lighting shades paper less.
+    lightest = float(low.min())
+    low = np.minimum(low, 0.5 * (lightest + float(ordered[:, :, -1 - k].max())))
     # A block all inside a fat stroke stands out from its neighbours; a median of the 3x3
     # neighbourhood replaces it and still follows a lighting gradient.
     low = np.asarray(
@@ -221,6 +237,17 @@ def _block_background(grey: np.ndarray, inverted: bool) -> np.ndarray | float:
         return float(low.mean())
     up = Image.fromarray(low.astype(np.float32), "F").resize((w, h), Image.Resampling.BILINEAR)
     return np.asarray(up, dtype=np.float32)
+
+
+def _polarity_of_a_full_frame(grey: np.ndarray, mid: float, inverted: bool) -> bool:
+    """Polarity of an image that is about half ink, as a digit cropped to its own ink is: its
+    sides are mostly paper, which the strokes only touch. Unless every side is one tone (the
+    picture is cut at a box's lines): then the median's verdict stands."""
+    sides = [grey[0], grey[-1], grey[:, 0], grey[:, -1]]
+    light = [float((side > mid).mean()) for side in sides]
+    if min(light) > 0.9 or max(light) < 0.1:
+        return inverted
+    return bool(sum(light) / 4 > 0.5)
 
 
 @dataclass(frozen=True)
@@ -238,8 +265,12 @@ def ink_map(grey: np.ndarray) -> InkMap:
     # The background covers most of the image, so the median is a background value: the ink
     # is whichever extreme lies farther from it.
     step = (max(1, grey.shape[0] // 64), max(1, grey.shape[1] // 64))
-    median = _median(grey[:: step[0], :: step[1]])
+    sample = grey[:: step[0], :: step[1]]
+    median = _median(sample)
     inverted = median - lo > hi - median
+    mid = 0.5 * (lo + hi)
+    if abs(float((sample > mid).mean()) - 0.5) < BALANCED:
+        inverted = _polarity_of_a_full_frame(grey, mid, inverted)
     background = _block_background(grey, inverted)
     # Contrast relative to the local paper brightness, so shade and paper colour cancel out:
     # (ink-high value - background) / (1 - background), in as few passes as possible.
@@ -248,6 +279,13 @@ def ink_map(grey: np.ndarray) -> InkMap:
     ink *= scale
     sample = ink[:: step[0], :: step[1]]
     noise = 1.4826 * _median(np.abs(sample - _median(sample)))  # robust sigma
+    if noise > NOISE_CHECK:
+        # The spread around the median is the paper's grain only while paper is most of the
+        # image; a digit cropped to its ink covers half of it or more. Neighbours differ by
+        # grain alone inside the paper and inside the strokes alike, edges being few.
+        steps = np.abs(sample[:, 1:] - sample[:, :-1])
+        if steps.size:
+            noise = min(noise, 1.4826 / 1.4142 * _median(steps))
     return InkMap(np.clip(ink, 0.0, 1.0, out=ink), inverted, noise)
 
 
@@ -270,17 +308,53 @@ def _as_l(values: np.ndarray) -> Image.Image:
 
 
 def _is_border(comps: components.Components, i: int, h: int, w: int) -> bool:
-    """Page edges, shadows and frames: long thin strips along a side, or huge corner regions."""
+    """Page edges, shadows and frames: long thin strips along a side, or huge corner regions
+    that are solid (a shadow, a table) or one piece of a texture. A digit cropped to its own
+    ink also covers half the image and touches every side, but with its strokes: it fills
+    well under 80 % of its box, and little else is marked."""
     top, left, bottom, right = comps.top[i], comps.left[i], comps.bottom[i], comps.right[i]
     ch, cw = bottom - top, right - left
     hugs_side = (left == 0 or right == w) and cw <= 0.12 * w and ch >= 0.3 * h
     hugs_top = (top == 0 or bottom == h) and ch <= 0.12 * h and cw >= 0.3 * w
-    edges = (top == 0) + (left == 0) + (bottom == h) + (right == w)
-    return bool(hugs_side or hugs_top or (comps.area[i] > 0.5 * h * w and edges >= 2))
+    if hugs_side or hugs_top:
+        return True
+    area = comps.area[i]
+    if area <= 0.5 * h * w or (top == 0) + (left == 0) + (bottom == h) + (right == w) < 2:
+        return False
+    return area >= 0.8 * ch * cw or len(comps) > TEXTURE_PIECES
 
 
-def find_digit(m: InkMap, lossy: bool = False) -> tuple[np.ndarray, int, int]:
-    """(ink cropped to the digit with specks removed, components kept, components dropped).
+@dataclass(frozen=True)
+class Found:
+    crop: np.ndarray  # float32 ink cropped to the digit, everything else removed
+    kept: int  # components kept as the digit
+    dropped: int  # components dropped: specks, page edges, pieces of lines
+    lines: int  # long straight lines removed (a form's box, comb, ruling, grid, underline)
+    box: tuple[int, int, int, int]  # the crop's top, left, bottom, right in the ink map
+    extent: float  # the largest piece's longer side, in pixels of the ink map
+
+
+def _is_line_piece(
+    comps: components.Components, i: int, main: int, found: lines.Lines | None
+) -> bool:
+    """What a removed line left of itself (a comb's tooth standing on its baseline, a scrap
+    where the line met a stroke or another line), or an underline or overline at least as
+    wide as the digit: pieces beside the digit, not of it."""
+    t, le, b, r = comps.top[i], comps.left[i], comps.bottom[i], comps.right[i]
+    short, long = sorted((b - t, r - le))
+    straight = short <= max(2, found.thickness if found else 2) and long >= 3 * short
+    if found is not None and found.mask[max(0, t - 2) : b + 2, max(0, le - 2) : r + 2].any():
+        return straight or comps.area[i] < LINE_SCRAP * comps.area[main]
+    if not straight:
+        return False
+    if b - t < r - le:  # an underline or overline
+        return r - le >= 0.9 * (comps.right[main] - comps.left[main])
+    # A comb's tooth whose baseline is too faint to be found: short beside the digit.
+    return b - t < 0.6 * (comps.bottom[main] - comps.top[main])
+
+
+def find_digit(m: InkMap, lossy: bool = False) -> Found:
+    """The ink cropped to the digit, with specks, page edges and a form's lines removed.
 
     The crop keeps every trace of ink, as MNIST's box includes the faintest anti-aliased rim;
     for lossy formats (JPEG, WebP) the ringing around strokes is not ink, so traces below a
@@ -288,21 +362,57 @@ def find_digit(m: InkMap, lossy: bool = False) -> tuple[np.ndarray, int, int]:
     """
     ink = m.ink
     h, w = ink.shape
-    # Stroke contrast, measured away from the edges, where page borders and shadows lie.
+    # Stroke contrast, measured away from the edges, where page borders and shadows lie: the
+    # 99th percentile of what is marked, or, for a digit too small to be a hundredth of that
+    # (3 % of a large photo's side), the strongest few dozen pixels.
     inner = ink[h // 20 : h - h // 20, w // 20 : w - w // 20]
     marked = inner[inner > max(0.05, 3 * m.noise)]
-    strong = _kth(marked, int(0.99 * (len(marked) - 1))) if len(marked) else 0.0  # 99th pct
+    strong = 0.0
+    if len(marked):
+        ordered = np.sort(marked, axis=None)  # a sort, as in _kth
+        few = max(1, round(STRONG_FEW * inner.size))
+        strong = float(
+            max(ordered[int(0.99 * (len(ordered) - 1))], ordered[-min(few, len(ordered))])
+        )
     if strong < max(MIN_INK, 8 * m.noise):
         raise NoInk("No digit found: nothing stands out from the background.")
-    small, scale = _shrink(ink, ANALYSIS_SIZE)
+    side = max(h, w)
+    fine = side > 1.25 * ANALYSIS_SIZE  # an analysis at full working size is possible
+    try:
+        found = _find_at(m, strong, lossy, ANALYSIS_SIZE, MIN_EXTENT)
+    except NoInk:
+        if not fine:
+            raise
+        found = None
+    if fine and (found is None or found.extent < SMALL_EXTENT * side / ANALYSIS_SIZE):
+        # A small digit (under a tenth of the side): found again at full working size,
+        # where it is as many pixels as a speck at the coarse size is wide.
+        found = _find_at(m, strong, lossy, side, max(MIN_EXTENT, round(FINE_EXTENT * side)))
+    return found
+
+
+def _find_at(m: InkMap, strong: float, lossy: bool, size: int, min_extent: int) -> Found:
+    """find_digit's analysis on the ink map shrunk to `size` on its longer side."""
+    ink = m.ink
+    h, w = ink.shape
+    small, scale = _shrink(ink, size)
     binary = small > max(0.35 * strong, 4 * m.noise)
+    found = lines.find(binary)
+    if found is not None:
+        binary &= ~found.mask
     comps = components.label(binary)
     sh, sw = binary.shape
     candidates = [i for i in range(len(comps)) if not _is_border(comps, i, sh, sw)]
+    if len(candidates) > 1:
+        candidates = [
+            i
+            for i in candidates
+            if i == candidates[0] or not _is_line_piece(comps, i, candidates[0], found)
+        ]
     extent = [
         max(comps.bottom[i] - comps.top[i], comps.right[i] - comps.left[i]) for i in candidates
     ]
-    if not candidates or max(extent) < MIN_EXTENT:
+    if not candidates or max(extent) < min_extent:
         raise NoInk("No digit found: no mark is large enough to be a digit.")
     main = candidates[0]
     big = comps.area[main]
@@ -311,7 +421,7 @@ def find_digit(m: InkMap, lossy: bool = False) -> tuple[np.ndarray, int, int]:
     keep = [
         i
         for i in candidates
-        if comps.area[i] >= 0.06 * big
+        if comps.area[i] >= FAR_PIECE * big
         or (
             comps.area[i] >= 0.01 * big
             and comps.top[i] >= near[0]
@@ -349,6 +459,8 @@ def find_digit(m: InkMap, lossy: bool = False) -> tuple[np.ndarray, int, int]:
         region = np.asarray(
             Image.fromarray(grown).resize((x1 - x0, y1 - y0), Image.Resampling.NEAREST, box=box)
         )
+    if found is not None:
+        region = region & ~_line_pixels(found, (y0, x0, y1, x1), (sh, sw), (h, w))
     digit = np.where(region, ink[y0:y1, x0:x1], 0.0).astype(np.float32)
     traces = digit > (0.1 * strong if lossy else 0.0)
     rows, cols = np.flatnonzero(traces.any(1)), np.flatnonzero(traces.any(0))
@@ -357,7 +469,38 @@ def find_digit(m: InkMap, lossy: bool = False) -> tuple[np.ndarray, int, int]:
     core = float(crop.max())
     if core < 0.9:
         crop = np.clip(crop / core, 0.0, 1.0)
-    return crop, len(keep), len(comps) - len(keep)
+    return Found(
+        crop,
+        len(keep),
+        len(comps) - len(keep),
+        found.count if found else 0,
+        (y0 + int(rows[0]), x0 + int(cols[0]), y0 + int(rows[-1]) + 1, x0 + int(cols[-1]) + 1),
+        max(comps.bottom[main] - comps.top[main], comps.right[main] - comps.left[main]) / scale,
+    )
+
+
+def _line_pixels(
+    found: lines.Lines,
+    box: tuple[int, int, int, int],
+    small: tuple[int, int],
+    full: tuple[int, int],
+) -> np.ndarray:
+    """The lines' pixels over `box` (top, left, bottom, right at full size), widened by a pixel
+    at analysis size so that their soft, compressed edges go with them."""
+    mask = found.mask
+    wide = mask.copy()
+    wide[1:] |= mask[:-1]
+    wide[:-1] |= mask[1:]
+    wide[:, 1:] |= mask[:, :-1]
+    wide[:, :-1] |= mask[:, 1:]
+    (sh, sw), (h, w) = small, full
+    y0, x0, y1, x1 = box
+    if (sh, sw) == (h, w):
+        return wide[y0:y1, x0:x1]
+    scaled = (x0 * sw / w, y0 * sh / h, x1 * sw / w, y1 * sh / h)
+    return np.asarray(
+        Image.fromarray(wide).resize((x1 - x0, y1 - y0), Image.Resampling.NEAREST, box=scaled)
+    )
 
 
 def fit(crop: np.ndarray, spec: InputSpec) -> np.ndarray:
@@ -402,19 +545,42 @@ def normalise(pixels: np.ndarray, spec: InputSpec) -> np.ndarray:
     return ((ink - spec.mean) / spec.std)[None].astype(np.float32)
 
 
+def _zoom_in(image: Image.Image, m: InkMap, found: Found, lossy: bool) -> Found:
+    """A small digit in a large image found again on the decoded pixels around it: at working
+    size it has a few dozen pixels at most, and the upload more."""
+    y0, x0, y1, x1 = found.box
+    extent = max(y1 - y0, x1 - x0)
+    ratio = max(image.size) / max(m.ink.shape)
+    if extent >= ZOOM_BELOW or ratio < 1.5:
+        return found
+    # One digit's size of paper each side: enough to see the paper, not the rest of the page.
+    box = (
+        max(0, round((x0 - extent) * ratio)),
+        max(0, round((y0 - extent) * ratio)),
+        min(image.width, round((x1 + extent) * ratio)),
+        min(image.height, round((y1 + extent) * ratio)),
+    )
+    try:
+        return find_digit(ink_map(to_grey(image.crop(box))), lossy)
+    except NoInk:
+        return found
+
+
 def preprocess(data: bytes, spec: InputSpec, max_pixels: int) -> Preprocessed:
     upload = decode(data, max_pixels)
     m = ink_map(to_grey(upload.image))
-    crop, kept, dropped = find_digit(m, lossy=upload.format in LOSSY_FORMATS)
-    pixels = fit(crop, spec)
+    lossy = upload.format in LOSSY_FORMATS
+    found = _zoom_in(upload.image, m, find_digit(m, lossy), lossy)
+    pixels = fit(found.crop, spec)
     return Preprocessed(
         pixels=pixels,
         tensor=normalise(pixels, spec),
         source_size=upload.size,
         inverted=m.inverted,
-        components_kept=kept,
-        components_dropped=dropped,
-        shape=shape_of(pixels, kept),
+        components_kept=found.kept,
+        components_dropped=found.dropped,
+        lines_removed=found.lines,
+        shape=shape_of(pixels, found.kept),
     )
 
 

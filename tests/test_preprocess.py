@@ -5,7 +5,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, ImageFilter
 
 from bench import synth
 from server.errors import NoInk, TooManyPixels, UndecodableImage, UnsupportedFormat
@@ -233,7 +233,8 @@ def test_a_dark_region_over_half_the_image_in_a_corner_is_not_the_digit(seven):
     ink[30:, :90] = 1.0  # touches the left and bottom edges, 69 % of the image
     digit = np.asarray(Image.fromarray(seven).resize((30, 30), Image.Resampling.BICUBIC))
     ink[2:32, 96:126] = digit / 255.0
-    crop, kept, dropped = find_digit(InkMap(ink, inverted=False, noise=0.0))
+    found = find_digit(InkMap(ink, inverted=False, noise=0.0))
+    crop, kept, dropped = found.crop, found.kept, found.dropped
     assert (kept, dropped) == (1, 1)
     assert crop.shape[0] <= 30 and crop.shape[1] <= 30
 
@@ -243,7 +244,8 @@ def test_faint_rim_is_kept_two_pixels_out_and_no_further():
     ink[10:30, 18:23] = 1.0  # the stroke
     ink[8, 20] = ink[20, 16] = ink[31, 20] = ink[20, 24] = 0.1  # two pixels out: rim
     ink[7, 19] = ink[21, 15] = ink[32, 21] = ink[19, 25] = 0.1  # three out: not the digit's
-    crop, kept, dropped = find_digit(InkMap(ink, inverted=False, noise=0.0))
+    found = find_digit(InkMap(ink, inverted=False, noise=0.0))
+    crop, kept, dropped = found.crop, found.kept, found.dropped
     assert crop.shape == (24, 9)  # rows 8-31, columns 16-24
     assert (kept, dropped) == (1, 0) and np.count_nonzero(crop == np.float32(0.1)) == 4
 
@@ -281,3 +283,122 @@ def test_shape_tells_strokes_from_blobs(seven):
     assert stroke.edge_ratio > 0.5 > filled.edge_ratio
     assert stroke.parts == filled.parts == 1
     assert filled.ink > stroke.ink
+
+
+# ---- what people send besides clean uploads: frame-touching, forms, small, blurry ----------
+
+
+def _ink_box(img: np.ndarray) -> np.ndarray:
+    rows, cols = np.flatnonzero(img.any(1)), np.flatnonzero(img.any(0))
+    return img[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def _agreement(got: np.ndarray, want: np.ndarray) -> float:
+    """Correlation of two fitted 28x28 digits, each softened by a pixel's blur so that a
+    stroke one pixel over still agrees: 1 for the same picture, about 0 for noise."""
+    soft = [
+        np.asarray(Image.fromarray(a).filter(ImageFilter.GaussianBlur(1)), float).ravel()
+        for a in (got, want)
+    ]
+    return float(np.corrcoef(soft[0], soft[1])[0, 1])
+
+
+def _on_paper(ink: np.ndarray, lines: np.ndarray | None = None) -> bytes:
+    """Ink (and a form's grey lines) in [0, 1] as dark marks on white, a PNG."""
+    grey = 1.0 - ink if lines is None else np.minimum(1.0 - ink, 1.0 - 0.8 * lines)
+    return encode(Image.fromarray((grey * 255).astype(np.uint8)), "PNG")
+
+
+def _big(img: np.ndarray, height: int) -> np.ndarray:
+    h, w = img.shape
+    size = (max(1, round(w * height / h)), height)
+    return np.asarray(Image.fromarray(img).resize(size, Image.Resampling.BICUBIC)) / 255.0
+
+
+@pytest.fixture(scope="module")
+def zero(digits):
+    images, labels = digits
+    return images[list(labels).index(0)]
+
+
+@pytest.mark.parametrize("dark_on_light", [True, False])
+def test_digit_touching_all_four_sides_reads_as_with_a_margin(zero, dark_on_light):
+    # A 0 cropped to its own ink, enlarged 5x: its ring touches every side of the picture.
+    tight = _big(_ink_box(zero), 100)
+    assert tight[0].max() > 0.5 and tight[-1].max() > 0.5
+    assert tight[:, 0].max() > 0.5 and tight[:, -1].max() > 0.5
+    framed = np.pad(tight, 20)
+
+    def upload(ink: np.ndarray) -> bytes:
+        grey = 1.0 - ink if dark_on_light else ink
+        return encode(Image.fromarray((grey * 255).astype(np.uint8)), "PNG")
+
+    p = preprocess(upload(tight), SPEC, CAP)
+    assert p.inverted == dark_on_light
+    assert _agreement(p.pixels, pixels_of(upload(framed))) > 0.97
+
+
+def test_boxed_digit_whose_box_touches_its_strokes_loses_the_box(seven):
+    ink = np.zeros((200, 200))
+    digit = _big(_ink_box(seven), 140)
+    top, left = 30, 100 - digit.shape[1] // 2
+    ink[top : top + 140, left : left + digit.shape[1]] = digit
+    plain = pixels_of(_on_paper(ink))
+    lines = np.zeros_like(ink)
+    # The box's top side runs along the 7's bar, its right side touches the 7's corner.
+    lines[top : top + 3, 20:181] = 1.0
+    lines[top + 140 : top + 143, 20:181] = 1.0
+    lines[top : top + 143, 20:23] = 1.0
+    right = left + int(np.flatnonzero(digit.max(0) > 0.5)[-1])
+    lines[top : top + 143, right : right + 3] = 1.0
+    p = preprocess(_on_paper(ink, lines), SPEC, CAP)
+    assert p.lines_removed == 4
+    assert _agreement(p.pixels, plain) > 0.9
+
+
+def test_digit_crossing_ruled_lines_keeps_its_strokes(digits):
+    images, labels = digits
+    four = images[list(labels).index(4)]
+    ink = np.zeros((260, 300))
+    digit = _big(_ink_box(four), 150)
+    ink[50:200, 120 : 120 + digit.shape[1]] = digit
+    plain = pixels_of(_on_paper(ink))
+    lines = np.zeros_like(ink)
+    for y in range(20, 260, 45):  # ruled paper: four of the lines cross the digit
+        lines[y : y + 2] = 1.0
+    p = preprocess(_on_paper(ink, lines), SPEC, CAP)
+    assert p.lines_removed == 6
+    assert _agreement(p.pixels, plain) > 0.95
+    # Where a line crossed a stroke the stroke is whole: no row of the fitted digit is empty
+    # between its top and bottom.
+    rows = np.flatnonzero((p.pixels > 127).any(1))
+    assert (p.pixels[rows[0] : rows[-1] + 1] > 127).any(1).all()
+
+
+def test_sixty_pixel_digit_in_a_2000_pixel_photo_is_found_among_specks(seven):
+    rng = np.random.default_rng(0)
+    grey = np.full((1500, 2000), 0.85) + rng.normal(0, 0.01, (1500, 2000))
+    for y, x in rng.integers(0, 1400, (30, 2)):  # dust: 2-4 px specks
+        grey[y : y + 3, x + 500 : x + 503] = 0.3
+    digit = _big(_ink_box(seven), 60)
+    patch = grey[900:960, 400 : 400 + digit.shape[1]]
+    patch[:] = patch * (1 - digit) + 0.1 * digit
+    data = encode(Image.fromarray((np.clip(grey, 0, 1) * 255).astype(np.uint8)), "PNG")
+    p = preprocess(data, SPEC, CAP)
+    assert p.components_kept == 1
+    alone = pixels_of(_on_paper(np.pad(digit, 30)))  # the same digit on a page of its own
+    assert _agreement(p.pixels, alone) > 0.85
+
+
+def test_8x8_thumbnail_upscaled_reads_as_the_digit(zero):
+    # A digit kept at 8x8 (as some datasets keep them), filling it, then enlarged 16x: blurry.
+    box = _ink_box(zero)
+    side = max(box.shape)
+    square = np.zeros((side, side), np.uint8)
+    square[(side - box.shape[0]) // 2 :][: box.shape[0], (side - box.shape[1]) // 2 :][
+        :, : box.shape[1]
+    ] = box
+    thumb = Image.fromarray(255 - square).resize((8, 8), Image.Resampling.BOX)
+    p = preprocess(encode(thumb.resize((128, 128), Image.Resampling.BICUBIC), "PNG"), SPEC, CAP)
+    assert p.inverted and p.components_kept == 1
+    assert _agreement(p.pixels, zero) > 0.8
