@@ -18,7 +18,8 @@ LINE_LENGTH = 0.45  # of the image's side along the line: a digit's own straight
 # shorter than this unless the digit fills the picture, and then they are thick
 LINE_SPAN = 0.25  # of the image's longer side, at least
 LINE_THICKNESS = 0.03  # of the image's longer side: thicker runs are strokes or regions
-MIN_LINE = 16  # pixels: on a smaller image nothing is told apart as a line
+MIN_LINE = 16  # pixels: the shortest line
+MIN_IMAGE = 40  # pixels on the longer side: on a smaller image nothing is told apart as a line
 
 
 @dataclass(frozen=True)
@@ -64,34 +65,59 @@ def _bands(rows: np.ndarray) -> int:
     return int(rows[0]) + int(np.count_nonzero(rows[1:] & ~rows[:-1]))
 
 
+def _along(binary: np.ndarray, long: float, thickness: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """(pixels on long runs along the rows, their lines' pixels, the lines' thickness), the
+    masks empty when there are none. Rows with too little ink for a long run are passed
+    over, and runs across are measured only in a window reaching `thickness` + 1 rows beyond
+    the rows with long runs: a run across that leaves the window is thicker than a line."""
+    h, w = binary.shape
+    along = np.zeros((h, w), dtype=bool)
+    # A line's rows stand out from the rows `thickness` + 1 away on both sides, which a thick
+    # stroke's inner rows do not; that alone passes over a canvas's fat strokes cheaply.
+    counts = np.zeros(h + 2 * (thickness + 1), dtype=np.int64)
+    counts[thickness + 1 : thickness + 1 + h] = np.count_nonzero(binary, axis=1)
+    inner = counts[thickness + 1 : thickness + 1 + h]
+    beside = np.maximum(counts[:h], counts[2 * (thickness + 1) :])
+    rows = np.flatnonzero((inner >= long) & (inner - beside >= 0.5 * long))
+    if not rows.size:
+        return along, along, 0
+    along[rows] = _run_lengths(_bridged(binary[rows])) >= long
+    along &= binary
+    rows = np.flatnonzero(along.any(1))
+    if not rows.size:
+        return along, along, 0
+    top, bottom = max(0, int(rows[0]) - thickness - 1), min(h, int(rows[-1]) + thickness + 2)
+    across = np.zeros((h, w), dtype=np.int32)
+    across[top:bottom] = _run_lengths(np.ascontiguousarray(binary[top:bottom].T)).T
+    # How thick the lines are: the commonest run across their long runs, plus a pixel for a
+    # soft edge. A stroke that crosses is longer across, even a thin pen's on a wide form.
+    typical = _typical(across[along], thickness)
+    thin = along & (across <= typical)
+    # Most of a line is thin, even where strokes cross it; a thick stroke's tapering end is
+    # not: a row keeps its thin pixels only when they add up to half a long run.
+    thin[np.count_nonzero(thin, axis=1) < 0.5 * long] = False
+    return along, thin, typical
+
+
 def find(binary: np.ndarray) -> Lines | None:
     """The long straight lines of `binary`, or None when it has none."""
     h, w = binary.shape
-    if max(h, w) < MIN_LINE:
+    if max(h, w) < MIN_IMAGE:
         return None
     thickness = max(2, round(LINE_THICKNESS * max(h, w)))
     # On a wide strip (a comb field) a digit's stem spans most of the height, and on a tall
     # one a bar most of the width: a line is also long against the longer side.
     long_h = max(MIN_LINE, LINE_LENGTH * w, LINE_SPAN * max(h, w))
     long_v = max(MIN_LINE, LINE_LENGTH * h, LINE_SPAN * max(h, w))
-    along = _run_lengths(_bridged(binary)) >= long_h  # long horizontal runs
-    down = long_v <= _run_lengths(_bridged(binary.T)).T  # long vertical runs
-    if not along.any() and not down.any():
-        return None
-    across_h = _run_lengths(binary)
-    across_v = _run_lengths(np.ascontiguousarray(binary.T)).T
-    # How thick the lines are: the commonest run across their long runs, plus a pixel for
-    # a soft edge. A stroke that crosses is longer across, even a thin pen's on a wide form.
-    thick_h = _typical(across_v[along & binary], thickness)
-    thick_v = _typical(across_h[down & binary], thickness)
-    horizontal = along & binary & (across_v <= thick_h)
-    vertical = down & binary & (across_h <= thick_v)
-    # Where a horizontal line meets a vertical one (a box's corner, a grid's crossing) each
-    # is the other's long run across: both are lines there.
-    # A thick stroke along one of the lines' runs is no line: the crossing must lie on a row
-    # of horizontal line and a column of vertical line.
-    crossing = along & down & binary & horizontal.any(1)[:, None] & vertical.any(0)[None, :]
-    count = _bands(horizontal.any(1)) + _bands(vertical.any(0))
+    along, horizontal, thick_h = _along(binary, long_h, thickness)
+    down, vertical, thick_v = _along(np.ascontiguousarray(binary.T), long_v, thickness)
+    down, vertical = down.T, vertical.T
+    rows, cols = horizontal.any(1), vertical.any(0)
+    count = _bands(rows) + _bands(cols)
     if not count:
         return None
+    # Where a horizontal line meets a vertical one (a box's corner, a grid's crossing) each
+    # is the other's long run across: both are lines there. A thick stroke along a line's run
+    # is no line: the crossing must lie on a row of horizontal and a column of vertical line.
+    crossing = along & down & rows[:, None] & cols[None, :]
     return Lines(horizontal | vertical | crossing, count, max(thick_h, thick_v))

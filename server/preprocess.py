@@ -41,6 +41,8 @@ SMALL_EXTENT = 16  # pixels at analysis size: a digit smaller is found again at 
 FINE_EXTENT = 0.025  # of the longer side: the smallest digit found at working size
 FAR_PIECE = 0.15  # of the digit's area: a piece away from it and smaller is dirt, not a stroke
 ZOOM_BELOW = 40  # pixels at working size: a digit smaller is cut again from the decoded image
+LEVELS = 1024  # histogram levels for the stroke contrast
+SHADE = 0.45  # the most that uneven light darkens paper, in ink units (bench/synth.py: 0.43)
 MIN_EXTENT = 5  # pixels at analysis size: a mark shorter than this is a speck, not a digit
 
 
@@ -201,9 +203,12 @@ def _low(values: np.ndarray) -> float:
     return _kth(values, values.size // 10)
 
 
-def _block_background(grey: np.ndarray, inverted: bool) -> np.ndarray | float:
+def _block_background(
+    grey: np.ndarray, inverted: bool, strongest: float | None
+) -> np.ndarray | float:
     """Smooth estimate of the background, ink high (so of 1 - grey if `inverted`): an array,
-    or one value where the background is even."""
+    or one value where the background is even. `strongest`, the inkiest value (ink high), is
+    given for an image about half ink, whose strokes may fill whole blocks."""
     h, w = grey.shape
     block = max(8, round(max(h, w) / 8))  # several stroke widths, even on a tiny image
     # Every `step`-th pixel is plenty for a percentile and keeps the cost flat in image size.
@@ -221,13 +226,15 @@ def _block_background(grey: np.ndarray, inverted: bool) -> np.ndarray | float:
         .reshape(hb, wb, -1)
     )
     k = cells.shape[2] // 10
-    ordered = np.sort(cells, axis=2)  # a sort, as in _kth
-    low = ordered[:, :, k]
+    low = np.sort(cells, axis=2)[:, :, k]  # a sort, as in _kth
     # A block inside a stroke holds no paper. Where the digit fills the picture (cropped to
     # its ink) such blocks form whole stretches, so none is allowed a background more than
-    # halfway from the lightest paper to the strongest ink: lighting shades paper less.
-    lightest = float(low.min())
-    low = np.minimum(low, 0.5 * (lightest + float(ordered[:, :, -1 - k].max())))
+    # 60 % of the way from the lightest paper to the strongest ink, and never less than
+    # SHADE above the lightest: lighting shades paper less (bench/synth.py's photos: at most
+    # 45 % of the way to their ink, in their darkest corner; a blank sheet has no ink at all).
+    if strongest is not None:
+        lightest = float(low.min())
+        low = np.minimum(low, lightest + max(SHADE, 0.6 * (strongest - lightest)))
     # A block all inside a fat stroke stands out from its neighbours; a median of the 3x3
     # neighbourhood replaces it and still follows a lighting gradient.
     low = np.asarray(
@@ -239,14 +246,15 @@ def _block_background(grey: np.ndarray, inverted: bool) -> np.ndarray | float:
     return np.asarray(up, dtype=np.float32)
 
 
-def _polarity_of_a_full_frame(grey: np.ndarray, mid: float, inverted: bool) -> bool:
+def _polarity_of_a_full_frame(grey: np.ndarray, mid: float) -> bool | None:
     """Polarity of an image that is about half ink, as a digit cropped to its own ink is: its
-    sides are mostly paper, which the strokes only touch. Unless every side is one tone (the
-    picture is cut at a box's lines): then the median's verdict stands."""
+    sides are mostly paper, which the strokes only touch. None when every side is one tone:
+    nothing touches them (a thick drawing on a canvas), or the picture is cut at a box's
+    lines; then the median's verdict stands."""
     sides = [grey[0], grey[-1], grey[:, 0], grey[:, -1]]
     light = [float((side > mid).mean()) for side in sides]
     if min(light) > 0.9 or max(light) < 0.1:
-        return inverted
+        return None
     return bool(sum(light) / 4 > 0.5)
 
 
@@ -265,13 +273,19 @@ def ink_map(grey: np.ndarray) -> InkMap:
     # The background covers most of the image, so the median is a background value: the ink
     # is whichever extreme lies farther from it.
     step = (max(1, grey.shape[0] // 64), max(1, grey.shape[1] // 64))
-    sample = grey[:: step[0], :: step[1]]
-    median = _median(sample)
+    ordered = np.sort(grey[:: step[0], :: step[1]], axis=None)  # a sort, as in _kth
+    n = ordered.size
+    median = float(ordered[n // 2])
     inverted = median - lo > hi - median
     mid = 0.5 * (lo + hi)
-    if abs(float((sample > mid).mean()) - 0.5) < BALANCED:
-        inverted = _polarity_of_a_full_frame(grey, mid, inverted)
-    background = _block_background(grey, inverted)
+    strongest = None
+    if ordered[int(n * (0.5 - BALANCED))] <= mid < ordered[int(n * (0.5 + BALANCED))]:
+        # Between 30 and 70 % of the image is lighter than halfway: about half of it is ink.
+        touching = _polarity_of_a_full_frame(grey, mid)
+        if touching is not None:
+            inverted = touching
+            strongest = 1.0 - lo if inverted else hi
+    background = _block_background(grey, inverted, strongest)
     # Contrast relative to the local paper brightness, so shade and paper colour cancel out:
     # (ink-high value - background) / (1 - background), in as few passes as possible.
     scale = 1.0 / np.maximum(1.0 - background, 0.1)
@@ -290,21 +304,23 @@ def ink_map(grey: np.ndarray) -> InkMap:
 
 
 def _shrink(ink: np.ndarray, size: int) -> tuple[np.ndarray, float]:
+    """The ink averaged over k x k blocks, the smallest whole k that brings the longer side
+    to `size` or less (so between half of `size` and `size`), and 1 / k. Through an 8-bit
+    image: Pillow reduces those by whole factors several times faster than it resizes by
+    any other (a 280x280 canvas: 25 against 105 us), and the analysis only thresholds them."""
     h, w = ink.shape
-    scale = min(1.0, size / max(h, w))
-    if scale == 1.0:
+    k = -(-max(h, w) // size)
+    if k <= 1:
         return ink, 1.0
-    # Through an 8-bit image: Pillow resizes those several times faster than floats, and
-    # the analysis only thresholds the result.
-    small = _as_l(ink).resize(
-        (max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BOX
-    )
-    return np.asarray(small, dtype=np.float32) / 255.0, scale
+    small = _as_l(ink).reduce(k)
+    return np.asarray(small, dtype=np.float32) / 255.0, 1.0 / k
 
 
 def _as_l(values: np.ndarray) -> Image.Image:
     """Values in [0, 1] as an 8-bit Pillow image."""
-    return Image.fromarray((values * 255.0 + 0.5).astype(np.uint8), "L")
+    scaled = np.multiply(values, 255.0, dtype=np.float32)
+    scaled += 0.5  # in place: one temporary image, not two
+    return Image.fromarray(scaled.astype(np.uint8), "L")
 
 
 def _is_border(comps: components.Components, i: int, h: int, w: int) -> bool:
@@ -369,11 +385,13 @@ def find_digit(m: InkMap, lossy: bool = False) -> Found:
     marked = inner[inner > max(0.05, 3 * m.noise)]
     strong = 0.0
     if len(marked):
-        ordered = np.sort(marked, axis=None)  # a sort, as in _kth
-        few = max(1, round(STRONG_FEW * inner.size))
-        strong = float(
-            max(ordered[int(0.99 * (len(ordered) - 1))], ordered[-min(few, len(ordered))])
-        )
+        # Two high ranks from a histogram of 1,024 levels: a fraction of a full sort's cost
+        # on a canvas's tens of thousands of inked pixels, and finer than the 8-bit input.
+        counts = np.bincount((marked * (LEVELS - 1)).astype(np.int32), minlength=LEVELS)
+        above = np.cumsum(counts[::-1])  # pixels at or above each level, from the top
+        few = min(max(1, round(STRONG_FEW * inner.size)), len(marked))
+        rank = min(few, len(marked) - int(0.99 * (len(marked) - 1)))  # counted from the top
+        strong = (LEVELS - 1 - int(np.searchsorted(above, rank))) / (LEVELS - 1)
     if strong < max(MIN_INK, 8 * m.noise):
         raise NoInk("No digit found: nothing stands out from the background.")
     side = max(h, w)
@@ -396,8 +414,12 @@ def _find_at(m: InkMap, strong: float, lossy: bool, size: int, min_extent: int) 
     ink = m.ink
     h, w = ink.shape
     small, scale = _shrink(ink, size)
-    binary = small > max(0.35 * strong, 4 * m.noise)
-    found = lines.find(binary)
+    threshold = max(0.35 * strong, 4 * m.noise)
+    binary = small > threshold
+    # Lines are looked for at half the threshold: a thin or light one, averaged with the
+    # paper beside it when shrunk, may not reach the digit's threshold, and its traces would
+    # still stay beside the strokes in the crop.
+    found = lines.find(small > 0.5 * threshold)
     if found is not None:
         binary &= ~found.mask
     comps = components.label(binary)
@@ -461,7 +483,7 @@ def _find_at(m: InkMap, strong: float, lossy: bool, size: int, min_extent: int) 
         )
     if found is not None:
         region = region & ~_line_pixels(found, (y0, x0, y1, x1), (sh, sw), (h, w))
-    digit = np.where(region, ink[y0:y1, x0:x1], 0.0).astype(np.float32)
+    digit = ink[y0:y1, x0:x1] * region  # float32, in one pass
     traces = digit > (0.1 * strong if lossy else 0.0)
     rows, cols = np.flatnonzero(traces.any(1)), np.flatnonzero(traces.any(0))
     crop = digit[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]

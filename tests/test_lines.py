@@ -1,0 +1,60 @@
+"""Long straight lines (a form's box, comb, ruling, grid, underline) found in binary images."""
+
+import numpy as np
+from PIL import Image
+
+from server import lines
+
+
+def test_ruled_lines_are_found_and_a_crossing_stroke_is_kept():
+    binary = np.zeros((120, 160), bool)
+    for y in (30, 60, 90):
+        binary[y : y + 2] = True  # ruled lines, two pixels thick, across the page
+    binary[20:100, 70:76] = True  # a stroke crossing all three
+    found = lines.find(binary)
+    assert found is not None and found.count == 3
+    assert not found.mask[:, 70:76].any()  # the stroke stays whole where it crosses
+    assert found.mask[30:32, :70].all() and found.mask[90:92, 76:].all()
+    assert not (found.mask & ~binary).any()
+
+
+def test_a_grid_is_removed_crossings_included():
+    binary = np.zeros((100, 100), bool)
+    for k in range(5, 100, 20):
+        binary[k] = True
+        binary[:, k] = True
+    found = lines.find(binary)
+    assert found is not None and found.count == 10
+    assert np.array_equal(found.mask, binary)
+
+
+def test_a_box_whose_side_touches_a_stroke_keeps_the_stroke():
+    binary = np.zeros((100, 80), bool)
+    binary[5:7, 5:75] = binary[93:95, 5:75] = True  # top and bottom
+    binary[5:95, 5:7] = binary[5:95, 73:75] = True  # left and right
+    binary[20:80, 60:73] = True  # a fat stroke against the right side
+    found = lines.find(binary)
+    assert found is not None and found.count == 4
+    assert not found.mask[20:80, 60:73].any()
+    assert found.mask[5:7, 5:75].all() and found.mask[30:70, 5:7].all()
+
+
+def test_thick_strokes_and_mnist_digits_are_not_lines(mnist_test):
+    bar = np.zeros((128, 128), bool)
+    bar[40:52, 5:123] = True  # a digit's bar as a canvas draws it: long but thick
+    assert lines.find(bar) is None
+    images, _ = mnist_test
+    for img in images[:200]:
+        big = np.asarray(Image.fromarray(img).resize((128, 128), Image.Resampling.BICUBIC))
+        assert lines.find(big > 100) is None
+        assert lines.find(img > 100) is None
+
+
+def test_a_short_strip_holds_no_vertical_line():
+    # A comb field is wide and short: a digit's stem spans most of its height.
+    binary = np.zeros((40, 200), bool)
+    binary[34:36] = True  # the baseline
+    binary[4:36, 100:103] = True  # a 1 standing on it
+    found = lines.find(binary)
+    assert found is not None and found.count == 1
+    assert not found.mask[4:34, 100:103].any()
