@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         for kind, t in times.items()
     }
-    command = "python -m bench.preprocess_cost " + " ".join(argv if argv is not None else [])
+    command = "python -m bench.preprocess_cost " + " ".join(sys.argv[1:] if argv is None else argv)
     result = {"base": args.base, "rows": rows, "command": command, "cpu_count": os.cpu_count()}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "preprocess_cost.json").write_text(json.dumps(result, indent=2))

@@ -36,7 +36,8 @@ NOISE_CHECK = 0.04  # grain above which ink_map checks it against neighbouring p
 TEXTURE_PIECES = 20  # marks in an image beyond which a huge region is taken for texture
 BALANCED = 0.2  # light and dark shares of an image within 50 +- this: a digit filling it
 LINE_SCRAP = 0.15  # of the digit's area: a piece touching a removed line and smaller is the line's
-STRONG_FEW = 0.0002  # of the image: the strongest pixels that set the stroke contrast at least
+STRONG_FEW = 0.0002  # of the image: its strongest pixels set the stroke contrast at least
+# (20 at working size; a digit 3 % of a photo's side has about twice as many)
 SMALL_EXTENT = 16  # pixels at analysis size: a digit smaller is found again at working size
 FINE_EXTENT = 0.025  # of the longer side: the smallest digit found at working size
 FAR_PIECE = 0.15  # of the digit's area: a piece away from it and smaller is dirt, not a stroke
@@ -380,18 +381,22 @@ def find_digit(m: InkMap, lossy: bool = False) -> Found:
     h, w = ink.shape
     # Stroke contrast, measured away from the edges, where page borders and shadows lie: the
     # 99th percentile of what is marked, or, for a digit too small to be a hundredth of that
-    # (3 % of a large photo's side), the strongest few dozen pixels.
+    # (3 % of a large photo's side), the strongest few pixels.
     inner = ink[h // 20 : h - h // 20, w // 20 : w - w // 20]
     marked = inner[inner > max(0.05, 3 * m.noise)]
     strong = 0.0
     if len(marked):
-        # Two high ranks from a histogram of 1,024 levels: a fraction of a full sort's cost
-        # on a canvas's tens of thousands of inked pixels, and finer than the 8-bit input.
-        counts = np.bincount((marked * (LEVELS - 1)).astype(np.int32), minlength=LEVELS)
-        above = np.cumsum(counts[::-1])  # pixels at or above each level, from the top
-        few = min(max(1, round(STRONG_FEW * inner.size)), len(marked))
-        rank = min(few, len(marked) - int(0.99 * (len(marked) - 1)))  # counted from the top
-        strong = (LEVELS - 1 - int(np.searchsorted(above, rank))) / (LEVELS - 1)
+        # Ranks counted from the top: the 99th percentile's, or the few strongest pixels'.
+        few = max(1, round(STRONG_FEW * inner.size))
+        rank = min(few, len(marked) - int(0.99 * (len(marked) - 1)))
+        if len(marked) < LEVELS:
+            strong = _kth(marked, len(marked) - rank)
+        else:
+            # From a histogram of 1,024 levels: a fraction of a full sort's cost on a
+            # canvas's tens of thousands of inked pixels, and finer than the 8-bit input.
+            counts = np.bincount((marked * (LEVELS - 1)).astype(np.int32), minlength=LEVELS)
+            above = np.cumsum(counts[::-1])  # pixels at or above each level, from the top
+            strong = (LEVELS - 1 - int(np.searchsorted(above, rank))) / (LEVELS - 1)
     if strong < max(MIN_INK, 8 * m.noise):
         raise NoInk("No digit found: nothing stands out from the background.")
     side = max(h, w)
