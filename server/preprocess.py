@@ -42,6 +42,8 @@ SMALL_EXTENT = 16  # pixels at analysis size: a digit smaller is found again at 
 FINE_EXTENT = 0.025  # of the longer side: the smallest digit found at working size
 FAR_PIECE = 0.15  # of the digit's area: a piece away from it and smaller is dirt, not a stroke
 ZOOM_BELOW = 40  # pixels at working size: a digit smaller is cut again from the decoded image
+FEW_MIN = 0.3  # ink that the few strongest pixels must reach to set the stroke contrast
+TWO_TONED = 0.3  # share of an image at most in the middle third of its range: paper and ink
 LEVELS = 1024  # histogram levels for the stroke contrast
 SHADE = 0.45  # the most that uneven light darkens paper, in ink units (bench/synth.py: 0.43)
 MIN_EXTENT = 5  # pixels at analysis size: a mark shorter than this is a speck, not a digit
@@ -279,8 +281,12 @@ def ink_map(grey: np.ndarray) -> InkMap:
     median = float(ordered[n // 2])
     inverted = median - lo > hi - median
     mid = 0.5 * (lo + hi)
+    # Paper and ink, with little between them: what a digit is, and noise or a scene is not.
+    third = (hi - lo) / 3
+    between = int(np.searchsorted(ordered, hi - third)) - int(np.searchsorted(ordered, lo + third))
+    two_toned = between < TWO_TONED * n
     strongest = None
-    if ordered[int(n * (0.5 - BALANCED))] <= mid < ordered[int(n * (0.5 + BALANCED))]:
+    if two_toned and ordered[int(n * (0.5 - BALANCED))] <= mid < ordered[int(n * (0.5 + BALANCED))]:
         # Between 30 and 70 % of the image is lighter than halfway: about half of it is ink.
         touching = _polarity_of_a_full_frame(grey, mid)
         if touching is not None:
@@ -294,10 +300,11 @@ def ink_map(grey: np.ndarray) -> InkMap:
     ink *= scale
     sample = ink[:: step[0], :: step[1]]
     noise = 1.4826 * _median(np.abs(sample - _median(sample)))  # robust sigma
-    if noise > NOISE_CHECK:
+    if noise > NOISE_CHECK and two_toned:
         # The spread around the median is the paper's grain only while paper is most of the
         # image; a digit cropped to its ink covers half of it or more. Neighbours differ by
-        # grain alone inside the paper and inside the strokes alike, edges being few.
+        # grain alone inside the paper and inside the strokes alike, edges being few. Not so
+        # in smooth noise, whose neighbours differ little too: only for two-toned images.
         steps = np.abs(sample[:, 1:] - sample[:, :-1])
         if steps.size:
             noise = min(noise, 1.4826 / 1.4142 * _median(steps))
@@ -386,17 +393,22 @@ def find_digit(m: InkMap, lossy: bool = False) -> Found:
     marked = inner[inner > max(0.05, 3 * m.noise)]
     strong = 0.0
     if len(marked):
-        # Ranks counted from the top: the 99th percentile's, or the few strongest pixels'.
-        few = max(1, round(STRONG_FEW * inner.size))
-        rank = min(few, len(marked) - int(0.99 * (len(marked) - 1)))
+        # Ranks counted from the top: the 99th percentile's and the few strongest pixels'.
+        ranks = (
+            len(marked) - int(0.99 * (len(marked) - 1)),
+            min(len(marked), max(1, round(STRONG_FEW * inner.size))),
+        )
         if len(marked) < LEVELS:
-            strong = _kth(marked, len(marked) - rank)
+            ordered = np.sort(marked, axis=None)  # a sort, as in _kth
+            p99, top = (float(ordered[len(marked) - r]) for r in ranks)
         else:
             # From a histogram of 1,024 levels: a fraction of a full sort's cost on a
             # canvas's tens of thousands of inked pixels, and finer than the 8-bit input.
             counts = np.bincount((marked * (LEVELS - 1)).astype(np.int32), minlength=LEVELS)
             above = np.cumsum(counts[::-1])  # pixels at or above each level, from the top
-            strong = (LEVELS - 1 - int(np.searchsorted(above, rank))) / (LEVELS - 1)
+            p99, top = ((LEVELS - 1 - int(np.searchsorted(above, r))) / (LEVELS - 1) for r in ranks)
+        # The few strongest count only as a clear mark: a blank sheet's grain has such tails.
+        strong = max(p99, top) if top >= FEW_MIN else p99
     if strong < max(MIN_INK, 8 * m.noise):
         raise NoInk("No digit found: nothing stands out from the background.")
     side = max(h, w)
