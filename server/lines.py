@@ -65,20 +65,26 @@ def _bands(rows: np.ndarray) -> int:
     return int(rows[0]) + int(np.count_nonzero(rows[1:] & ~rows[:-1]))
 
 
-def _along(binary: np.ndarray, long: float, thickness: int) -> tuple[np.ndarray, np.ndarray, int]:
+def _standing(counts: np.ndarray, long: float, thickness: int) -> np.ndarray:
+    """Rows (by their ink counts) that may hold a line: enough ink for a long run, and more
+    than the rows `thickness` + 1 away on both sides, which a thick stroke's inner rows do
+    not have; that alone passes over a canvas's fat strokes cheaply."""
+    h = len(counts)
+    padded = np.zeros(h + 2 * (thickness + 1), dtype=np.int64)
+    padded[thickness + 1 : thickness + 1 + h] = counts
+    beside = np.maximum(padded[:h], padded[2 * (thickness + 1) :])
+    return np.flatnonzero((counts >= long) & (counts - beside >= 0.5 * long))
+
+
+def _along(
+    binary: np.ndarray, rows: np.ndarray, long: float, thickness: int
+) -> tuple[np.ndarray, np.ndarray, int]:
     """(pixels on long runs along the rows, their lines' pixels, the lines' thickness), the
-    masks empty when there are none. Rows with too little ink for a long run are passed
-    over, and runs across are measured only in a window reaching `thickness` + 1 rows beyond
-    the rows with long runs: a run across that leaves the window is thicker than a line."""
+    masks empty when there are none. Only `rows` are searched, and runs across are measured
+    only in a window reaching `thickness` + 1 rows beyond the rows with long runs: a run
+    across that leaves the window is thicker than a line."""
     h, w = binary.shape
     along = np.zeros((h, w), dtype=bool)
-    # A line's rows stand out from the rows `thickness` + 1 away on both sides, which a thick
-    # stroke's inner rows do not; that alone passes over a canvas's fat strokes cheaply.
-    counts = np.zeros(h + 2 * (thickness + 1), dtype=np.int64)
-    counts[thickness + 1 : thickness + 1 + h] = np.count_nonzero(binary, axis=1)
-    inner = counts[thickness + 1 : thickness + 1 + h]
-    beside = np.maximum(counts[:h], counts[2 * (thickness + 1) :])
-    rows = np.flatnonzero((inner >= long) & (inner - beside >= 0.5 * long))
     if not rows.size:
         return along, along, 0
     along[rows] = _run_lengths(_bridged(binary[rows])) >= long
@@ -109,9 +115,16 @@ def find(binary: np.ndarray) -> Lines | None:
     # one a bar most of the width: a line is also long against the longer side.
     long_h = max(MIN_LINE, LINE_LENGTH * w, LINE_SPAN * max(h, w))
     long_v = max(MIN_LINE, LINE_LENGTH * h, LINE_SPAN * max(h, w))
-    along, horizontal, thick_h = _along(binary, long_h, thickness)
-    down, vertical, thick_v = _along(np.ascontiguousarray(binary.T), long_v, thickness)
-    down, vertical = down.T, vertical.T
+    rows = _standing(np.count_nonzero(binary, axis=1), long_h, thickness)
+    cols = _standing(np.count_nonzero(binary, axis=0), long_v, thickness)
+    if not rows.size and not cols.size:  # most uploads: no allocation, no transposed copy
+        return None
+    along, horizontal, thick_h = _along(binary, rows, long_h, thickness)
+    if cols.size:
+        down, vertical, thick_v = _along(np.ascontiguousarray(binary.T), cols, long_v, thickness)
+        down, vertical = down.T, vertical.T
+    else:
+        down, vertical, thick_v = horizontal & False, horizontal & False, 0
     rows, cols = horizontal.any(1), vertical.any(0)
     count = _bands(rows) + _bands(cols)
     if not count:
