@@ -122,18 +122,25 @@ def test_a_manifest_or_golden_file_that_disagrees_stops_the_server_at_start(
     m = manifest.load(root)  # every sha256 still matches: only the self-test can tell
     with pytest.raises(SelfTestError, match=re.escape(reason)):
         Ensemble(m, device="cpu").self_test(m)
+    assert reason in refused_start(root)
+
+
+def refused_start(bundle: Path) -> str:
+    """Starts `python -m server` on `bundle`, which must refuse it: exit 2 with one reason,
+    no traceback. Returns the reason."""
     p = subprocess.run(
-        [sys.executable, "-m", "server", "--artifacts", str(root), "--port", "0"],
+        [sys.executable, "-m", "server", "--artifacts", str(bundle), "--port", "0"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert p.returncode == 2, p.stderr
+    assert "Traceback" not in p.stderr
     reasons = {
         line.split("cannot start: ", 1)[1]
         for line in p.stderr.splitlines()
         if "cannot start: " in line
     }
-    assert len(reasons) == 1 and reason in reasons.pop(), p.stderr
-    assert "Traceback" not in p.stderr
+    assert len(reasons) == 1, p.stderr
+    return reasons.pop()

@@ -20,6 +20,7 @@ from PIL import Image
 from bench import procs
 from tests import hostile
 from tests.live import LiveServer
+from tests.uploads import binary_v2_request
 
 REQUESTS = 360
 SECONDS = 40  # the clients stop early past this, whatever is left
@@ -77,22 +78,6 @@ def _v2(x: np.ndarray) -> dict:
     }
 
 
-def _binary_v2(x: np.ndarray) -> tuple[bytes, dict]:
-    head = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "image",
-                    "datatype": "FP32",
-                    "shape": list(x.shape),
-                    "parameters": {"binary_data_size": x.nbytes},
-                }
-            ]
-        }
-    ).encode()
-    return head + x.tobytes(), {"Inference-Header-Content-Length": str(len(head))}
-
-
 @pytest.fixture(scope="module")
 def server(bundle):
     s = LiveServer("--artifacts", str(bundle))  # as shipped: a worker per core, batch helpers
@@ -116,7 +101,7 @@ def test_soak_of_good_and_hostile_requests(server, mnist_test, bundle):
 
     nan = x[:1].copy()
     nan[0, 0, 3, 3] = np.nan
-    nan_body, nan_headers = _binary_v2(nan)
+    nan_body, nan_headers = binary_v2_request(nan)
     blank_rgba = hostile.blank("RGBA", (3000, 3000))  # 36 MB decoded, then no ink
     costly = [
         hostile.animated_webp(16384, 2401),

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tritonclient.utils import InferenceServerException
 
-from tests.uploads import predict_labels
+from tests.uploads import binary_v2_request, predict_labels
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 ONNX_TYPES = {
@@ -287,32 +287,16 @@ def test_hostile_requests_are_400_with_a_reason(server, body, message):
     assert status == 400 and re.search(message, error), error
 
 
-def _binary_request(x: np.ndarray) -> tuple[bytes, dict]:
-    head = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "image",
-                    "datatype": "FP32",
-                    "shape": list(x.shape),
-                    "parameters": {"binary_data_size": x.nbytes},
-                }
-            ]
-        }
-    ).encode()
-    return head + x.tobytes(), {"Inference-Header-Content-Length": str(len(head))}
-
-
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
 def test_nan_and_infinity_in_a_binary_tensor_are_refused(server, value):
     x = np.zeros((1, 1, 28, 28), np.float32)
     x[0, 0, 14, 14] = value
-    status, error = _bad(server, *_binary_request(x))
+    status, error = _bad(server, *binary_v2_request(x))
     assert status == 400 and "NaN or infinity" in error
 
 
 def test_header_length_must_be_ascii_digits(server):
-    body, headers = _binary_request(np.zeros((1, 1, 28, 28), np.float32))
+    body, headers = binary_v2_request(np.zeros((1, 1, 28, 28), np.float32))
     length = headers["Inference-Header-Content-Length"]
     for odd in ("²", length + "²", "+" + length, length + ".0"):
         status, error = _bad(server, body, {"Inference-Header-Content-Length": odd})
