@@ -616,7 +616,8 @@ def not_digit_drawn_letter(rng: np.random.Generator) -> bytes:
     width, the letter's size and tilt varying, black on white (PNG)."""
     letter = list(PEN_LETTERS)[int(rng.integers(len(PEN_LETTERS)))]
     size, width = rng.uniform(120, 220), int(rng.integers(8, 24))
-    w_scale = rng.uniform(0.6, 1.1)
+    # Narrow enough to fit between the 20 px margins, however large the letter is.
+    w_scale = min(rng.uniform(0.6, 1.1), 240 / size)
     x0, y0 = rng.uniform(20, 260 - size * w_scale), rng.uniform(20, 260 - size)
     tilt = math.radians(rng.uniform(-12, 12))
 
