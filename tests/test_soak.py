@@ -10,7 +10,6 @@ import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,17 +26,6 @@ SECONDS = 40  # the clients stop early past this, whatever is left
 CLIENTS = 4
 MAX_PROCESS_MB = 300  # issue 19's bound; a worker at rest holds about 85 MB
 PNG = {"Content-Type": "image/png"}
-
-
-def _peak_mb(pid: int) -> float:
-    """The process's RSS high-water mark since it started (VmHWM), in MB."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except (FileNotFoundError, ProcessLookupError):
-        pass
-    return 0.0
 
 
 class Watch:
@@ -57,7 +45,7 @@ class Watch:
     def read(self) -> None:
         for pid in procs.tree(self.server.proc.pid):
             self.sampled = max(self.sampled, procs.rss_mb(pid))
-            self.peaks[pid] = max(self.peaks.get(pid, 0.0), _peak_mb(pid))
+            self.peaks[pid] = max(self.peaks.get(pid, 0.0), procs.peak_rss_mb(pid))
 
     def stop(self) -> None:
         self._stop.set()
