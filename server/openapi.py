@@ -273,6 +273,7 @@ def spec(config: ServerConfig, manifest: Manifest, v2_models: list[str]) -> dict
             "/metrics": _ok("Prometheus metrics", "Prometheus text format", "text/plain"),
             "/models": _ok("The models, their accuracy, the vote and uncertainty rules"),
             "/openapi.json": _ok("This document"),
+            "/docs": _ok("This document as a web page", "HTML", "text/html"),
             **v2_paths(manifest, v2_models),
         },
         "components": {"schemas": schemas},

@@ -1,14 +1,18 @@
 """The web page at /: upload or draw a digit. Without JavaScript the form posts back to / and
 the result is rendered here; with it, the page's script posts the same form to /?fragment=1
-and swaps in the result. Both take the request path of /predict (server/predict.py)."""
+and swaps in the result. Both take the request path of /predict (server/predict.py).
+
+/docs is the API document (server/openapi.py) as a web page, rendered here from the same
+dictionary /openapi.json serves."""
 
 from __future__ import annotations
 
 from flask import Blueprint, render_template, request
 
-from server import predict
+from server import api_page, predict, preview
 from server.answers import Prediction
 from server.errors import ApiError, MissingImage
+from server.openapi import spec as openapi_spec
 from server.state import state
 
 pages = Blueprint(
@@ -20,7 +24,11 @@ pages = Blueprint(
 )
 
 
-def _render(result: Prediction | None = None, error: ApiError | None = None):
+def _render(
+    result: Prediction | None = None,
+    error: ApiError | None = None,
+    upload: preview.Preview | None = None,
+):
     s = state()
     # The page's script posts here too and swaps in just the result: one renderer for both.
     template = "_result.html" if request.args.get("fragment") else "index.html"
@@ -28,6 +36,7 @@ def _render(result: Prediction | None = None, error: ApiError | None = None):
         template,
         result=result,
         error=error,
+        upload=upload,
         models=s.manifest.model_names,
         vote=s.manifest.summary["ensemble"],
         max_mib=s.config.max_body / 2**20,
@@ -46,11 +55,29 @@ def index():
 @pages.post("/")
 def upload():
     s = state()
+    images: list[bytes] = []
     try:
         images = predict.read_images(request, max_images=1)  # the form has one file input
         if images == [b""]:  # a browser sends the form without a file as one empty part
             raise MissingImage("Choose an image file first.")
         result = predict.answer(s.predictor, images, include_image=True, metrics=s.metrics)
     except ApiError as e:
-        return _render(error=e)
-    return _render(result=result)
+        # The image stays beside the error (no ink, too many digits): it is what was refused.
+        shown = preview.make(images[0], s.config.max_pixels) if images and images[0] else None
+        return _render(error=e, upload=shown)
+    return _render(result=result, upload=preview.make(images[0], s.config.max_pixels))
+
+
+@pages.get("/docs")
+def docs():
+    s = state()
+    doc = openapi_spec(s.config, s.manifest, list(s.v2_models))
+    ops = api_page.operations(doc, request.host_url.rstrip("/"))
+    return render_template(
+        "docs.html",
+        info=doc["info"],
+        version=doc["openapi"],
+        routes=[o for o in ops if not o.path.startswith("/v2")],
+        v2_routes=[o for o in ops if o.path.startswith("/v2")],
+        schemas=api_page.schemas(doc),
+    )

@@ -97,6 +97,17 @@ def _digit_file(tmp_path: Path, img: np.ndarray, name: str = "digit.png") -> Pat
     return path
 
 
+def _pad_is_blank(driver) -> bool:
+    """Every pixel of the drawing pad is white paper."""
+    return driver.execute_script(
+        """
+        const pad = document.getElementById("pad");
+        const data = pad.getContext("2d").getImageData(0, 0, pad.width, pad.height).data;
+        return data.every(v => v === 255);
+        """
+    )
+
+
 def _wait_for_answer(driver, timeout: float = 15) -> str:
     digit = WebDriverWait(driver, timeout).until(
         ec.visibility_of_element_located((By.ID, "answer-digit"))
@@ -160,6 +171,84 @@ def test_draw_a_seven_in_two_strokes(server, browser):
         ec.visibility_of_element_located((By.CSS_SELECTOR, ".error"))
     )
     assert "Nothing drawn" in alert.text
+
+
+ONE = [(0.5, 0.15), (0.5, 0.5), (0.5, 0.85)]
+
+
+def test_hint_on_the_empty_pad_goes_with_the_first_stroke(server, browser):
+    browser.get(server.url + "/")
+    hint = browser.find_element(By.ID, "pad-hint")
+    assert hint.is_displayed() and "Draw a digit" in hint.text
+    _shot(browser, "desktop-empty")
+    canvas = browser.find_element(By.ID, "pad")
+    # The hint is not ink: the pad under it is blank paper.
+    assert _pad_is_blank(browser)
+    _stroke(browser, canvas, ONE)
+    assert not hint.is_displayed()
+    browser.find_element(By.ID, "clear").click()
+    assert hint.is_displayed()
+
+
+def test_uploading_a_file_clears_the_drawing_and_shows_the_file_beside_its_result(
+    server, browser, mnist_test, tmp_path
+):
+    images, labels = mnist_test
+    browser.get(server.url + "/")
+    canvas = browser.find_element(By.ID, "pad")
+    _stroke(browser, canvas, ONE)
+    assert not _pad_is_blank(browser)
+    path = _digit_file(tmp_path, images[0])
+    browser.find_element(By.ID, "file").send_keys(str(path))
+    assert _wait_for_answer(browser) == str(labels[0])
+    assert _pad_is_blank(browser)
+    assert browser.find_element(By.ID, "pad-hint").is_displayed()
+    preview = browser.find_element(By.CSS_SELECTOR, "#upload-preview img")
+    assert preview.get_attribute("src").startswith("data:image/png;base64,")
+    width, height = Image.open(path).size
+    assert f"{width}\u00d7{height}" in browser.find_element(By.ID, "upload-preview").text
+    # The preview is the file shown, not a blank: its pixels were decoded by the browser.
+    assert browser.execute_script("return arguments[0].naturalWidth", preview) > 0
+    _shot(browser, "desktop-uploaded-digit")
+    # Drawing after an upload: the file chosen before is no longer the input.
+    _stroke(browser, canvas, ONE)
+    assert browser.find_element(By.ID, "file").get_attribute("value") == ""
+
+
+def test_a_photo_is_previewed_beside_its_digit(server, browser):
+    browser.get(server.url + "/")
+    browser.find_element(By.ID, "file").send_keys(str(ROOT / "examples" / "photo-5.jpg"))
+    assert _wait_for_answer(browser) == "5"
+    preview = browser.find_element(By.CSS_SELECTOR, "#upload-preview img")
+    assert preview.get_attribute("src").startswith("data:image/jpeg;base64,")
+    assert "640\u00d7480" in browser.find_element(By.ID, "upload-preview").text
+    _shot(browser, "desktop-uploaded-photo")
+
+
+def test_the_api_page_lists_predict_and_loads_nothing_external(server, browser):
+    browser.get(server.url + "/")
+    browser.find_element(By.LINK_TEXT, "API").click()
+    WebDriverWait(browser, 10).until(ec.url_to_be(server.url + "/docs"))
+    heads = [h.text for h in browser.find_elements(By.CSS_SELECTOR, ".op h3")]
+    assert "POST /predict" in heads
+    predict = browser.find_element(By.ID, "POST-predict")
+    params = [c.text for c in predict.find_elements(By.CSS_SELECTOR, "tbody td:first-child")]
+    assert "include_image" in params
+    commands = predict.find_element(By.CSS_SELECTOR, "pre.curl").text
+    assert f"{server.url}/predict?include_image=true" in commands
+    assert "no_ink" in predict.text and "415" in predict.text
+    # Served from this server alone: every resource the browser fetched, and every element
+    # that would fetch one.
+    urls = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)"
+    )
+    assert urls and all(u.startswith(server.url) for u in urls)
+    sources = browser.execute_script(
+        "return Array.from(document.querySelectorAll('[src], link[href]'))"
+        ".map(e => e.src || e.href)"
+    )
+    assert sources and all(u.startswith((server.url, "data:")) for u in sources), sources
+    _shot(browser, "desktop-api-page")
 
 
 def test_a_text_file_gets_a_plain_error(server, browser, tmp_path):

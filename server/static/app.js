@@ -10,7 +10,10 @@
   const result = document.getElementById("result");
   const pad = document.getElementById("pad");
   const pen = document.getElementById("pen");
+  const hint = document.getElementById("pad-hint");
   let busy = false;
+  let timer = null;  // recognises the drawing a moment after its last stroke
+  let queued = null;  // an input given while another was being read
 
   // On a phone the result sits below the inputs: bring it into view.
   function reveal() {
@@ -35,7 +38,10 @@
   }
 
   async function send(blob, name) {
-    if (busy) return;
+    if (busy) {  // the newest input is read once the one being read is answered
+      queued = { blob: blob, name: name };
+      return;
+    }
     busy = true;
     result.classList.add("busy");
     result.setAttribute("aria-busy", "true");
@@ -59,7 +65,20 @@
       busy = false;
       result.classList.remove("busy");
       result.removeAttribute("aria-busy");
+      if (queued) {
+        const next = queued;
+        queued = null;
+        send(next.blob, next.name);
+      }
     }
+  }
+
+  // A file replaces the drawing, and a drawing the chosen file: the result shown always
+  // belongs to the one input on screen.
+  function sendFile(file, name) {
+    clearTimeout(timer);
+    clearPad();
+    send(file, name || file.name);
   }
 
   // Upload: choosing a file is enough; the button stays for keyboard users.
@@ -69,10 +88,10 @@
       showMessage("Choose an image file first.");
       return;
     }
-    send(fileInput.files[0], fileInput.files[0].name);
+    sendFile(fileInput.files[0]);
   });
   fileInput.addEventListener("change", function () {
-    if (fileInput.files.length) send(fileInput.files[0], fileInput.files[0].name);
+    if (fileInput.files.length) sendFile(fileInput.files[0]);
   });
 
   ["dragenter", "dragover"].forEach(function (type) {
@@ -87,7 +106,7 @@
   drop.addEventListener("drop", function (event) {
     event.preventDefault();
     const file = event.dataTransfer.files[0];
-    if (file) send(file, file.name);
+    if (file) sendFile(file);
     else showMessage("Drop an image file.");
   });
 
@@ -96,7 +115,7 @@
     const item = items.find(function (i) { return i.kind === "file"; });
     if (item) {
       event.preventDefault();
-      send(item.getAsFile(), "pasted");
+      sendFile(item.getAsFile(), "pasted");
     }
   });
 
@@ -106,12 +125,12 @@
   const ctx = pad.getContext("2d");
   let drawing = false;
   let drawn = false;
-  let timer = null;
 
   function clearPad() {
     ctx.fillStyle = "#ffffff";
     ctx.fillRect(0, 0, pad.width, pad.height);
     drawn = false;
+    hint.hidden = false;
   }
   function point(event) {
     const box = pad.getBoundingClientRect();
@@ -122,7 +141,7 @@
   }
   function recogniseDrawing() {
     if (!drawn) {
-      showMessage("Nothing drawn yet: draw a digit in the white square.");
+      showMessage("Nothing drawn yet: draw a digit in the white box.");
       return;
     }
     pad.toBlob(function (blob) { send(blob, "drawing.png"); }, "image/png");
@@ -134,6 +153,10 @@
     pad.setPointerCapture(event.pointerId);
     clearTimeout(timer);
     drawing = true;
+    if (!drawn) {  // a new drawing: the file chosen before is not its input
+      fileInput.value = "";
+    }
+    hint.hidden = true;
     const p = point(event);
     ctx.lineWidth = Number(pen.value);
     ctx.lineCap = "round";
