@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import logging
 import os
 import shutil
@@ -22,14 +23,14 @@ import socket
 import sys
 import tempfile
 import warnings
+from pathlib import Path
 
 from granian import Granian
 from granian.constants import HTTPModes, Interfaces
 from granian.http import HTTP1Settings
 
 from server import manifest as manifest_mod
-from server import metrics, worker
-from server.config import ServerConfig
+from server.config import METRICS_DIR_VARIABLE, ServerConfig, command_environment
 from server.manifest import ManifestError
 
 log = logging.getLogger("server")
@@ -124,10 +125,19 @@ def serve(config: ServerConfig) -> int:
         log.error("cannot start: %s", e)
         return 2
     port = config.port or _free_port(config.host)
-    # A scrape of /metrics reaches one worker; it reports them all from their shared files.
-    own_metrics_dir = metrics.MULTIPROCESS_DIR not in os.environ
+    # A scrape of /metrics reaches one worker; it reports them all from their files in this
+    # directory (server/metrics.py), which the workers inherit with the environment.
+    own_metrics_dir = not os.environ.get(METRICS_DIR_VARIABLE)
     if own_metrics_dir:
-        metrics.share_between_processes(tempfile.mkdtemp(prefix="digits-metrics-"))
+        os.environ[METRICS_DIR_VARIABLE] = tempfile.mkdtemp(prefix="digits-metrics-")
+    else:
+        # The operator's directory: a previous run's files would add to this run's counts.
+        for stale in Path(os.environ[METRICS_DIR_VARIABLE]).glob("*.db"):
+            stale.unlink()
+    # The whole app is imported here, once the environment is set and before granian forks
+    # the workers, which share its pages instead of importing it each (0.3 s of CPU).
+    from server import worker
+
     failed_r, failed_w = os.pipe()
     worker.config, worker.failed_fd, worker.master_pid = config, failed_w, os.getpid()
     server = Granian(
@@ -145,6 +155,10 @@ def serve(config: ServerConfig) -> int:
     )
     worker.port = port
     server.on_shutdown(lambda: log.info("stopped"))
+    # What the master has built so far lives as long as the workers: out of the cyclic
+    # garbage collector's reach, so that a collection in a worker never writes to (and so
+    # copies) the pages it shares with the master (Python's gc.freeze documentation).
+    gc.freeze()
     code = 0
     try:
         server.serve()
@@ -152,7 +166,7 @@ def serve(config: ServerConfig) -> int:
         code = e.code if isinstance(e.code, int) else 1
     finally:
         if own_metrics_dir:
-            shutil.rmtree(os.environ[metrics.MULTIPROCESS_DIR], ignore_errors=True)
+            shutil.rmtree(os.environ.pop(METRICS_DIR_VARIABLE), ignore_errors=True)
     os.set_blocking(failed_r, False)
     with contextlib.suppress(BlockingIOError):
         if os.read(failed_r, 1):
@@ -167,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    return serve(parse_args(argv))
+    config = parse_args(argv)
+    command_environment()
+    return serve(config)
 
 
 if __name__ == "__main__":

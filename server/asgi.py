@@ -31,7 +31,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from server import SECURITY_HEADERS
+from server.app import SECURITY_HEADERS
 
 log = logging.getLogger("server")
 

@@ -11,6 +11,23 @@ from pathlib import Path
 # buffer, which it fills 64 KiB at a time: a cap near that refuses valid uploads.
 MAX_FORM_MEMORY = 1024 * 1024
 
+# The environment the commands (`python -m server`, `python -m server.predict`) give
+# themselves before they import onnxruntime, unless it is set already: onnxruntime's Linux
+# wheels send usage telemetry and keep a device id under ~/.cache unless
+# ORT_DISABLE_TELEMETRY=1 is in the environment when it is imported (onnxruntime's
+# Privacy.md, "Disabling Telemetry").
+COMMAND_ENVIRONMENT = {"ORT_DISABLE_TELEMETRY": "1"}
+# prometheus_client's multiprocess mode: the directory of every process's metric files, read
+# from the environment when prometheus_client is imported (its documentation).
+METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def command_environment() -> None:
+    """For a command's main(), before anything imports onnxruntime: COMMAND_ENVIRONMENT's
+    variables that the caller's environment does not set."""
+    for name, value in COMMAND_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+
 
 def available_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
     """The cores this process may use: its CPU affinity, capped by a container's CPU limit.

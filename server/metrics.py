@@ -1,8 +1,11 @@
 """Prometheus metrics, in a registry of the app's own so that several apps (tests) coexist.
 
 With several worker processes a scrape reaches one of them, which must still report every
-worker's counts: `python -m server` then keeps the values in files (prometheus_client's
-multiprocess mode, in a directory of its own) and `/metrics` sums them over the processes.
+worker's counts: prometheus_client's multiprocess mode, as its documentation describes it.
+`python -m server` puts PROMETHEUS_MULTIPROC_DIR (a fresh directory) in the environment before
+anything imports prometheus_client, the workers inherit it, every value then lives in a file
+there, and `/metrics` reads them all through a MultiProcessCollector. Without the variable
+(an app in one process, the tests), the values live in the process.
 """
 
 from __future__ import annotations
@@ -16,21 +19,10 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
-    values,
 )
 
+from server.config import METRICS_DIR_VARIABLE
 from server.errors import ApiError
-
-# prometheus_client's own switch: where the processes' value files live.
-MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
-
-
-def share_between_processes(directory: str) -> None:
-    """Metrics created from now on, in this process and the ones it forks, keep their values
-    in `directory`. For the master process, before it forks the workers."""
-    os.environ[MULTIPROCESS_DIR] = directory
-    values.ValueClass = values.MultiProcessValue()
-
 
 # Requests take about a millisecond; the default buckets start at 5 ms and would hide that.
 LATENCY_BUCKETS = (
@@ -80,7 +72,11 @@ class Metrics:
             ["lane"],
             registry=r,
         )
-        self.images = Counter("predict_images", "Images received by /predict", registry=r)
+        self.images = Counter(
+            "predict_images",
+            "Images received for prediction (POST /predict and the page's form)",
+            registry=r,
+        )
         self.rejected = Counter(
             "predict_rejected_images", "Images refused, by error code", ["code"], registry=r
         )
@@ -106,13 +102,13 @@ class Metrics:
             multiprocess_mode="max",  # the same in every worker: one series, not one per pid
         )
         info.labels(models=",".join(model_names), device=device).set(1)
-        # What a scrape reads: this registry, or every worker's files when they share them
-        # (the collector reads the files at each scrape).
-        directory = os.environ.get(MULTIPROCESS_DIR)
+        # What a scrape reads: this registry, or every process's files in multiprocess mode
+        # (the collector reads them at each scrape). prometheus_client chose the mode when it
+        # was imported, from the same variable.
         self._scraped = r
-        if directory:
+        if os.environ.get(METRICS_DIR_VARIABLE):
             self._scraped = CollectorRegistry()
-            multiprocess.MultiProcessCollector(self._scraped, path=directory)
+            multiprocess.MultiProcessCollector(self._scraped)
         # Labelled children, looked up once here rather than by `labels()` on every request.
         self._by_digit = {i: self.predictions.labels(digit=c) for i, c in enumerate(classes)}
         self._by_request: dict[tuple, tuple] = {}

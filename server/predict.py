@@ -21,6 +21,7 @@ import logging
 import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
 from werkzeug.wrappers import Request
@@ -34,9 +35,11 @@ from server.errors import (
     MissingImage,
     UnsupportedMediaType,
 )
-from server.metrics import Metrics
-from server.predictor import Predictor
 from server.preprocess import ACCEPTED_FORMATS
+
+if TYPE_CHECKING:  # imported by main(), once the command's environment is set
+    from server.metrics import Metrics
+    from server.predictor import Predictor
 
 FIELD = "image"  # the multipart field that carries images
 
@@ -129,10 +132,13 @@ def answer_file(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from server.config import ServerConfig
+    from server.config import ServerConfig, command_environment
+
+    command_environment()
     from server.ensemble import DeviceError, Ensemble, SelfTestError
     from server.manifest import ManifestError
     from server.manifest import load as load_manifest
+    from server.predictor import Predictor
 
     d = ServerConfig()
     p = argparse.ArgumentParser(

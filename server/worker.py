@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 
-from server import create_app
+from server.app import create_app
 from server.asgi import SWITCH_INTERVAL, BufferedWSGI
 from server.config import ServerConfig
 from server.ensemble import DeviceError, SelfTestError

@@ -327,8 +327,14 @@ def test_the_page_form_post_takes_the_request_path_of_predict(client, samples):
     data, label = samples[4]
     r = client.post("/", data={"image": (io.BytesIO(data), "d.png")})
     assert r.status_code == 200 and f'id="answer-digit">{label}<' in r.get_data(as_text=True)
-    # Counted as /predict counts its images and batches.
+    # Counted as /predict counts its images and batches, and the metric says so.
     assert value("predict_images_total") == images + 1
+    help_line = next(
+        x
+        for x in client.get("/metrics").get_data(as_text=True).splitlines()
+        if x.startswith("# HELP predict_images_total")
+    )
+    assert "the page's form" in help_line, help_line
     assert value("predict_batch_size_count") == batches + 1
     r = client.post("/", data={"image": (io.BytesIO(b"just notes"), "notes.txt")})
     assert r.status_code == 415 and "not an image in an accepted format" in r.get_data(as_text=True)

@@ -343,6 +343,49 @@ def test_onnxruntime_writes_no_telemetry(bundle, tmp_path, mnist_test):
     assert not list(home.rglob("*")), list(home.rglob("*"))
 
 
+def test_importing_the_server_changes_no_environment_and_loads_no_runtime():
+    # The commands set their environment before onnxruntime and prometheus_client read it;
+    # an import that changed it would decide for whoever embeds the app. The batch helpers
+    # import preprocessing alone: no web framework, runtime or metrics library in them.
+    script = (
+        "import json, os, sys; before = dict(os.environ); "
+        "import server, server.preprocess, server.config, server.manifest; "
+        "heavy = [m for m in ('flask', 'onnxruntime', 'prometheus_client') if m in sys.modules]; "
+        "from server import create_app; "
+        "print(json.dumps([heavy, dict(os.environ) == before]))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORT_", "PROMETHEUS_"))}
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == [[], True]
+
+
+def test_an_operators_metrics_directory_starts_each_run_from_zero(bundle, tmp_path, mnist_test):
+    # prometheus_client's multiprocess directory, set by the operator: its files from the last
+    # run must not add to this run's counts (its documentation: wipe it between runs).
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    line = 'http_requests_total{method="POST",route="/predict",status="200"} '
+    for run in range(2):
+        s = LiveServer("--artifacts", str(bundle), "--workers", "2", env=env)
+        try:
+            for _ in range(3):
+                r = requests.post(
+                    s.url + "/predict",
+                    data=png(mnist_test[0][run]),
+                    headers={"Content-Type": "image/png"},
+                    timeout=10,
+                )
+                assert r.status_code == 200
+            assert list(tmp_path.glob("*.db")), "the values are not in the operator's directory"
+            text = requests.get(s.url + "/metrics", timeout=5).text
+            served = sum(float(x[len(line) :]) for x in text.splitlines() if x.startswith(line))
+            assert served == 3, (run, served)
+        finally:
+            assert s.stop() == 0, s.log
+
+
 # ---- lanes ---------------------------------------------------------------------------------
 
 
