@@ -1,11 +1,16 @@
-"""A pool of helper processes that preprocess slices of a large batch, so that one request can
+"""A pool of helper processes that preprocess parts of a large batch, so that one request can
 use every core.
 
-A request runs on one core (the GIL), and about two thirds of a batch's time is preprocessing:
-numpy and Pillow calls on small arrays that hold the GIL. The pool's helpers are started by a
-fork server (so never forked from a process that already runs threads); a large batch is cut
-into slices, the helpers preprocess theirs while the request thread preprocesses and runs the
-first, and each slice goes to the models as soon as it is ready.
+A request runs on one core (the GIL), and most of a batch's time is preprocessing: numpy and
+Pillow calls on small arrays that hold the GIL. The pool's helpers are started by a fork server
+(so never forked from a process that already runs threads). A large batch is cut into chunks
+that are all offered to the helpers at once; the request thread preprocesses the first chunk,
+then, while the next one in order is not ready, takes back from the end a chunk no helper has
+started and does it itself. The work is shared by what each side gets done, not by a fixed
+split: on a machine whose other cores are busy the request thread does nearly everything and
+never waits long for a helper (at most the chunks a helper has started), and on an idle one
+the helpers do their share. Each chunk goes to the models as soon as it and those before it
+are ready.
 
 The pool starts its processes (fork server, resource tracker, helpers) in the background on
 the first batch large enough to be cut, so a server that never gets one never runs them. Until
@@ -17,7 +22,6 @@ process holds their pipes, follow: nothing outlives the worker.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import multiprocessing
 import os
@@ -34,24 +38,55 @@ from server.preprocess import Preprocessed, preprocess_many
 
 log = logging.getLogger(__name__)
 
-MIN_SLICE = 16  # images: below this a slice's round trip to a helper costs more than it saves
-# The request thread also runs the models on every slice and writes the answers, so it takes a
-# smaller share of the preprocessing than each helper (measured on 2 cores, 256 images, before
-# the multipart reader: 0.5 of a helper's share gave 4,339 images/s, 0.85 to 1.0 4,772 to 5,179,
-# 1.2 4,626).
-OWN_SHARE = 0.9
+# Images per chunk: below this a chunk's round trip to a helper costs more than it saves, and
+# it bounds what the request thread may wait for when a helper is slow (the chunks a helper
+# has started: one running, one queued per helper).
+CHUNK = 16
 
 Prepared = list[Preprocessed | ApiError]
 
 
-def plan(n: int, helpers: int) -> list[int]:
-    """Slice sizes for a batch of `n`: the request thread's first, then one per helper used."""
-    used = min(helpers, n // MIN_SLICE - 1)
-    if used < 1:
-        return [n]
-    own = max(MIN_SLICE, round(n * OWN_SHARE / (OWN_SHARE + used)))
-    rest, extra = divmod(n - own, used)
-    return [own] + [rest + (i < extra) for i in range(used)]
+def chunks_of(images: list[bytes]) -> list[list[bytes]]:
+    return [images[i : i + CHUNK] for i in range(0, len(images), CHUNK)]
+
+
+def share(
+    chunks: list[list[bytes]],
+    futures: list[Future | None],
+    prepare: Callable[[list[bytes]], Prepared],
+    lost: Callable[[], None] = lambda: None,
+) -> Iterator[Prepared]:
+    """Each chunk's preparation, in order. `futures[i]` is chunk i offered to the helpers
+    (None: not offered); the request thread runs `prepare` on the first chunk and on every
+    chunk it takes back. `lost` is called when a helper's pool turns out broken; its chunks are
+    then prepared here."""
+    results: dict[int, Prepared] = {}
+    last = len(chunks) - 1  # every chunk after it is taken back or started by a helper
+    for i in range(len(chunks)):
+        while i not in results:
+            future = futures[i]
+            if future is None:  # never offered: the request thread's own
+                results[i] = prepare(chunks[i])
+            elif future.done():
+                results[i] = _collected(future, chunks[i], prepare, lost)
+            elif last > i and (futures[last] is None or futures[last].cancel()):
+                # No helper has started chunk `last` (a cancelled future never runs): the
+                # request thread does it rather than wait.
+                results[last] = prepare(chunks[last])
+                last -= 1
+            elif future.cancel():
+                results[i] = prepare(chunks[i])
+            else:  # the helpers started every chunk left (they take them in order): wait
+                results[i] = _collected(future, chunks[i], prepare, lost)
+        yield results.pop(i)
+
+
+def _collected(future: Future, chunk: list[bytes], prepare, lost) -> Prepared:
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        lost()
+        return prepare(chunk)
 
 
 def _init_helper(worker: int) -> None:
@@ -121,33 +156,24 @@ class BatchPool:
     def slices(
         self, images: list[bytes], prepare: Callable[[list[bytes]], Prepared]
     ) -> Iterator[Prepared]:
-        """The batch preprocessed, slice by slice in order: `prepare` (the request thread) does
-        the first while the helpers do the rest."""
+        """The batch preprocessed, part by part in order, shared between the request thread
+        (`prepare`) and the helpers as `share` says."""
         executor = self._executor
-        if executor is None and len(plan(len(images), self.processes)) > 1:
+        chunks = chunks_of(images)
+        if len(chunks) > 1 and executor is None:
             self.start()  # this batch runs in the request thread; later ones get the helpers
-        sizes = plan(len(images), self.processes if executor else 0)
-        if len(sizes) == 1:
+        if len(chunks) == 1 or executor is None:
             yield prepare(images)
             return
-        cuts = [0, *itertools.accumulate(sizes)]
-        chunks = [images[a:b] for a, b in itertools.pairwise(cuts)]
-        futures: list[Future | None] = []
+        futures: list[Future | None] = [None]
         for chunk in chunks[1:]:
             try:
                 futures.append(executor.submit(preprocess_many, chunk, *self._args))
             except (BrokenProcessPool, RuntimeError):  # broken, or shut down meanwhile
                 self._rebuild(executor)
-                futures.append(None)
-        yield prepare(chunks[0])
-        for chunk, future in zip(chunks[1:], futures, strict=True):
-            prepared = None
-            if future is not None:
-                try:
-                    prepared = future.result()
-                except BrokenProcessPool:
-                    self._rebuild(executor)
-            yield prepare(chunk) if prepared is None else prepared
+                futures += [None] * (len(chunks) - len(futures))
+                break
+        yield from share(chunks, futures, prepare, lambda: self._rebuild(executor))
 
     def _rebuild(self, broken: ProcessPoolExecutor) -> None:
         with self._lock:
