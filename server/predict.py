@@ -46,7 +46,8 @@ FIELD = "image"  # the multipart field that carries images
 
 def accepted_formats() -> str:
     """The accepted formats, as users read them: 'PNG, JPEG, ... or TIFF'."""
-    return ", ".join(ACCEPTED_FORMATS[:-1]) + " or " + ACCEPTED_FORMATS[-1]
+    *names, last = ACCEPTED_FORMATS.values()
+    return ", ".join(names) + " or " + last
 
 
 def accepted_media_types() -> list[str]:

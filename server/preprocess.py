@@ -26,7 +26,16 @@ from server import components, decode_budget, lines
 from server.errors import ApiError, NoInk, TooManyPixels, UndecodableImage, UnsupportedFormat
 from server.manifest import InputSpec
 
-ACCEPTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
+# The accepted formats, the one list of them: Pillow's name of each -> the name users read
+# (the refusal below, the page, the API document).
+ACCEPTED_FORMATS = {
+    "PNG": "PNG",
+    "JPEG": "JPEG",
+    "GIF": "GIF",
+    "BMP": "BMP",
+    "WEBP": "WebP",
+    "TIFF": "TIFF",
+}
 LOSSY_FORMATS = ("JPEG", "WEBP")
 WORK_SIZE = 320  # longest side analysed; a digit filling a tenth of it still has 32 pixels
 ANALYSIS_SIZE = 128  # longest side at which connected components are found
@@ -111,12 +120,12 @@ def decode(data: bytes, max_pixels: int) -> Decoded:
     # No warnings.catch_warnings here: it swaps process-wide state and is not thread-safe.
     # Pillow only warns about sizes; the pixel cap below is what refuses them.
     try:
-        im = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+        im = Image.open(io.BytesIO(data), formats=tuple(ACCEPTED_FORMATS))
     except UnidentifiedImageError:
         if _claims_accepted_format(data):
             raise UndecodableImage("The image header is corrupt.") from None
         raise UnsupportedFormat(
-            "This is not an image in an accepted format (PNG, JPEG, GIF, BMP, WebP, TIFF)."
+            f"This is not an image in an accepted format ({', '.join(ACCEPTED_FORMATS.values())})."
         ) from None
     except Image.DecompressionBombError:
         raise TooManyPixels(f"The image has more than {max_pixels:,} pixels.") from None

@@ -359,3 +359,18 @@ def test_flask_route_and_fast_path_give_the_same_answers(app, client, samples):
         assert routed.status_code == fast.status_code
         assert routed.get_data() == fast.get_data()
         assert routed.mimetype == fast.mimetype == "application/json"
+
+
+def test_the_accepted_formats_read_the_same_everywhere(client):
+    # The refusal, the page and the API document name the formats from one list, as users
+    # read them (WebP, not Pillow's WEBP).
+    names = re.compile(r"\b(PNG|JPEG|GIF|BMP|WebP|WEBP|TIFF)\b")
+    refusal = client.post("/predict", data=b"notes", content_type="image/png").get_json()
+    page = client.get("/").get_data(as_text=True)
+    upload = client.get("/openapi.json").get_json()["paths"]["/predict"]["post"]["requestBody"]
+    said = {
+        "refusal": names.findall(refusal["error"]),
+        "page": names.findall(page.split('id="drop-hint"', 1)[1].split("</span>", 1)[0]),
+        "openapi": names.findall(upload["description"]),
+    }
+    assert all(v == ["PNG", "JPEG", "GIF", "BMP", "WebP", "TIFF"] for v in said.values()), said
