@@ -153,30 +153,31 @@ def _check_pixels(w: int, h: int, max_pixels: int) -> None:
         raise TooManyPixels(f"The image has {w:,} x {h:,} pixels; the limit is {max_pixels:,}.")
 
 
-def _resize_to_work(im: Image.Image) -> Image.Image:
+def _resize_to_work(im: Image.Image, work_size: int = WORK_SIZE) -> Image.Image:
     w, h = im.size
-    scale = WORK_SIZE / max(w, h)
+    scale = work_size / max(w, h)
     if scale >= 1:
         return im
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     return im.resize(size, Image.Resampling.BOX, reducing_gap=2.0)
 
 
-def to_grey(im: Image.Image) -> np.ndarray:
-    """float32 [H, W] in [0, 1] at most WORK_SIZE on a side; transparent pixels are background."""
+def to_grey(im: Image.Image, work_size: int = WORK_SIZE) -> np.ndarray:
+    """float32 [H, W] in [0, 1] at most `work_size` on a side; transparent pixels are
+    background."""
     if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         arr = np.asarray(im, dtype=np.float32)
         top = 65535.0 if im.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
         if im.mode == "F":
             top = max(1.0, float(arr.max(initial=0)))
         grey = Image.fromarray(np.clip(arr / top, 0, 1).astype(np.float32), "F")
-        return np.asarray(_resize_to_work(grey), dtype=np.float32)
+        return np.asarray(_resize_to_work(grey, work_size), dtype=np.float32)
     if not im.has_transparency_data and im.mode not in ("LA", "La", "PA", "RGBA", "RGBa"):
         grey = im if im.mode == "L" else im.convert("L")
-        return np.asarray(_resize_to_work(grey), dtype=np.float32) / 255.0
+        return np.asarray(_resize_to_work(grey, work_size), dtype=np.float32) / 255.0
     if im.mode not in ("LA", "RGBA"):
         im = im.convert("RGBA")
-    lum, alpha = _resize_to_work(im.convert("LA")).split()
+    lum, alpha = _resize_to_work(im.convert("LA"), work_size).split()
     if alpha.getextrema()[0] > 250:
         return np.asarray(lum, dtype=np.float32) / 255.0
     # Statistics from every few pixels; the compositing itself is Pillow's, in C.
@@ -340,7 +341,7 @@ def _as_l(values: np.ndarray) -> Image.Image:
     return Image.fromarray(scaled.astype(np.uint8), "L")
 
 
-def _is_border(comps: components.Components, i: int, h: int, w: int) -> bool:
+def is_border(comps: components.Components, i: int, h: int, w: int) -> bool:
     """Page edges, shadows and frames: long thin strips along a side, or huge corner regions
     that are solid (a shadow, a table) or one piece of a texture. A digit cropped to its own
     ink also covers half the image and touches every side, but with its strokes: it fills
@@ -367,7 +368,7 @@ class Found:
     extent: float  # the largest piece's longer side, in pixels of the ink map
 
 
-def _is_line_piece(
+def is_line_piece(
     comps: components.Components, i: int, main: int, found: lines.Lines | None
 ) -> bool:
     """What a removed line left of itself (a comb's tooth standing on its baseline, a scrap
@@ -386,13 +387,8 @@ def _is_line_piece(
     return b - t < 0.6 * (comps.bottom[main] - comps.top[main])
 
 
-def find_digit(m: InkMap, lossy: bool = False) -> Found:
-    """The ink cropped to the digit, with specks, page edges and a form's lines removed.
-
-    The crop keeps every trace of ink, as MNIST's box includes the faintest anti-aliased rim;
-    for lossy formats (JPEG, WebP) the ringing around strokes is not ink, so traces below a
-    tenth of the stroke contrast do not count.
-    """
+def stroke_contrast(m: InkMap) -> float:
+    """How strong the strokes are, in ink units; NoInk when nothing stands out."""
     ink = m.ink
     h, w = ink.shape
     # Stroke contrast, measured away from the edges, where page borders and shadows lie: the
@@ -420,6 +416,18 @@ def find_digit(m: InkMap, lossy: bool = False) -> Found:
         strong = max(p99, top) if top >= FEW_MIN else p99
     if strong < max(MIN_INK, 8 * m.noise):
         raise NoInk("No digit found: nothing stands out from the background.")
+    return strong
+
+
+def find_digit(m: InkMap, lossy: bool = False) -> Found:
+    """The ink cropped to the digit, with specks, page edges and a form's lines removed.
+
+    The crop keeps every trace of ink, as MNIST's box includes the faintest anti-aliased rim;
+    for lossy formats (JPEG, WebP) the ringing around strokes is not ink, so traces below a
+    tenth of the stroke contrast do not count.
+    """
+    strong = stroke_contrast(m)
+    h, w = m.ink.shape
     side = max(h, w)
     fine = side > 1.25 * ANALYSIS_SIZE  # an analysis at full working size is possible
     try:
@@ -435,12 +443,17 @@ def find_digit(m: InkMap, lossy: bool = False) -> Found:
     return found
 
 
+def ink_threshold(m: InkMap, strong: float) -> float:
+    """The ink a pixel needs to count as part of a mark, given the stroke contrast."""
+    return max(0.35 * strong, 4 * m.noise)
+
+
 def _find_at(m: InkMap, strong: float, lossy: bool, size: int, min_extent: int) -> Found:
     """find_digit's analysis on the ink map shrunk to `size` on its longer side."""
     ink = m.ink
     h, w = ink.shape
     small, scale = _shrink(ink, size)
-    threshold = max(0.35 * strong, 4 * m.noise)
+    threshold = ink_threshold(m, strong)
     binary = small > threshold
     # Lines are looked for at half the threshold: a thin or light one, averaged with the
     # paper beside it when shrunk, may not reach the digit's threshold, and its traces would
@@ -450,12 +463,12 @@ def _find_at(m: InkMap, strong: float, lossy: bool, size: int, min_extent: int) 
         binary &= ~found.mask
     comps = components.label(binary)
     sh, sw = binary.shape
-    candidates = [i for i in range(len(comps)) if not _is_border(comps, i, sh, sw)]
+    candidates = [i for i in range(len(comps)) if not is_border(comps, i, sh, sw)]
     if len(candidates) > 1:
         candidates = [
             i
             for i in candidates
-            if i == candidates[0] or not _is_line_piece(comps, i, candidates[0], found)
+            if i == candidates[0] or not is_line_piece(comps, i, candidates[0], found)
         ]
     extent = [
         max(comps.bottom[i] - comps.top[i], comps.right[i] - comps.left[i]) for i in candidates
@@ -509,7 +522,26 @@ def _find_at(m: InkMap, strong: float, lossy: bool, size: int, min_extent: int) 
         )
     if found is not None:
         region = region & ~_line_pixels(found, (y0, x0, y1, x1), (sh, sw), (h, w))
-    digit = ink[y0:y1, x0:x1] * region  # float32, in one pass
+    crop, (t, le, b, r) = tighten(ink[y0:y1, x0:x1] * region, strong, lossy)
+    return Found(
+        crop,
+        len(keep),
+        len(comps) - len(keep),
+        found.count if found else 0,
+        (y0 + t, x0 + le, y0 + b, x0 + r),
+        max(comps.bottom[main] - comps.top[main], comps.right[main] - comps.left[main]) / scale,
+    )
+
+
+def tighten(
+    digit: np.ndarray, strong: float, lossy: bool
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """A digit's ink (everything but its own strokes zeroed) cropped to its traces, and the
+    crop's top, left, bottom, right in `digit`.
+
+    The crop keeps every trace of ink, as MNIST's box includes the faintest anti-aliased rim;
+    for lossy formats (JPEG, WebP) the ringing around strokes is not ink, so traces below a
+    tenth of the stroke contrast do not count."""
     traces = digit > (0.1 * strong if lossy else 0.0)
     rows, cols = np.flatnonzero(traces.any(1)), np.flatnonzero(traces.any(0))
     crop = digit[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
@@ -517,14 +549,7 @@ def _find_at(m: InkMap, strong: float, lossy: bool, size: int, min_extent: int) 
     core = float(crop.max())
     if core < 0.9:
         crop = np.clip(crop / core, 0.0, 1.0)
-    return Found(
-        crop,
-        len(keep),
-        len(comps) - len(keep),
-        found.count if found else 0,
-        (y0 + int(rows[0]), x0 + int(cols[0]), y0 + int(rows[-1]) + 1, x0 + int(cols[-1]) + 1),
-        max(comps.bottom[main] - comps.top[main], comps.right[main] - comps.left[main]) / scale,
-    )
+    return crop, (int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1)
 
 
 def _line_pixels(
@@ -641,11 +666,11 @@ def preprocess_many(
         try:
             out.append(preprocess(data, spec, max_pixels))
         except ApiError as e:
-            out.append(_as_value(e))
+            out.append(as_value(e))
     return out
 
 
-def _as_value(e: ApiError) -> ApiError:
+def as_value(e: ApiError) -> ApiError:
     """The error without what raising it attached. Its traceback's frames hold this list (a
     reference cycle) and the decoded image, and its context the decoder's own error with more
     frames: kept as an answer, it held every refused image's pixels until a full collection."""
