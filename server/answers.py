@@ -75,6 +75,76 @@ class PredictionWithImage(Prediction):
 
 
 @dataclass(frozen=True, slots=True)
+class DigitShape:
+    """What one digit of a number looks like once fitted."""
+
+    pieces: int = field(metadata=doc("Separate pieces of ink kept as this digit"))
+    ink: float = field(metadata=doc("Mean intensity of the fitted image, 0 to 1"))
+    edge_ratio: float = field(
+        metadata=doc("Share of inked pixels on the ink's edge: 1 for thin strokes, low for blobs")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Digit:
+    """One digit of a number, read by the models and their vote as a single digit is."""
+
+    label: int = field(metadata=doc("The voted class", class_index=True))
+    confidence: float = field(metadata=doc("Mean probability the models give the label"))
+    votes: list[int] = field(metadata=doc("Models voting for each class", per_class=True))
+    agreement: int = field(metadata=doc("Votes for the label"))
+    tie_broken: bool = field(
+        metadata=doc("No class had the most votes alone; the highest summed probability decided")
+    )
+    uncertain: bool = field(metadata=doc("Probably not a digit, or a doubtful one"))
+    uncertain_reasons: list[str] = field(metadata=doc("Why it is uncertain; empty when it is not"))
+    models: list[ModelOpinion] = field(metadata=doc("Each model's answer, in the vote's order"))
+    box: list[int] = field(
+        metadata=doc(
+            "The digit's ink box in the upload's pixels: x0, y0, x1, y1 (x1 and y1 exclusive)",
+            minItems=4,
+            maxItems=4,
+        )
+    )
+    shape: DigitShape = field(metadata=doc("What the fitted digit looks like"))
+
+
+@dataclass(frozen=True, slots=True)
+class DigitWithImage(Digit):
+    """One digit of a number, with the image the models saw (`include_image=1`)."""
+
+    image: str = field(metadata=doc("The image the models saw, as a PNG data URL"))
+
+
+@dataclass(frozen=True, slots=True)
+class NumberPreprocessing:
+    """What preprocessing found in an upload read as a number."""
+
+    source_size: list[int] = field(
+        metadata=doc("Width and height of the upload", minItems=2, maxItems=2)
+    )
+    inverted: bool = field(metadata=doc("The upload had dark ink on a light background"))
+    components_kept: int = field(metadata=doc("Pieces of ink kept as digits"))
+    components_dropped: int = field(metadata=doc("Specks, page borders and line scraps dropped"))
+    lines_removed: int = field(
+        metadata=doc("Long straight lines removed: a form's box, comb, ruling, grid, underline")
+    )
+    cuts: int = field(metadata=doc("Cuts made between digits that touch"))
+
+
+@dataclass(frozen=True, slots=True)
+class NumberReading:
+    """The number in one image (`mode=number`): its digits, left to right."""
+
+    number: str = field(metadata=doc("The voted digits, left to right", minLength=1))
+    digits: list[Digit | DigitWithImage] = field(
+        metadata=doc("Each digit, left to right", minItems=1)
+    )
+    uncertain: bool = field(metadata=doc("Any digit is uncertain (or not a digit at all)"))
+    preprocessing: NumberPreprocessing = field(metadata=doc("What preprocessing found"))
+
+
+@dataclass(frozen=True, slots=True)
 class ItemError:
     """One image of a batch that could not be answered."""
 
@@ -87,12 +157,14 @@ class ItemError:
 class Batch:
     """The verdicts on several images, in the order they were sent."""
 
-    results: list[Prediction | PredictionWithImage | ItemError] = field(
-        metadata=doc("One entry per image: its verdict, or why it has none")
+    results: list[Prediction | PredictionWithImage | NumberReading | ItemError] = field(
+        metadata=doc(
+            "One entry per image: its verdict (its number with `mode=number`), or why it has none"
+        )
     )
 
 
-Answer = Prediction | Batch
+Answer = Prediction | NumberReading | Batch
 
 
 def to_json(obj, newline: bool = True, default=None) -> bytes:

@@ -26,9 +26,10 @@ PREDICT = "/predict"
 
 def predict_response(s: State, req: Request) -> Response:
     """POST /predict: decode -> predict -> encode."""
+    mode = predict.mode(req)
     images = predict.read_images(req, s.config.max_batch)
     include_image = predict.flag(req, "include_image")
-    answer = predict.answer(s.predictor, images, include_image, s.metrics)
+    answer = predict.answer(s.predictor, images, include_image, s.metrics, mode)
     return Response(to_json(answer), mimetype="application/json")
 
 

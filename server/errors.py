@@ -117,6 +117,18 @@ class NoInk(ImageError):
     status, code = 422, "no_ink"
 
 
+class TooManyDigits(ImageError):
+    """With `mode=number`: more digits (or separate marks) in the image than a number may have."""
+
+    status, code = 422, "too_many_digits"
+
+
+class UnknownMode(ApiError):
+    """The `mode` query parameter names no mode: `digit` (the default) or `number`."""
+
+    status, code = 400, "unknown_mode"
+
+
 class InferenceFailed(ApiError):
     """The models could not run; the request was fine: retry later. Logged with its cause."""
 

@@ -12,7 +12,7 @@ import types
 import typing
 from collections import defaultdict
 
-from server import answers, errors, predict
+from server import answers, errors, predict, segment
 from server.config import ServerConfig
 from server.manifest import Manifest
 
@@ -23,6 +23,11 @@ ANSWER_TYPES = (
     answers.PredictionWithImage,
     answers.ModelOpinion,
     answers.Preprocessing,
+    answers.Digit,
+    answers.DigitWithImage,
+    answers.DigitShape,
+    answers.NumberPreprocessing,
+    answers.NumberReading,
     answers.ItemError,
     answers.Batch,
 )
@@ -157,6 +162,7 @@ def predict_errors() -> list[type[errors.ApiError]]:
     return [
         *image_errors(),
         errors.MissingImage,
+        errors.UnknownMode,
         errors.BodyTooLarge,
         errors.BatchTooLarge,
         errors.UnsupportedMediaType,
@@ -195,22 +201,35 @@ def spec(config: ServerConfig, manifest: Manifest, v2_models: list[str]) -> dict
         },
     }
     predict_op = {
-        "summary": "Recognise the digit in one image, or in a batch of images",
+        "summary": "Recognise the digit (or the number) in one image, or in a batch of images",
         "parameters": [
+            {
+                "name": "mode",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string", "enum": list(predict.MODES), "default": "digit"},
+                "description": (
+                    "`digit`: each image is one digit. `number`: each image is a number of 1 to "
+                    f"{segment.MAX_DIGITS} digits, answered as a NumberReading: the digits left "
+                    "to right, each read by the models and their vote as a single digit, with "
+                    "its box in the upload's pixels."
+                ),
+            },
             {
                 "name": "include_image",
                 "in": "query",
                 "required": False,
                 "schema": {"type": "boolean", "default": False},
                 "description": f"Add the {size} image the models saw, as a PNG data URL.",
-            }
+            },
         ],
         "requestBody": upload,
         "responses": {
             "200": {
                 "description": (
-                    "One image: its prediction. Several: `results`, one entry per image in "
-                    "order, each a prediction or an error with its HTTP status."
+                    "One image: its prediction (with `mode=number`, its number). Several: "
+                    "`results`, one entry per image in order, each a prediction (a number) or "
+                    "an error with its HTTP status."
                 ),
                 "content": {
                     JSON: {
@@ -218,6 +237,7 @@ def spec(config: ServerConfig, manifest: Manifest, v2_models: list[str]) -> dict
                             "oneOf": [
                                 ref(answers.Prediction),
                                 ref(answers.PredictionWithImage),
+                                ref(answers.NumberReading),
                                 ref(answers.Batch),
                             ]
                         }
@@ -228,6 +248,7 @@ def spec(config: ServerConfig, manifest: Manifest, v2_models: list[str]) -> dict
         },
     }
     schemas = {cls.__name__: _schema(cls, classes) for cls in ANSWER_TYPES}
+    schemas["NumberReading"]["properties"]["digits"]["maxItems"] = segment.MAX_DIGITS
     # An entry of a batch is refused for one of the image errors only.
     item = schemas["ItemError"]["properties"]
     item["code"]["enum"] = sorted({k.code for k in image_errors()})

@@ -7,7 +7,7 @@
 /predict (raw body, multipart, batches) and the page's form post take this path; so does the
 offline command, which answers each file exactly as POST /predict with the file as its body:
 
-    python -m server.predict [--artifacts DIR] [--include-image] FILE...
+    python -m server.predict [--artifacts DIR] [--include-image] [--mode number] FILE...
 
 One JSON answer per file, one per line, in order; exit status 0 when every file got a
 prediction, 1 when any got an error (its line is the error /predict would answer), 2 when the
@@ -27,12 +27,13 @@ from PIL import Image
 from werkzeug.wrappers import Request
 
 from server import multipart
-from server.answers import Answer, Batch, ItemError, Prediction, to_json
+from server.answers import Answer, Batch, ItemError, NumberReading, Prediction, to_json
 from server.errors import (
     ApiError,
     BatchTooLarge,
     BodyTooLarge,
     MissingImage,
+    UnknownMode,
     UnsupportedMediaType,
 )
 from server.preprocess import ACCEPTED_FORMATS
@@ -87,6 +88,22 @@ def read_images(request: Request, max_images: int) -> list[bytes]:
     )
 
 
+MODES = ("digit", "number")  # one digit per image (the default), or a number's digits
+
+
+def mode(request: Request) -> str:
+    """The `mode` query parameter: `digit` when absent."""
+    if not request.query_string:
+        return MODES[0]
+    value = request.args.get("mode", MODES[0])
+    if value not in MODES:
+        raise UnknownMode(
+            f"mode={value[:40]!r} is not a mode: use mode=digit (one digit per image, the "
+            "default) or mode=number (every digit of a number, left to right)."
+        )
+    return value
+
+
 def flag(request: Request, name: str) -> bool:
     """A boolean query parameter: 1, true or yes."""
     # Parsing the query string costs a request 5 us; most have none.
@@ -102,15 +119,23 @@ def answer(
     images: list[bytes],
     include_image: bool = False,
     metrics: Metrics | None = None,
+    mode: str = MODES[0],
 ) -> Answer:
-    """One image: its Prediction, or the ApiError it raised. Several: a Batch, with an
-    ItemError for each image that has no prediction. Counted in `metrics` when given."""
+    """One image: its Prediction (its NumberReading in mode `number`), or the ApiError it
+    raised. Several: a Batch, with an ItemError for each image that has no answer. Counted in
+    `metrics` when given (a number's digits each as a prediction)."""
     if metrics is not None:  # received: counted before the work, which may take a while
         metrics.images.inc(len(images))
         metrics.batch.observe(len(images))
-    results = predictor.predict(images, include_image=include_image)
+    if mode == "number":
+        results: list = predictor.read_numbers(images, include_image=include_image)
+    else:
+        results = predictor.predict(images, include_image=include_image)
     if metrics is not None:
-        metrics.record(results)
+        # A number's digits are counted as predictions, one by one.
+        metrics.record(
+            [x for r in results for x in (r.digits if isinstance(r, NumberReading) else [r])]
+        )
     if len(images) == 1:
         if isinstance(results[0], ApiError):
             # Popped, not indexed: raised, the error's traceback holds this frame, and a frame
@@ -121,13 +146,13 @@ def answer(
 
 
 def answer_file(
-    predictor: Predictor, path: Path, include_image: bool, max_body: int
-) -> Prediction | ApiError:
-    """What POST /predict answers for the file as its body."""
+    predictor: Predictor, path: Path, include_image: bool, max_body: int, mode: str = MODES[0]
+) -> Prediction | NumberReading | ApiError:
+    """What POST /predict?mode=`mode` answers for the file as its body."""
     try:
         if path.stat().st_size > max_body:
             raise BodyTooLarge(f"The request body is over the limit of {max_body:,} bytes.")
-        return answer(predictor, [path.read_bytes()], include_image)  # type: ignore[return-value]
+        return answer(predictor, [path.read_bytes()], include_image, mode=mode)  # type: ignore[return-value]
     except ApiError as e:
         return e
 
@@ -156,6 +181,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="add the image the models saw, as /predict?include_image=1 does",
     )
+    p.add_argument(
+        "--mode",
+        choices=MODES,
+        default=MODES[0],
+        help="digit: one digit per file (the default); number: every digit of a number, left "
+        "to right, as /predict?mode=number answers",
+    )
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore", module="PIL")  # as the server: odd files are answered
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -171,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     out = sys.stdout.buffer
     for path in args.files:
         if path.is_file():
-            result = answer_file(predictor, path, args.include_image, d.max_body)
+            result = answer_file(predictor, path, args.include_image, d.max_body, args.mode)
         else:
             result = ApiError(f"{path}: no such file.")
             result.code = "no_such_file"

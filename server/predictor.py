@@ -13,12 +13,23 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from server.answers import ModelOpinion, Prediction, PredictionWithImage, Preprocessing
+from server import segment
+from server.answers import (
+    Digit,
+    DigitShape,
+    DigitWithImage,
+    ModelOpinion,
+    NumberPreprocessing,
+    NumberReading,
+    Prediction,
+    PredictionWithImage,
+    Preprocessing,
+)
 from server.batch_pool import BatchPool
-from server.ensemble import Ensemble
+from server.ensemble import Ensemble, Outputs
 from server.errors import ApiError, InferenceFailed
 from server.manifest import Manifest, Uncertainty
-from server.preprocess import Preprocessed, Shape, preprocess_many
+from server.preprocess import Preprocessed, Shape, as_value, preprocess_many
 
 log = logging.getLogger(__name__)
 
@@ -124,14 +135,33 @@ class Predictor:
         return results
 
     def _answer(self, out, i: int, p: Preprocessed, include_image: bool) -> Prediction:
+        fields = self._verdict(out, i, p.shape)
+        fields["preprocessing"] = Preprocessing(
+            source_size=list(p.source_size),
+            inverted=p.inverted,
+            components_kept=p.components_kept,
+            components_dropped=p.components_dropped,
+            lines_removed=p.lines_removed,
+            ink=round(p.shape.ink, 4),
+            pieces=p.shape.parts,
+            edge_ratio=round(p.shape.edge_ratio, 4),
+        )
+        if include_image:
+            return PredictionWithImage(
+                **fields, image="data:image/png;base64," + png_base64(p.pixels)
+            )
+        return Prediction(**fields)
+
+    def _verdict(self, out, i: int, shape: Shape) -> dict:
+        """The fields every reading of one digit has: the vote, its doubts, each model."""
         label = int(out.label[i])
         probs = out.probabilities[i]  # [models, classes]
         votes = out.votes[i]
         confidence = float(probs[:, label].sum() / len(probs))  # np.mean's value, at less cost
         agreement = int(votes[label])
         typicality = float(probs.max(1).sum() / len(probs))  # each model's highest, averaged
-        reasons = self.rule.reasons(confidence, typicality, agreement, len(probs), p.shape)
-        fields = dict(
+        reasons = self.rule.reasons(confidence, typicality, agreement, len(probs), shape)
+        return dict(
             label=label,
             confidence=round(confidence, 6),
             votes=votes.tolist(),
@@ -150,19 +180,58 @@ class Predictor:
                     strict=True,
                 )
             ],
-            preprocessing=Preprocessing(
-                source_size=list(p.source_size),
-                inverted=p.inverted,
-                components_kept=p.components_kept,
-                components_dropped=p.components_dropped,
-                lines_removed=p.lines_removed,
-                ink=round(p.shape.ink, 4),
+        )
+
+    def read_numbers(
+        self, images: list[bytes], include_image: bool = False
+    ) -> list[NumberReading | ApiError]:
+        """One answer per image, in order: the number it holds, or the ApiError it raised.
+        Each image's digits go through the models together (server/segment.py)."""
+        answers: list[NumberReading | ApiError] = []
+        for data in images:
+            try:
+                number = segment.segment(data, self.manifest.input, self.max_pixels, self._run)
+            except ApiError as e:
+                if isinstance(e, InferenceFailed):
+                    raise
+                answers.append(as_value(e))
+                continue
+            answers.append(self._number(number, include_image))
+        return answers
+
+    def _run(self, batch: np.ndarray) -> Outputs:
+        try:
+            return self.ensemble.run(batch)
+        except Exception as e:  # a fault in the runtime, not in the request
+            log.exception("inference failed on a batch of %d", len(batch))
+            raise InferenceFailed("The models could not run; try again later.") from e
+
+    def _number(self, number: segment.Number, include_image: bool) -> NumberReading:
+        digits: list[Digit | DigitWithImage] = []
+        for d in number.digits:
+            p = d.prepared
+            fields = self._verdict(d.out, d.index, p.shape)
+            fields["box"] = list(d.box)
+            fields["shape"] = DigitShape(
                 pieces=p.shape.parts,
+                ink=round(p.shape.ink, 4),
                 edge_ratio=round(p.shape.edge_ratio, 4),
+            )
+            if include_image:
+                image = "data:image/png;base64," + png_base64(p.pixels)
+                digits.append(DigitWithImage(**fields, image=image))
+            else:
+                digits.append(Digit(**fields))
+        return NumberReading(
+            number="".join(self.manifest.classes[d.label] for d in digits),
+            digits=digits,
+            uncertain=any(d.uncertain for d in digits),
+            preprocessing=NumberPreprocessing(
+                source_size=list(number.source_size),
+                inverted=number.inverted,
+                components_kept=number.kept,
+                components_dropped=number.dropped,
+                lines_removed=number.lines,
+                cuts=number.cuts,
             ),
         )
-        if include_image:
-            return PredictionWithImage(
-                **fields, image="data:image/png;base64," + png_base64(p.pixels)
-            )
-        return Prediction(**fields)

@@ -1,0 +1,583 @@
+"""A number in an image: its digits, left to right, each fitted as a single digit is.
+
+On the preprocessing's own ink map (polarity, lighting, paper colour and a form's lines already
+dealt with, server/preprocess.py):
+
+  pieces   connected pieces of ink above the digit threshold; page borders, a form's lines
+           and their scraps dropped, as for one digit
+  groups   pieces that share columns (a 5's flag, a dot above, a 7's bar drawn apart) or a
+           short piece close beside another (a 4 drawn in two strokes) make one digit;
+           specks are attached to the digit they lie at, or dropped
+  splits   a group too wide for one digit (touching digits) is cut along the path of least
+           ink that starts at a minimum of its column profile; the models read the group whole
+           and cut, and the reading they are surest of is kept (the width decides how sure
+           a cut must be)
+  fit      each digit's own ink (its neighbours' removed) through the single digit's steps:
+           preprocess.tighten, fit, normalise
+
+Every candidate of a round goes to the models in one batch, and the readings of the kept
+candidates are the answer: an image costs one run of the models, two when three or more digits
+touch. A digit is small in a large image (a number written across a sliver of a photo): the
+number is cut again from the decoded image, at a size where its digits are some 64 px tall.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from server import components, lines
+from server.ensemble import Outputs
+from server.errors import NoInk, TooManyDigits
+from server.manifest import InputSpec
+from server.preprocess import (
+    ANALYSIS_SIZE,
+    FINE_EXTENT,
+    LOSSY_FORMATS,
+    MIN_EXTENT,
+    WORK_SIZE,
+    Decoded,
+    InkMap,
+    Preprocessed,
+    decode,
+    fit,
+    ink_map,
+    ink_threshold,
+    is_border,
+    is_line_piece,
+    normalise,
+    shape_of,
+    stroke_contrast,
+    tighten,
+    to_grey,
+)
+
+MAX_DIGITS = 32
+# Sizes relative to the number's digit height (the height most of its large pieces have).
+SPECK = 0.3  # a piece shorter and narrower than this is a speck: attached to a digit or dropped
+DIRT = 0.15  # of the largest digit's ink: a smaller mark under half the height is dirt
+SHORT = 0.75  # a piece shorter than this is part of a digit (a 4's corner, a 5's flag, a 7's
+# bar) when it lies close beside a taller one; MNIST's digits are 0.7 of their height or taller
+# in 98.5 % of cases, and a wrongly joined short digit is cut apart again by the splits
+BESIDE = 0.2  # the widest gap between a short piece and the piece it belongs to
+# Widths (relative to the height) of one MNIST test digit's ink box: median 0.8, 99th
+# percentile 1.43, 99.9th 1.67. Two digits side by side are at least about 1.0 wide.
+MAY_SPLIT = 0.9  # a group this wide may be two touching digits: read whole and cut
+SPLIT_IF_SURER = 1.2  # this wide: cut when the models are surer of the cut than of the whole
+MUST_SPLIT = 1.7  # this wide: no digit is, cut
+TALL = 0.75  # parts of a clean cut are at least this tall, of the digit height
+ACROSS = 0.2  # a clean cut is in ink over this share of the digit height at most
+SURE = 0.9  # the models' mean probability above which a narrow group read whole stays whole
+NARROWEST = 0.15  # a cut leaves parts at least this wide
+CUTS = 3  # column profile minima tried as cuts per group
+BAND = 0.2  # how far a cut's path may wander from its starting column
+ROUNDS = 4  # rounds of cutting: a group of five touching digits needs three
+ZOOM_HEIGHT = 48  # px at working size: digits smaller are cut again from the decoded image
+ZOOM_TARGET = 64  # px: the digit height that second look is made at
+ZOOM_MAX_SIDE = 1600  # px: the largest working image of that second look
+
+
+Reader = Callable[[np.ndarray], Outputs]  # normalised tensors [N, 1, H, W] -> the models' vote
+
+
+@dataclass(frozen=True)
+class Digit:
+    """One digit of a number: what the models saw and said, and where it is."""
+
+    prepared: Preprocessed
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in the upload's pixels
+    out: Outputs  # the models' reading of the round that kept this digit ...
+    index: int  # ... at this index
+
+
+@dataclass(frozen=True)
+class Number:
+    digits: list[Digit]  # left to right
+    source_size: tuple[int, int]
+    inverted: bool
+    kept: int  # pieces of ink kept as digits
+    dropped: int  # specks, page borders and line scraps dropped
+    lines: int  # a form's long straight lines removed
+    cuts: int  # cuts made between touching digits
+
+
+@dataclass
+class _Glyph:
+    """A candidate digit at working size: its ink above the threshold, over its box."""
+
+    mask: np.ndarray  # bool [bottom - top, right - left]
+    top: int
+    left: int
+    pieces: int
+    height_ref: float  # the number's digit height, for its width test
+    prepared: Preprocessed | None = None
+    crop_box: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, left, bottom, right at work size
+    reading: tuple[Outputs, int] | None = None
+    cuts: list[_Cut] = field(default_factory=list)  # ways to cut it in two
+
+    @property
+    def bottom(self) -> int:
+        return self.top + self.mask.shape[0]
+
+    @property
+    def right(self) -> int:
+        return self.left + self.mask.shape[1]
+
+    def width_ratio(self) -> float:
+        h = max(self.mask.shape[0], 0.8 * self.height_ref)
+        return self.mask.shape[1] / h
+
+
+@dataclass(frozen=True)
+class _Cut:
+    left: _Glyph
+    right: _Glyph
+    crossings: int  # strokes the cut goes through
+    inked: int  # rows where it goes through ink
+
+    def clean(self, height: float) -> bool:
+        """Cut as touching digits are: across one stroke at most (not along it), into two
+        parts as tall as digits (a cut through a 4's bar or a 7's leaves a short part)."""
+        tall = min(self.left.mask.shape[0], self.right.mask.shape[0]) >= TALL * height
+        return self.crossings <= 1 and self.inked <= ACROSS * height and tall
+
+
+@dataclass
+class _Page:
+    """One look at the upload: its ink map and what the number is made of there."""
+
+    m: InkMap
+    strong: float
+    lossy: bool
+    binary: np.ndarray  # the ink of every kept piece
+    glyphs: list[_Glyph]
+    height: float  # the digits' height
+    kept: int
+    dropped: int
+    lines: int
+
+
+def _labels(comps: components.Components, shape: tuple[int, int]) -> np.ndarray:
+    """Each pixel's component index, -1 off ink."""
+    h, w = shape
+    lab = np.full(h * w, -1, dtype=np.int32)
+    lengths = comps.run_end - comps.run_start
+    if lengths.size:
+        first = comps.run_row * w + comps.run_start
+        offsets = np.repeat(first - (np.cumsum(lengths) - lengths), lengths)
+        lab[offsets + np.arange(int(lengths.sum()))] = np.repeat(comps.run_component, lengths)
+    return lab.reshape(h, w)
+
+
+class _Union:
+    def __init__(self, n: int):
+        self.parent = list(range(n))
+
+    def root(self, x: int) -> int:
+        while self.parent[x] != x:
+            self.parent[x] = x = self.parent[self.parent[x]]
+        return x
+
+    def join(self, a: int, b: int) -> None:
+        a, b = self.root(a), self.root(b)
+        if a != b:
+            self.parent[max(a, b)] = min(a, b)
+
+
+def _belong_together(c: components.Components, i: int, j: int, height: float) -> bool:
+    """Two pieces of one digit: one above the other in shared columns, or a short piece
+    close beside another."""
+    wi, wj = c.right[i] - c.left[i], c.right[j] - c.left[j]
+    hi, hj = c.bottom[i] - c.top[i], c.bottom[j] - c.top[j]
+    overlap = min(c.right[i], c.right[j]) - max(c.left[i], c.left[j])
+    tall = min(hi, hj) >= SHORT * max(height, hi, hj)
+    # Two tall pieces side by side are two digits, even when a slant makes their columns
+    # overlap; one inside the other's columns is one digit.
+    if overlap >= (0.8 if tall else 0.5) * min(wi, wj):
+        return True
+    if tall:
+        return False
+    rows = min(c.bottom[i], c.bottom[j]) - max(c.top[i], c.top[j])
+    if overlap > 0:  # above or below in shared columns: a flag, a bar, a loop drawn apart
+        return -rows <= BESIDE * height
+    return rows > 0 and -overlap <= BESIDE * height
+
+
+def _look(m: InkMap, lossy: bool) -> _Page:
+    """The pieces of ink of one look at the upload, grouped into candidate digits."""
+    strong = stroke_contrast(m)
+    threshold = ink_threshold(m, strong)
+    binary = m.ink > threshold
+    h, w = binary.shape
+    found = lines.find(m.ink > 0.5 * threshold)  # as preprocess._find_at looks for them
+    if found is not None:
+        binary &= ~found.mask
+    comps = components.label(binary)
+    pieces = [i for i in range(len(comps)) if not is_border(comps, i, h, w)]
+    if len(pieces) > 1:
+        pieces = [
+            i for i in pieces if i == pieces[0] or not is_line_piece(comps, i, pieces[0], found)
+        ]
+    extent = [max(comps.bottom[i] - comps.top[i], comps.right[i] - comps.left[i]) for i in pieces]
+    side = max(h, w)
+    # The single digit's smallest mark: MIN_EXTENT at analysis size, FINE_EXTENT at full size.
+    smallest = MIN_EXTENT * side / ANALYSIS_SIZE if side <= 1.25 * ANALYSIS_SIZE else 0
+    smallest = max(MIN_EXTENT, min(smallest or FINE_EXTENT * side, FINE_EXTENT * side))
+    if not pieces or max(extent) < smallest:
+        raise NoInk("No digit found: no mark is large enough to be a digit.")
+    # The digits' height: of the pieces with a tenth of the largest one's ink, the height
+    # three quarters of them reach (a digit broken in two lowers the median, not this).
+    big = comps.area[pieces[0]]
+    heights = sorted(comps.bottom[i] - comps.top[i] for i in pieces if comps.area[i] >= 0.1 * big)
+    height = float(heights[round(0.75 * (len(heights) - 1))])
+    large = [i for i, e in zip(pieces, extent, strict=True) if e >= SPECK * height]
+    specks = [i for i, e in zip(pieces, extent, strict=True) if e < SPECK * height]
+    large.sort(key=lambda i: comps.left[i])
+    union = _Union(len(large))
+    for a in range(len(large)):
+        for b in range(a + 1, len(large)):
+            if comps.left[large[b]] - comps.right[large[a]] > BESIDE * height:
+                break  # sorted by left edge: every later piece starts farther right
+            if _belong_together(comps, large[a], large[b], height):
+                union.join(a, b)
+    groups: dict[int, list[int]] = {}
+    for a, i in enumerate(large):
+        groups.setdefault(union.root(a), []).append(i)
+    members = list(groups.values())
+    # A speck belongs to the digit whose box, widened by a quarter, holds it (a dot of a broken
+    # stroke); elsewhere it is dirt. As preprocess._find_at keeps pieces near the digit.
+    dropped = len(comps) - len(pieces)
+    for s in specks:
+        for g in members:
+            t = min(comps.top[i] for i in g)
+            b = max(comps.bottom[i] for i in g)
+            le = min(comps.left[i] for i in g)
+            r = max(comps.right[i] for i in g)
+            dy, dx = (b - t) / 4, (r - le) / 4
+            if (
+                comps.top[s] >= t - dy
+                and comps.bottom[s] <= b + dy
+                and comps.left[s] >= le - dx
+                and comps.right[s] <= r + dx
+                and comps.area[s] >= 0.01 * sum(comps.area[i] for i in g)
+            ):
+                g.append(s)
+                break
+        else:
+            dropped += 1
+    # A mark under half the height with little ink, away from every digit, is dirt.
+    area = [sum(comps.area[i] for i in g) for g in members]
+    extent_of = {i: e for i, e in zip(pieces, extent, strict=True)}
+    kept = [
+        g
+        for g, a in zip(members, area, strict=True)
+        if a >= DIRT * max(area) or max(extent_of[i] for i in g) >= 0.5 * height
+    ]
+    dropped += sum(len(g) for g in members if g not in kept)
+    members = kept
+    if len(members) > MAX_DIGITS:
+        raise TooManyDigits(
+            f"{len(members)} separate marks found; a number has at most {MAX_DIGITS} digits."
+        )
+    lab = _labels(comps, (h, w))
+    kept_ids = [i for g in members for i in g]
+    keep = np.zeros(len(comps) + 1, dtype=bool)
+    keep[kept_ids] = True
+    all_ink = keep[lab]  # index -1 is the last entry, False
+    glyphs = []
+    for g in members:
+        t = min(comps.top[i] for i in g)
+        b = max(comps.bottom[i] for i in g)
+        le = min(comps.left[i] for i in g)
+        r = max(comps.right[i] for i in g)
+        mask = np.isin(lab[t:b, le:r], g)
+        glyphs.append(_Glyph(mask, t, le, len(g), height))
+    return _Page(
+        m,
+        strong,
+        lossy,
+        all_ink,
+        glyphs,
+        height,
+        len(kept_ids),
+        dropped,
+        found.count if found else 0,
+    )
+
+
+def _cut_path(mask: np.ndarray, start: int, band: int) -> np.ndarray:
+    """The column where each row is cut (pixels left of it go left): the path from top to
+    bottom through the least ink, moving at most a pixel sideways per row, within `band` of
+    `start`, with a small cost for leaving it."""
+    h, w = mask.shape
+    lo, hi = max(1, start - band), min(w - 1, start + band + 1)
+    cols = np.arange(lo, hi)
+    cost = mask[:, lo:hi].astype(np.float32) + 0.05 * np.abs(cols - start) / max(1, band)
+    acc = cost[0].copy()
+    back = np.zeros((h, hi - lo), dtype=np.int8)
+    inf = np.float32(np.inf)
+    for y in range(1, h):
+        left = np.concatenate(([inf], acc[:-1])) + 0.1
+        right = np.concatenate((acc[1:], [inf])) + 0.1
+        options = np.stack((left, acc, right))
+        step = options.argmin(0)
+        back[y] = step - 1
+        acc = options[step, np.arange(len(acc))] + cost[y]
+    path = np.empty(h, dtype=np.int64)
+    x = int(acc.argmin())
+    for y in range(h - 1, -1, -1):
+        path[y] = x + lo
+        x += int(back[y, x])
+    return path
+
+
+def _crossings(mask: np.ndarray, path: np.ndarray) -> tuple[int, int]:
+    """Strokes a cut path goes through (runs of inked rows along it, a one-row gap closed),
+    and the rows where it is in ink."""
+    on = mask[np.arange(len(path)), np.minimum(path, mask.shape[1] - 1)]
+    inked = int(on.sum())
+    on[1:-1] |= on[:-2] & on[2:]
+    return int(on[0]) + int(np.count_nonzero(on[1:] & ~on[:-1])), inked
+
+
+def _cuts(g: _Glyph) -> list[_Cut]:
+    """Ways to cut a group in two at minima of its column profile."""
+    mask = g.mask
+    h, w = mask.shape
+    height = max(h, 0.8 * g.height_ref)
+    narrowest = max(1, round(NARROWEST * height))
+    if w < 2 * narrowest + 1:
+        return []
+    profile = mask.sum(0).astype(np.float32)
+    smooth = profile.copy()
+    smooth[1:-1] = 0.25 * profile[:-2] + 0.5 * profile[1:-1] + 0.25 * profile[2:]
+    xs = np.arange(narrowest, w - narrowest)
+    values = smooth[xs]
+    minima = [
+        int(x)
+        for x, v in zip(xs, values, strict=True)
+        if v <= smooth[x - 1] and v <= smooth[min(w - 1, x + 1)]
+    ]
+    minima.sort(key=lambda x: (smooth[x], abs(x - w / 2)))
+    # Where two digits of a touching pair would meet, whatever the profile says: a pair of
+    # even widths, a narrow one (a 1) on either side.
+    even = [round(w * f) for f in (0.5, 0.35, 0.65)]
+    starts: list[int] = []
+    for x in minima[:CUTS] + [x for x in even if narrowest <= x < w - narrowest]:
+        if all(abs(x - s) >= 0.1 * height for s in starts):
+            starts.append(x)
+    band = max(1, round(BAND * height))
+    out = []
+    seen = set()
+    for s in starts:
+        path = _cut_path(mask, s, band)
+        left = mask & (np.arange(w)[None, :] < path[:, None])
+        right = mask & ~left
+        key = left.tobytes()
+        if key in seen:
+            continue
+        seen.add(key)
+        parts = [_sub_glyph(g, left), _sub_glyph(g, right)]
+        if any(p is None for p in parts):
+            continue
+        a, b = parts
+        if min(a.mask.shape[1], b.mask.shape[1]) < narrowest:
+            continue
+        out.append(_Cut(a, b, *_crossings(mask, path)))
+    return out
+
+
+def _sub_glyph(g: _Glyph, mask: np.ndarray) -> _Glyph | None:
+    """The part of `g` that `mask` (over g's box) holds, cropped to it."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if not rows.size or mask.sum() < 0.1 * g.mask.sum():
+        return None
+    t, b, le, r = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    return _Glyph(mask[t:b, le:r], g.top + t, g.left + le, g.pieces, g.height_ref)
+
+
+def _prepare(page: _Page, g: _Glyph, spec: InputSpec, source_size: tuple[int, int]) -> None:
+    """The glyph's own ink, with its faint rim and without its neighbours', through the single
+    digit's tighten, fit and normalise."""
+    h, w = page.binary.shape
+    grow = max(2, round(0.05 * page.height))  # the anti-aliased rim MNIST's boxes include
+    t, le = max(0, g.top - grow), max(0, g.left - grow)
+    b, r = min(h, g.bottom + grow), min(w, g.right + grow)
+    own = np.zeros((b - t, r - le), dtype=bool)
+    own[g.top - t : g.bottom - t, g.left - le : g.right - le] = g.mask
+    region = own.copy()
+    tall = own.copy()
+    for d in range(1, grow + 1):
+        tall[d:] |= own[:-d]
+        tall[:-d] |= own[d:]
+    region = tall.copy()
+    for d in range(1, grow + 1):
+        region[:, d:] |= tall[:, :-d]
+        region[:, :-d] |= tall[:, d:]
+    region &= ~(page.binary[t:b, le:r] & ~own)  # not a neighbour's (or the other part's) ink
+    crop, (ct, cl, cb, cr) = tighten(page.m.ink[t:b, le:r] * region, page.strong, page.lossy)
+    pixels = fit(crop, spec)
+    g.prepared = Preprocessed(
+        pixels=pixels,
+        tensor=normalise(pixels, spec),
+        source_size=source_size,
+        inverted=page.m.inverted,
+        components_kept=g.pieces,
+        components_dropped=0,
+        shape=shape_of(pixels, g.pieces),
+        lines_removed=page.lines,
+    )
+    g.crop_box = (t + ct, le + cl, t + cb, le + cr)
+
+
+def _confidence(g: _Glyph) -> float:
+    out, i = g.reading  # type: ignore[misc]
+    probs = out.probabilities[i]
+    return float(probs[:, int(out.label[i])].mean())
+
+
+def _read(glyphs: list[_Glyph], read: Reader) -> None:
+    if not glyphs:
+        return
+    out = read(np.stack([g.prepared.tensor for g in glyphs]))  # type: ignore[union-attr]
+    for i, g in enumerate(glyphs):
+        g.reading = (out, i)
+
+
+def _choose(g: _Glyph) -> list[_Glyph] | None:
+    """The cut the models read best, if the group's width, the cut's shape and the models'
+    readings call for it.
+
+    The models alone cannot decide: two touching digits are often read whole as one of them
+    with full confidence (41 as 4), and so are parts of one wide digit. A clean cut (through
+    one stroke, into two parts as tall as digits) is what touching digits look like."""
+    if not g.cuts:
+        return None
+
+    def surest(c: _Cut) -> float:
+        return min(_confidence(c.left), _confidence(c.right))
+
+    best = max(g.cuts, key=lambda c: (c.clean(g.height_ref), surest(c)))
+    sure, clean = surest(best), best.clean(g.height_ref)
+    whole = _confidence(g)
+    ratio = g.width_ratio()
+    if (
+        ratio >= MUST_SPLIT
+        or (ratio >= SPLIT_IF_SURER and (sure > whole or (clean and sure >= 0.5)))
+        or (clean and sure >= SURE and sure >= whole - 0.05)
+        or (whole < SURE and sure > whole + 0.1)
+    ):
+        return [best.left, best.right]
+    return None
+
+
+def _digits(page: _Page, spec: InputSpec, source_size, read: Reader) -> tuple[list[_Glyph], int]:
+    """The page's glyphs with touching digits cut apart, each prepared and read."""
+    final: list[_Glyph] = []
+    pending = page.glyphs
+    cuts = 0
+    for _ in range(ROUNDS):
+        batch = []
+        for g in pending:
+            if g.prepared is None:
+                _prepare(page, g, spec, source_size)
+                batch.append(g)
+            if g.width_ratio() >= MAY_SPLIT:
+                g.cuts = _cuts(g)
+                for c in g.cuts:
+                    _prepare(page, c.left, spec, source_size)
+                    _prepare(page, c.right, spec, source_size)
+                    batch += [c.left, c.right]
+        _read(batch, read)
+        again = []
+        for g in pending:
+            chosen = _choose(g)
+            if chosen is None:
+                final.append(g)
+                continue
+            cuts += 1
+            for part in chosen:
+                part.cuts = []
+                (again if part.width_ratio() >= SPLIT_IF_SURER else final).append(part)
+        if len(final) + len(again) > MAX_DIGITS:
+            raise TooManyDigits(
+                f"More than {MAX_DIGITS} digits found; a number has at most {MAX_DIGITS}."
+            )
+        pending = again
+        if not pending:
+            break
+    final += pending
+    final.sort(key=lambda g: (g.left + g.right) / 2)
+    return final, cuts
+
+
+def _upright_size(upload: Decoded) -> tuple[float, float]:
+    """The upright image's size in the upload's pixels (a JPEG may decode reduced)."""
+    w, h = upload.image.size
+    f = max(upload.size) / max(w, h)
+    return w * f, h * f
+
+
+def segment(data: bytes, spec: InputSpec, max_pixels: int, read: Reader) -> Number:
+    """The digits of the number in `data`, read by `read`, left to right. Raises the errors
+    preprocessing raises, NoInk when no mark is a digit, TooManyDigits beyond MAX_DIGITS."""
+    upload = decode(data, max_pixels)
+    lossy = upload.format in LOSSY_FORMATS
+    grey = to_grey(upload.image)
+    page = _look(ink_map(grey), lossy)
+    full_w, full_h = _upright_size(upload)
+    # Work-size pixels to the decoded image's and to the upload's.
+    to_image = upload.image.width / grey.shape[1]
+    origin = (0.0, 0.0)  # the look's top-left corner in the decoded image
+    ratio = to_image
+    if page.height < ZOOM_HEIGHT and to_image > 1.25:
+        t = min(g.top for g in page.glyphs)
+        b = max(g.bottom for g in page.glyphs)
+        le = min(g.left for g in page.glyphs)
+        r = max(g.right for g in page.glyphs)
+        margin = page.height
+        box = (
+            max(0, round((le - margin) * to_image)),
+            max(0, round((t - margin) * to_image)),
+            min(upload.image.width, round((r + margin) * to_image)),
+            min(upload.image.height, round((b + margin) * to_image)),
+        )
+        crop = upload.image.crop(box)
+        size = min(
+            ZOOM_MAX_SIDE,
+            max(crop.size),
+            round(max(crop.size) * ZOOM_TARGET / (page.height * to_image)),
+        )
+        if size > WORK_SIZE:
+            grey = to_grey(crop, size)
+            try:
+                page = _look(ink_map(grey), lossy)
+                origin = (box[0], box[1])
+                ratio = crop.width / grey.shape[1]
+            except NoInk:
+                pass  # the first look stands
+    glyphs, cuts = _digits(page, spec, upload.size, read)
+    sx = full_w / upload.image.width
+    sy = full_h / upload.image.height
+    digits = []
+    for g in glyphs:
+        t, le, b, r = g.crop_box
+        box = (
+            int((origin[0] + le * ratio) * sx),
+            int((origin[1] + t * ratio) * sy),
+            min(round(full_w), int(np.ceil((origin[0] + r * ratio) * sx))),
+            min(round(full_h), int(np.ceil((origin[1] + b * ratio) * sy))),
+        )
+        out, i = g.reading  # type: ignore[misc]
+        digits.append(Digit(g.prepared, box, out, i))  # type: ignore[arg-type]
+    return Number(
+        digits,
+        upload.size,
+        page.m.inverted,
+        page.kept,
+        page.dropped,
+        page.lines,
+        cuts,
+    )

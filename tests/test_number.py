@@ -1,0 +1,303 @@
+"""POST /predict?mode=number: the digits of a number, each read as a single digit is, on
+constructed images (drawn strokes, MNIST test digits side by side, touching, in pieces)."""
+
+import io
+import json
+import subprocess
+import sys
+
+import jsonschema
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from server import components, create_app
+from server.config import ServerConfig
+from server.segment import MAX_DIGITS
+from tests.conftest import ROOT
+from tests.uploads import png
+
+
+@pytest.fixture(scope="module")
+def app(bundle):
+    return create_app(ServerConfig(artifacts=bundle, max_batch=8))
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def read(client, data: bytes, query: str = "mode=number", ctype: str = "image/png"):
+    return client.post(f"/predict?{query}", data=data, content_type=ctype)
+
+
+def side_by_side(digits: list[np.ndarray], gap: int = 6, margin: int = 8) -> np.ndarray:
+    """MNIST digits (ink high) cut to their ink columns, `gap` pixels apart, on black."""
+    cut = []
+    for d in digits:
+        cols = np.flatnonzero(d.any(0))
+        cut.append(d[:, cols[0] : cols[-1] + 1])
+    width = sum(c.shape[1] for c in cut) + gap * (len(cut) - 1) + 2 * margin
+    out = np.zeros((28 + 2 * margin, width), dtype=np.uint8)
+    x = margin
+    for c in cut:
+        out[margin : margin + 28, x : x + c.shape[1]] = c
+        x += c.shape[1] + gap
+    return out
+
+
+def pieces(img: np.ndarray) -> int:
+    return len(components.label(img > 60))
+
+
+@pytest.fixture(scope="module")
+def mnist(mnist_test):
+    images, labels = mnist_test
+    return images, labels
+
+
+def first_of(labels: np.ndarray, digit: int, skip: int = 0) -> int:
+    return int(np.flatnonzero(labels == digit)[skip])
+
+
+def drawn(size=(360, 180)) -> tuple[Image.Image, ImageDraw.ImageDraw]:
+    im = Image.new("L", size, 255)
+    return im, ImageDraw.Draw(im)
+
+
+def encode(im: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_twelve_drawn_as_strokes_reads_12(client):
+    im, d = drawn()
+    d.line([(80, 40), (100, 28), (100, 150)], fill=0, width=12)  # 1
+    d.arc([170, 25, 270, 105], 200, 20, fill=0, width=12)  # 2: the top's curve
+    d.line([(262, 80), (180, 150), (280, 150)], fill=0, width=12, joint="curve")
+    r = read(client, encode(im))
+    assert r.status_code == 200, r.get_json()
+    a = r.get_json()
+    assert a["number"] == "12", a
+    assert [d["label"] for d in a["digits"]] == [1, 2]
+    # The boxes are the strokes', in the upload's pixels, left to right.
+    one, two = (d["box"] for d in a["digits"])
+    assert 65 <= one[0] <= 80 and 100 <= one[2] <= 115 and one[1] <= 30 and one[3] >= 150
+    assert 160 <= two[0] <= 180 and 275 <= two[2] <= 290
+
+
+def test_three_mnist_digits_side_by_side_read_exactly(client, mnist):
+    images, labels = mnist
+    img = side_by_side([images[0], images[1], images[2]])  # MNIST's first test digits: 7 2 1
+    assert pieces(img) == 3
+    a = read(client, png(img)).get_json()
+    assert a["number"] == "".join(str(labels[i]) for i in range(3)) == "721"
+    assert not a["uncertain"]
+    for d in a["digits"]:
+        assert d["agreement"] == 3 and sum(d["votes"]) == 3 and len(d["models"]) == 3
+        assert d["uncertain_reasons"] == []
+    # The one digit request reads each the same: the same fit, the same models.
+    for i, d in enumerate(a["digits"]):
+        single = read(client, png(images[i]), query="").get_json()
+        assert single["label"] == d["label"]
+
+
+def touching_pair(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Two MNIST digits, the right one moved left until its strokes meet the left one's."""
+    img = side_by_side([left, right], gap=8)
+    split = 8 + np.flatnonzero(left.any(0))[-1] - np.flatnonzero(left.any(0))[0] + 1
+    a, b = img[:, :split], img[:, split:]
+    for shift in range(1, split):
+        joined = np.zeros_like(img)
+        joined[:, :split] = a
+        joined[:, split - shift : img.shape[1] - shift] = np.maximum(
+            joined[:, split - shift : img.shape[1] - shift], b
+        )
+        if pieces(joined) == 1:
+            return joined
+    raise AssertionError("the digits never touched")
+
+
+def test_two_touching_digits_are_split(client, mnist):
+    images, labels = mnist
+    got = []
+    for left, right in ((0, 3), (6, 8), (3, 0), (2, 7)):
+        img = touching_pair(images[first_of(labels, left)], images[first_of(labels, right)])
+        assert pieces(img) == 1  # one piece of ink: only a cut tells the digits apart
+        a = read(client, png(img)).get_json()
+        got.append(a["number"])
+        assert a["preprocessing"]["cuts"] == 1
+    assert got == ["03", "68", "30", "27"]
+
+
+def test_a_digit_drawn_in_two_strokes_stays_one_digit(client):
+    im, d = drawn((300, 200))
+    # A 7 whose bar was drawn apart from its stem, a 4 whose corner stops short of its stem.
+    d.line([(40, 40), (120, 40)], fill=0, width=10)
+    d.line([(120, 58), (80, 170)], fill=0, width=10)
+    d.line([(200, 30), (170, 110), (230, 110)], fill=0, width=10)
+    d.line([(250, 40), (250, 170)], fill=0, width=10)
+    grey = 255 - np.asarray(im)
+    assert pieces(grey) == 4
+    a = read(client, encode(im)).get_json()
+    assert a["number"] == "74", a
+    assert [d["shape"]["pieces"] for d in a["digits"]] == [2, 2]
+
+
+def test_a_fives_flag_drawn_apart_stays_with_it(client):
+    im, d = drawn((200, 200))
+    d.line([(70, 40), (65, 95)], fill=0, width=10)
+    d.arc([55, 75, 135, 165], 210, 150, fill=0, width=10)
+    d.line([(80, 30), (140, 30)], fill=0, width=10)
+    assert pieces(255 - np.asarray(im)) == 2
+    a = read(client, encode(im)).get_json()
+    assert a["number"] == "5", a
+
+
+def test_a_speck_of_noise_is_dropped(client, mnist):
+    images, _ = mnist
+    img = side_by_side([images[0], images[1]], margin=14)
+    clean = read(client, png(img)).get_json()
+    img[3:5, img.shape[1] // 2 : img.shape[1] // 2 + 2] = 255  # a dot above the gap
+    img[-4:-2, 3:5] = 255  # and one in the corner
+    a = read(client, png(img)).get_json()
+    assert a["number"] == clean["number"] == "72"
+    assert (
+        a["preprocessing"]["components_dropped"] == clean["preprocessing"]["components_dropped"] + 2
+    )
+    assert [d["box"] for d in a["digits"]] == [d["box"] for d in clean["digits"]]
+
+
+def test_a_single_digit_in_number_mode_reads_as_itself(client, mnist):
+    images, _ = mnist
+    uploads = [png(images[i]) for i in range(30)]
+    uploads += [p.read_bytes() for p in sorted((ROOT / "examples").glob("*-*.*"))]
+    for i, data in enumerate(uploads):
+        single = read(client, data, query="").get_json()
+        number = read(client, data).get_json()
+        assert number["number"] == str(single["label"]), i
+        (d,) = number["digits"]
+        assert d["label"] == single["label"] and d["votes"] == single["votes"]
+        assert d["confidence"] == pytest.approx(single["confidence"], abs=0.05)
+    photo = (ROOT / "examples" / "photo-5.jpg").read_bytes()
+    a = read(client, photo, ctype="image/jpeg").get_json()
+    assert a["number"] == "5" and a["preprocessing"]["inverted"]
+
+
+def test_more_than_32_digits_is_a_422(client, mnist):
+    images, _ = mnist
+    row = side_by_side([images[i] for i in range(MAX_DIGITS + 1)], gap=4)
+    r = read(client, png(row))
+    assert r.status_code == 422
+    assert r.get_json()["code"] == "too_many_digits"
+    assert str(MAX_DIGITS) in r.get_json()["error"]
+    # The same digits, 32 of them, are a number.
+    row = side_by_side([images[i] for i in range(MAX_DIGITS)], gap=4)
+    a = read(client, png(row)).get_json()
+    assert len(a["digits"]) == MAX_DIGITS
+
+
+def test_a_blank_image_is_refused_as_in_digit_mode(client, mnist):
+    images, _ = mnist
+    blanks = [png(np.full((60, 200), 255, np.uint8)), png(np.zeros((40, 40), np.uint8))]
+    files = [png(side_by_side([images[0], images[1]])), *blanks]
+    data = {"image": [(io.BytesIO(b), f"{i}.png") for i, b in enumerate(files)]}
+    r = client.post("/predict?mode=number", data=data, content_type="multipart/form-data")
+    number, *refused = r.get_json()["results"]
+    assert number["number"] == "72"
+    for blank, entry in zip(blanks, refused, strict=True):
+        single = read(client, blank, query="")
+        alone = read(client, blank)
+        assert alone.status_code == single.status_code == entry["status"] == 422
+        assert alone.get_json() == single.get_json()
+        assert entry == {**single.get_json(), "status": 422}
+
+
+def test_without_mode_the_answer_is_unchanged_and_a_bad_mode_is_a_400(client, mnist):
+    images, _ = mnist
+    data = png(images[0])
+    plain = read(client, data, query="").get_json()
+    assert read(client, data, query="mode=digit").get_json() == plain
+    assert "number" not in plain and plain["label"] == 7
+    r = read(client, data, query="mode=numbers")
+    assert r.status_code == 400
+    assert r.get_json()["code"] == "unknown_mode" and "mode=number" in r.get_json()["error"]
+
+
+def test_multipart_and_batches_in_number_mode(client, mnist):
+    images, _ = mnist
+    files = [png(side_by_side([images[0], images[1]])), b"not an image", png(images[2])]
+    data = {"image": [(io.BytesIO(b), f"{i}.png") for i, b in enumerate(files)]}
+    r = client.post("/predict?mode=number", data=data, content_type="multipart/form-data")
+    results = r.get_json()["results"]
+    assert [x.get("number", x.get("code")) for x in results] == ["72", "unsupported_format", "1"]
+    one = {"image": (io.BytesIO(files[0]), "n.png")}
+    r = client.post("/predict?mode=number", data=one, content_type="multipart/form-data")
+    assert r.get_json()["number"] == "72"
+
+
+def test_include_image_gives_each_digit_the_28x28_the_models_saw(client, mnist):
+    images, _ = mnist
+    a = read(client, png(side_by_side(images[:4])), "mode=number&include_image=1").get_json()
+    assert len(a["digits"]) == 4
+    for d in a["digits"]:
+        head, b64 = d["image"].split(",", 1)
+        assert head == "data:image/png;base64"
+        im = Image.open(io.BytesIO(__import__("base64").b64decode(b64)))
+        assert im.size == (28, 28)
+
+
+def test_boxes_are_in_the_uploads_pixels(client, mnist):
+    images, _ = mnist
+    img = side_by_side([images[0], images[1]], gap=10, margin=10)
+    small = read(client, png(img)).get_json()
+    big = Image.fromarray(img).resize((img.shape[1] * 20, img.shape[0] * 20))
+    a = read(client, encode(big)).get_json()
+    assert a["number"] == small["number"] == "72"
+    for d, s in zip(a["digits"], small["digits"], strict=True):
+        # The 20x upscale's boxes are the small image's, 20 times larger (to a few pixels).
+        assert np.allclose(d["box"], np.array(s["box"]) * 20, atol=25), (d["box"], s["box"])
+    assert a["preprocessing"]["source_size"] == [img.shape[1] * 20, img.shape[0] * 20]
+
+
+def test_the_openapi_document_describes_the_mode(client, mnist):
+    images, _ = mnist
+    doc = client.get("/openapi.json").get_json()
+    op = doc["paths"]["/predict"]["post"]
+    (mode,) = [p for p in op["parameters"] if p["name"] == "mode"]
+    assert mode["schema"]["enum"] == ["digit", "number"]
+    assert "too_many_digits" in op["responses"]["422"]["description"]
+    assert "unknown_mode" in op["responses"]["400"]["description"]
+    schema = {
+        "components": doc["components"],
+        **op["responses"]["200"]["content"]["application/json"]["schema"],
+    }
+    validator = jsonschema.Draft202012Validator(schema)
+    data = png(side_by_side(images[:3]))
+    for query in ("mode=number", "mode=number&include_image=1"):
+        a = read(client, data, query).get_json()
+        validator.validate(a)
+        number = {"components": doc["components"], "$ref": "#/components/schemas/NumberReading"}
+        jsonschema.Draft202012Validator(number).validate(a)
+    files = {"image": [(io.BytesIO(data), "a.png"), (io.BytesIO(b"x"), "b.png")]}
+    batch = client.post("/predict?mode=number", data=files, content_type="multipart/form-data")
+    validator.validate(batch.get_json())
+    digits = doc["components"]["schemas"]["NumberReading"]["properties"]["digits"]
+    assert digits["maxItems"] == MAX_DIGITS
+
+
+def test_the_offline_command_reads_numbers_as_predict_does(client, mnist, tmp_path):
+    images, _ = mnist
+    path = tmp_path / "n.png"
+    path.write_bytes(png(side_by_side(images[:3])))
+    out = subprocess.run(
+        [sys.executable, "-m", "server.predict", "--mode", "number", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == read(client, path.read_bytes()).get_json()
