@@ -25,11 +25,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from server import components, lines
-from server.ensemble import Outputs
 from server.errors import NoInk, TooManyDigits
 from server.manifest import InputSpec
 from server.preprocess import (
@@ -53,6 +53,9 @@ from server.preprocess import (
     tighten,
     to_grey,
 )
+
+if TYPE_CHECKING:  # the models' outputs; segmenting imports no runtime
+    from server.ensemble import Outputs
 
 MAX_DIGITS = 32
 # Sizes relative to the number's digit height (the height most of its large pieces have).
@@ -79,7 +82,7 @@ ZOOM_TARGET = 64  # px: the digit height that second look is made at
 ZOOM_MAX_SIDE = 1600  # px: the largest working image of that second look
 
 
-Reader = Callable[[np.ndarray], Outputs]  # normalised tensors [N, 1, H, W] -> the models' vote
+Reader = Callable[[np.ndarray], "Outputs"]  # normalised tensors [N, 1, H, W] -> the models' vote
 
 
 @dataclass(frozen=True)
