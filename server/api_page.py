@@ -83,17 +83,11 @@ def inline(text: str) -> Markup:
     for i, part in enumerate(re.split(r"`([^`]*)`", text)):
         if i % 2:
             out.append(Markup("<code>%s</code>") % part)
-        else:
-            out.append(
-                re.sub(
-                    r"https?://[^\s)]+",
-                    lambda m: (
-                        Markup('<a href="%s" rel="noreferrer">%s</a>') % (m.group(0), m.group(0))
-                    ),
-                    str(escape(part)),
-                )
-            )
-    return Markup("".join(out))
+            continue
+        for j, piece in enumerate(re.split(r"(https?://[^\s)]+)", part)):
+            link = Markup('<a href="%s" rel="noreferrer">%s</a>')
+            out.append(link % (piece, piece) if j % 2 else escape(piece))
+    return Markup("").join(out)
 
 
 def type_of(s: dict) -> Markup:
@@ -119,7 +113,7 @@ def type_of(s: dict) -> Markup:
         n = s.get("minItems")
         count = f"{n} \u00d7 " if n is not None and n == s.get("maxItems") else ""
         most = f" (at most {s['maxItems']:,})" if not count and "maxItems" in s else ""
-        return Markup(f"array{most} of {count}") + type_of(s.get("items", {}))
+        return escape(f"array{most} of {count}") + type_of(s.get("items", {}))
     if t is None:
         return Markup("any")
     text = t
@@ -129,7 +123,7 @@ def type_of(s: dict) -> Markup:
         text += f" {s['minimum']} to {s['maximum']}"
     if "default" in s:
         text += f", default {json.dumps(s['default'])}"
-    return Markup(escape(text))
+    return escape(text)
 
 
 def _media(content: dict) -> list[tuple[str, Markup]]:
