@@ -14,9 +14,10 @@ import torch
 from bench import procs
 from tests.conftest import ROOT
 from training import checkpoint
-from training.config import VARIANTS
+from training.__main__ import parse_args
+from training.config import PROFILES, VARIANTS, RunConfig, resolve_variants
 from training.evaluate import confusion
-from training.train import predict_probs
+from training.train import jobs_for, predict_probs, threads_per_job
 
 
 def start_training(*args) -> subprocess.Popen:
@@ -30,7 +31,7 @@ def start_training(*args) -> subprocess.Popen:
     )
 
 
-def run_training(*args, timeout=180):
+def run_training(*args, timeout=600):
     return subprocess.run(
         [sys.executable, "-m", "training", *args],
         cwd=ROOT,
@@ -89,7 +90,7 @@ def test_interrupted_run_resumes_to_the_same_weights(mnist_dir, tmp_path):
         "--variants",
         "lenet5-classic-sgd",
         "--subset",
-        "20000",
+        "4000",
         "--val-size",
         "500",
         "--epochs",
@@ -108,7 +109,7 @@ def test_interrupted_run_resumes_to_the_same_weights(mnist_dir, tmp_path):
         if "epoch   1/3" in line:
             proc.send_signal(signal.SIGINT)
             break
-    assert proc.wait(timeout=60) == 130
+    assert proc.wait(timeout=120) == 130
     assert "continue with --resume" in proc.stderr.read()
 
     resumed = run_training(*args, "--resume", "--out", str(tmp_path / "cut"))
@@ -168,6 +169,26 @@ def test_resume_refuses_a_changed_recipe(smoke_run, mnist_dir, tmp_path):
     args = ["--smoke", "--data-dir", str(mnist_dir), "--out", str(run), "--resume"]
     proc = run_training(*args, "--set", "lenet5-classic-sgd.optim.lr=0.1")
     assert proc.returncode == 2 and "recipe changed" in proc.stderr
+
+
+def test_the_ship_profile_trains_longer_and_epochs_override_any_profile():
+    def epochs(*argv):
+        return {v.optim.epochs for v in resolve_variants(parse_args(list(argv)))}
+
+    assert max(epochs()) < min(epochs("--profile", "ship")) == PROFILES["ship"]
+    assert epochs("--profile", "ship", "--epochs", "3") == epochs("--epochs", "3") == {3}
+    assert epochs("--profile", "ship", "--smoke") == {1}
+
+
+def test_on_the_cpu_every_recipe_trains_at_once_on_its_share_of_the_cores(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(2)))
+    assert jobs_for(RunConfig(), cpu, 3) == 3
+    assert threads_per_job(RunConfig(), cpu, 3) == 1  # never fewer than one
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert threads_per_job(RunConfig(), cpu, 3) == 5
+    assert threads_per_job(RunConfig(threads=2), cpu, 3) == 2
+    assert jobs_for(RunConfig(jobs=1), cpu, 3) == 1
 
 
 def test_bad_override_is_rejected_before_any_work():

@@ -21,7 +21,7 @@ import torch
 from training import plots
 from training.augment import augment
 from training.checkpoint import CheckpointError
-from training.config import VARIANTS, RunConfig, resolve_variants
+from training.config import PROFILES, VARIANTS, RunConfig, resolve_variants
 from training.data import MnistDataError, download, load_mnist, resolve_data_dir
 from training.evaluate import evaluate_run, print_summary
 from training.provenance import git_commit
@@ -31,6 +31,7 @@ from training.train import (
     jobs_for,
     outliers_for,
     pick_device,
+    threads_per_job,
     train_recipes,
 )
 from training.warmstart import WarmStartError
@@ -59,14 +60,14 @@ def parse_args(argv: list[str] | None) -> RunConfig:
         "--threads",
         type=int,
         default=d.threads,
-        help="CPU threads (default: the cores this process may use)",
+        help="CPU threads of each training process (default: the cores this process may use, "
+        "shared among the recipes trained at once)",
     )
     p.add_argument(
         "--jobs",
         type=int,
         default=d.jobs,
-        help="recipes trained at once, each in its own process (default: all of them on CUDA, "
-        "one at a time on the CPU)",
+        help="recipes trained at once, each in its own process (default: all of them)",
     )
     p.add_argument(
         "--variants",
@@ -89,6 +90,13 @@ def parse_args(argv: list[str] | None) -> RunConfig:
         help="train on a stratified subset of N images (default: all)",
     )
     p.add_argument("--balanced", action="store_true", help="draw every class equally often")
+    p.add_argument(
+        "--profile",
+        choices=list(PROFILES),
+        default=d.profile,
+        help="default: each recipe's own epochs (about 12 minutes on a 2-core CPU); ship: "
+        f"{PROFILES['ship']} epochs each, the schedule of the shipped bundle (about 30 minutes)",
+    )
     p.add_argument("--epochs", type=int, default=d.epochs, help="override every recipe's epochs")
     p.add_argument("--split-seed", type=int, default=d.split_seed)
     p.add_argument(
@@ -156,7 +164,8 @@ def run(cfg: RunConfig, command: str = "") -> dict:
     )
     jobs = jobs_for(cfg, device, len(variants))
     print(
-        f"device {device} ({torch.get_num_threads()} CPU threads, {jobs} recipe(s) at a time), "
+        f"device {device} ({jobs} recipe(s) at a time, "
+        f"{threads_per_job(cfg, device, jobs)} CPU thread(s) each), "
         f"train {len(data.train_y):,}, "
         f"val {len(data.val_y):,}, test {len(data.test_y):,}, mean {data.mean:.4f}, "
         f"std {data.std:.4f}"

@@ -281,19 +281,31 @@ def train_variant(
 
 
 def jobs_for(cfg: RunConfig, device: torch.device, recipes: int) -> int:
-    """How many recipes train at once. On CUDA each recipe gets its own process: one left an
-    H100 mostly idle (three at once trained about three times the images per second of one).
-    On the CPU the recipes take turns, each with every core."""
-    jobs = cfg.jobs or (recipes if device.type == "cuda" else 1)
-    return max(1, min(jobs, recipes))
+    """How many recipes train at once, each in its own process. On CUDA, all: one left an H100
+    mostly idle (three at once trained about three times the images per second of one). On
+    the CPU, all too, each with its share of the cores: LeNet-5's tensors are too small to
+    split across threads, and an op split over two threads waits whenever another program
+    holds one of the cores (one recipe, 20,000 images, on this 2-core machine with other jobs
+    running: 305 images/s with 2 threads, 2,564 with 1)."""
+    return max(1, min(cfg.jobs or recipes, recipes))
 
 
-def _train_in_worker(v: VariantConfig, cfg: RunConfig, data_dir: Path, out_dir: Path) -> list:
+def threads_per_job(cfg: RunConfig, device: torch.device, jobs: int) -> int:
+    """CPU threads of each training process: --threads, or the cores shared among the jobs."""
+    if cfg.threads or device.type != "cpu":
+        return cfg.threads or torch.get_num_threads()
+    return max(1, len(os.sched_getaffinity(0)) // jobs)
+
+
+def _train_in_worker(
+    v: VariantConfig, cfg: RunConfig, data_dir: Path, out_dir: Path, outliers
+) -> list:
     sys.stdout.reconfigure(line_buffering=True)  # epoch lines as they happen, not at exit
     device = pick_device(cfg.device)
     configure_torch(cfg, device)
     data = load_mnist(data_dir, device, cfg.val_size, cfg.subset, cfg.split_seed)
-    outliers, _ = outliers_for(cfg, device)
+    if outliers is not None:
+        outliers = outliers.to(device)
     return train_variant(v, data, cfg, device, out_dir, outliers, progress=False)["history"]
 
 
@@ -313,16 +325,18 @@ def train_recipes(
             v.name: train_variant(v, data, cfg, device, out_dir, outliers)["history"]
             for v in variants
         }
-    if device.type == "cpu" and not cfg.threads:
-        cfg = dataclasses.replace(cfg, threads=max(1, len(os.sched_getaffinity(0)) // jobs))
+    if device.type == "cpu":
+        cfg = dataclasses.replace(cfg, threads=threads_per_job(cfg, device, jobs))
     # Spawned, not forked: a forked child cannot use CUDA. Each worker loads its own copy of
-    # the data (55 MB, simpler than sharing device memory); progress bars would overwrite
-    # each other, so workers print their epoch lines only.
+    # the data (55 MB, simpler than sharing device memory) and gets the non-digits made once
+    # here; progress bars would overwrite each other, so workers print their epoch lines only.
     context = multiprocessing.get_context("spawn")
+    spare = None if outliers is None else outliers.cpu()
     try:
         with ProcessPoolExecutor(jobs, mp_context=context) as pool:
             futures = {
-                v.name: pool.submit(_train_in_worker, v, cfg, data_dir, out_dir) for v in variants
+                v.name: pool.submit(_train_in_worker, v, cfg, data_dir, out_dir, spare)
+                for v in variants
             }
             return {name: future.result() for name, future in futures.items()}
     except BrokenProcessPool:
