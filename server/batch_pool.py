@@ -4,13 +4,12 @@ use every core.
 A request runs on one core (the GIL), and most of a batch's time is preprocessing: numpy and
 Pillow calls on small arrays that hold the GIL. The pool's helpers are started by a fork server
 (so never forked from a process that already runs threads). A large batch is cut into chunks
-that are all offered to the helpers at once; the request thread preprocesses the first chunk,
-then, while the next one in order is not ready, takes back from the end a chunk no helper has
-started and does it itself. The work is shared by what each side gets done, not by a fixed
-split: on a machine whose other cores are busy the request thread does nearly everything and
-never waits long for a helper (at most the chunks a helper has started), and on an idle one
-the helpers do their share. Each chunk goes to the models as soon as it and those before it
-are ready.
+that the request thread and the helpers take until none is left (`Shared`): each helper one
+task at a time from the front, handed the next as soon as it answers; the request thread the
+first chunk, then from the back. The work is shared by what each side gets done, not by a
+fixed split: on a machine whose other cores are busy the request thread does nearly all of it
+and waits at most for one task per helper; on an idle one the helpers do their share. Each
+chunk goes to the models as soon as it and those before it are ready.
 
 The pool starts its processes (fork server, resource tracker, helpers) in the background on
 the first batch large enough to be cut, so a server that never gets one never runs them. Until
@@ -22,14 +21,16 @@ process holds their pipes, follow: nothing outlives the worker.
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import os
 import select
 import signal
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from server.errors import ApiError
@@ -38,10 +39,12 @@ from server.preprocess import Preprocessed, preprocess_many
 
 log = logging.getLogger(__name__)
 
-# Images per chunk: below this a chunk's round trip to a helper costs more than it saves, and
-# it bounds what the request thread may wait for when a helper is slow (the chunks a helper
-# has started: one running, one queued per helper).
+# Images per chunk: the request thread's unit of work. A helper's task is HELPER_CHUNKS chunks:
+# each task costs about a millisecond of CPU on each side (pickling, the executor's threads;
+# measured on 16- and 32-image tasks), and a task is what the request thread may have to wait
+# for when a helper gets no CPU.
 CHUNK = 16
+HELPER_CHUNKS = 2
 
 Prepared = list[Preprocessed | ApiError]
 
@@ -50,43 +53,91 @@ def chunks_of(images: list[bytes]) -> list[list[bytes]]:
     return [images[i : i + CHUNK] for i in range(0, len(images), CHUNK)]
 
 
-def share(
-    chunks: list[list[bytes]],
-    futures: list[Future | None],
-    prepare: Callable[[list[bytes]], Prepared],
-    lost: Callable[[], None] = lambda: None,
-) -> Iterator[Prepared]:
-    """Each chunk's preparation, in order. `futures[i]` is chunk i offered to the helpers
-    (None: not offered); the request thread runs `prepare` on the first chunk and on every
-    chunk it takes back. `lost` is called when a helper's pool turns out broken; its chunks are
-    then prepared here."""
-    results: dict[int, Prepared] = {}
-    last = len(chunks) - 1  # every chunk after it is taken back or started by a helper
-    for i in range(len(chunks)):
-        while i not in results:
-            future = futures[i]
-            if future is None:  # never offered: the request thread's own
-                results[i] = prepare(chunks[i])
-            elif future.done():
-                results[i] = _collected(future, chunks[i], prepare, lost)
-            elif last > i and (futures[last] is None or futures[last].cancel()):
-                # No helper has started chunk `last` (a cancelled future never runs): the
-                # request thread does it rather than wait.
-                results[last] = prepare(chunks[last])
-                last -= 1
-            elif future.cancel():
-                results[i] = prepare(chunks[i])
-            else:  # the helpers started every chunk left (they take them in order): wait
-                results[i] = _collected(future, chunks[i], prepare, lost)
-        yield results.pop(i)
+class Shared:
+    """One batch's chunks, shared as the module docstring says. `work(images)` runs on the
+    helpers through `executor`; `lost()` is called when the helpers' pool turns out broken,
+    and every chunk it held comes back to the request thread."""
 
+    def __init__(
+        self,
+        chunks: list[list[bytes]],
+        executor: Executor,
+        work: Callable[[list[bytes]], Prepared],
+        helpers: int,
+        lost: Callable[[], None] = lambda: None,
+    ):
+        self.chunks = chunks
+        self.executor = executor
+        self.work = work
+        self.lost = lost
+        self.todo = deque(range(1, len(chunks)))  # taken by nobody yet; chunk 0 is the thread's
+        self.results: dict[int, Prepared] = {}
+        self.cond = threading.Condition()
+        self.broken = False
+        for _ in range(helpers):
+            self._offer()
 
-def _collected(future: Future, chunk: list[bytes], prepare, lost) -> Prepared:
-    try:
-        return future.result()
-    except BrokenProcessPool:
-        lost()
-        return prepare(chunk)
+    def _offer(self) -> None:
+        """A helper's next task, from the front of what is left."""
+        with self.cond:
+            if self.broken or not self.todo:
+                return
+            taken = [self.todo.popleft() for _ in range(min(HELPER_CHUNKS, len(self.todo)))]
+        try:
+            future = self.executor.submit(self.work, [im for i in taken for im in self.chunks[i]])
+        except (BrokenProcessPool, RuntimeError):  # broken, or shut down meanwhile
+            self._give_back(taken, lost=True)
+            return
+        future.add_done_callback(lambda f: self._done(taken, f))
+
+    def _done(self, taken: list[int], future: Future) -> None:
+        """A helper's answer (on the executor's thread): stored, and the helper's next task."""
+        try:
+            prepared = future.result()
+        except BaseException as e:
+            # Whatever it is, the request thread redoes the chunks: a broken pool is rebuilt;
+            # a fault in the work itself, raised again there, answers the request with an
+            # error instead of leaving it waiting.
+            self._give_back(taken, lost=isinstance(e, BrokenProcessPool))
+            return
+        with self.cond:
+            start = 0
+            for i in taken:
+                self.results[i] = prepared[start : start + len(self.chunks[i])]
+                start += len(self.chunks[i])
+            self.cond.notify_all()
+        self._offer()
+
+    def _give_back(self, taken: list[int], lost: bool) -> None:
+        """The chunks of a task that did not answer, back to the request thread; no more tasks
+        for this batch."""
+        with self.cond:
+            self.broken = True
+            self.todo.extendleft(reversed(taken))
+            self.cond.notify_all()
+        if lost:
+            self.lost()
+
+    def prepared(self, prepare: Callable[[list[bytes]], Prepared]) -> Iterator[Prepared]:
+        """Each chunk's preparation in order; the request thread runs `prepare` on the first
+        chunk, then on chunks from the back while the next one in order is not ready."""
+        for i in range(len(self.chunks)):
+            while True:
+                with self.cond:
+                    if i in self.results:
+                        part = self.results.pop(i)
+                        break
+                    if i == 0:
+                        j = 0
+                    elif self.todo:
+                        j = self.todo.pop()
+                    else:  # chunk i is with a helper, and nothing else is left to do
+                        self.cond.wait()
+                        continue
+                done = prepare(self.chunks[j])
+                with self.cond:
+                    self.results[j] = done
+            yield part
 
 
 def _init_helper(worker: int) -> None:
@@ -157,7 +208,7 @@ class BatchPool:
         self, images: list[bytes], prepare: Callable[[list[bytes]], Prepared]
     ) -> Iterator[Prepared]:
         """The batch preprocessed, part by part in order, shared between the request thread
-        (`prepare`) and the helpers as `share` says."""
+        (`prepare`) and the helpers (`Shared`)."""
         executor = self._executor
         chunks = chunks_of(images)
         if len(chunks) > 1 and executor is None:
@@ -165,15 +216,9 @@ class BatchPool:
         if len(chunks) == 1 or executor is None:
             yield prepare(images)
             return
-        futures: list[Future | None] = [None]
-        for chunk in chunks[1:]:
-            try:
-                futures.append(executor.submit(preprocess_many, chunk, *self._args))
-            except (BrokenProcessPool, RuntimeError):  # broken, or shut down meanwhile
-                self._rebuild(executor)
-                futures += [None] * (len(chunks) - len(futures))
-                break
-        yield from share(chunks, futures, prepare, lambda: self._rebuild(executor))
+        work = functools.partial(preprocess_many, spec=self._args[0], max_pixels=self._args[1])
+        shared = Shared(chunks, executor, work, self.processes, lambda: self._rebuild(executor))
+        yield from shared.prepared(prepare)
 
     def _rebuild(self, broken: ProcessPoolExecutor) -> None:
         with self._lock:

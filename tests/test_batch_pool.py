@@ -1,18 +1,22 @@
 """How server/batch_pool.py shares a batch between the request thread and the helpers."""
 
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from server.batch_pool import CHUNK, chunks_of, share
+from server.batch_pool import CHUNK, HELPER_CHUNKS, Shared, chunks_of
 
 
-def _run(images, helper_work, prepare):
-    """share() over a one-thread executor standing in for one helper; the answers flattened."""
-    chunks = chunks_of(images)
+def _run(images, helper_work, prepare, lost=lambda: None):
+    """A batch shared with one helper, a thread standing in for its process: the answers, in
+    the order they came, flattened."""
     with ThreadPoolExecutor(1) as helper:
-        futures = [None] + [helper.submit(helper_work, c) for c in chunks[1:]]
-        return [x for part in share(chunks, futures, prepare) for x in part]
+        shared = Shared(chunks_of(images), helper, helper_work, 1, lost)
+        return [x for part in shared.prepared(prepare) for x in part]
+
+
+def _by(who):
+    return lambda chunk: [(who, x) for x in chunk]
 
 
 def test_chunks_cover_the_batch_in_order():
@@ -22,59 +26,69 @@ def test_chunks_cover_the_batch_in_order():
     assert all(len(c) == CHUNK for c in chunks[:-1]) and len(chunks[-1]) == 3
 
 
-def test_a_held_up_helper_leaves_every_chunk_it_has_not_started_to_the_request_thread():
-    images = list(range(6 * CHUNK + 4))  # 7 chunks: the thread's, then 6 offered to the helper
+def test_a_held_up_helper_leaves_all_but_its_task_to_the_request_thread():
+    images = list(range(6 * CHUNK + 4))  # 7 chunks
     gate = threading.Event()
     prepared = []
 
     def helper_work(chunk):
         gate.wait(30)  # a helper that gets no CPU until the request thread has done the rest
-        return [("helper", x) for x in chunk]
+        return _by("helper")(chunk)
 
     def prepare(chunk):
         prepared.append(chunk[0] // CHUNK)
-        if len(prepared) == 6:
+        if len(prepared) == 7 - HELPER_CHUNKS:
             gate.set()
-        return [("thread", x) for x in chunk]
+        return _by("thread")(chunk)
 
     answers = _run(images, helper_work, prepare)
     assert [x for _, x in answers] == images
-    # The first chunk, then from the end every chunk the helper had not started; the helper
-    # holds only the one it started (the batch waited for nothing else).
-    assert prepared == [0, 6, 5, 4, 3, 2]
-    assert {who for who, x in answers if x // CHUNK == 1} == {"helper"}
+    # The first chunk, then from the end every chunk the helper had not taken; the batch waits
+    # only for the helper's one task.
+    assert prepared == [0, 6, 5, 4, 3]
+    assert {who for who, x in answers if x // CHUNK in (1, 2)} == {"helper"}
 
 
-def test_a_free_helper_does_its_share_and_no_chunk_is_done_twice():
-    images = list(range(8 * CHUNK))
-    done_two = threading.Event()
+def test_a_free_helper_is_handed_task_after_task_and_no_chunk_is_done_twice():
+    images = list(range(10 * CHUNK))
+    two_tasks = threading.Event()
     by_helper = []
 
     def helper_work(chunk):
-        by_helper.append(chunk[0] // CHUNK)
-        if len(by_helper) == 2:
-            done_two.set()
-        return [("helper", x) for x in chunk]
+        by_helper.extend(sorted({x // CHUNK for x in chunk}))
+        if len(by_helper) == 2 * HELPER_CHUNKS:
+            two_tasks.set()
+        return _by("helper")(chunk)
 
     by_thread = []
 
     def prepare(chunk):
         if not by_thread:
-            done_two.wait(30)  # the request thread is slow with its first chunk
+            two_tasks.wait(30)  # the request thread is slow with its first chunk
         by_thread.append(chunk[0] // CHUNK)
-        return [("thread", x) for x in chunk]
+        return _by("thread")(chunk)
 
     answers = _run(images, helper_work, prepare)
     assert [x for _, x in answers] == images
-    assert {1, 2} <= set(by_helper) and by_thread[0] == 0
-    assert sorted(by_helper + by_thread) == list(range(8))
+    assert by_helper[: 2 * HELPER_CHUNKS] == list(range(1, 1 + 2 * HELPER_CHUNKS))
+    assert by_thread[0] == 0 and sorted(by_helper + by_thread) == list(range(10))
 
 
-def test_a_broken_pool_leaves_its_chunks_to_the_request_thread():
-    chunks = chunks_of(list(range(3 * CHUNK)))
-    broken = Future()
-    broken.set_exception(BrokenProcessPool("a helper died"))
+def test_a_broken_pool_leaves_its_chunks_to_the_request_thread_and_is_rebuilt():
+    def broken(chunk):
+        raise BrokenProcessPool("a helper died")
+
     lost = []
-    answers = share(chunks, [None, broken, broken], lambda c: list(c), lambda: lost.append(1))
-    assert [x for part in answers for x in part] == list(range(3 * CHUNK))
-    assert lost
+    answers = _run(list(range(5 * CHUNK)), broken, _by("thread"), lambda: lost.append(1))
+    assert answers == _by("thread")(range(5 * CHUNK)) and lost
+
+
+def test_a_fault_in_the_helpers_work_is_redone_by_the_request_thread():
+    # A bug raises again in the request thread, which answers with an error, never hangs; the
+    # pool itself is fine and is kept.
+    def faulty(chunk):
+        raise ValueError("a bug")
+
+    lost = []
+    answers = _run(list(range(5 * CHUNK)), faulty, _by("thread"), lambda: lost.append(1))
+    assert answers == _by("thread")(range(5 * CHUNK)) and not lost
