@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 # for when a helper gets no CPU.
 CHUNK = 16
 HELPER_CHUNKS = 2
+SHARED_FROM = 2 * CHUNK  # images: a smaller batch is one chunk and a scrap, done in one go
 
 Prepared = list[Preprocessed | ApiError]
 
@@ -210,12 +211,12 @@ class BatchPool:
         """The batch preprocessed, part by part in order, shared between the request thread
         (`prepare`) and the helpers (`Shared`)."""
         executor = self._executor
-        chunks = chunks_of(images)
-        if len(chunks) > 1 and executor is None:
+        if len(images) >= SHARED_FROM and executor is None:
             self.start()  # this batch runs in the request thread; later ones get the helpers
-        if len(chunks) == 1 or executor is None:
+        if len(images) < SHARED_FROM or executor is None:
             yield prepare(images)
             return
+        chunks = chunks_of(images)
         work = functools.partial(preprocess_many, spec=self._args[0], max_pixels=self._args[1])
         shared = Shared(chunks, executor, work, self.processes, lambda: self._rebuild(executor))
         yield from shared.prepared(prepare)
