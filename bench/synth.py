@@ -267,6 +267,11 @@ def boxed(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     """A digit written in a form's box, photographed or scanned: the box's sides may touch or
     cross the strokes, the picture may be cut at the box's edges or show the neighbouring
     cells of the row."""
+    return _form_sheet(*_boxed_masks(digit, rng), rng)
+
+
+def _boxed_masks(digit: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """`boxed`'s ink and lines."""
     mask = _tight_shape(digit, int(rng.integers(70, 180)))
     dh, dw = mask.shape
     # Gaps between the strokes and each side of the box: a quarter touch or cross a stroke.
@@ -292,8 +297,7 @@ def boxed(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     reach = int(rng.integers(0, bw // 2 + 1)) if outside else 0
     y0, y1 = top - outside - width // 2, top + bh + outside + (width + 1) // 2
     x0, x1 = left - reach - width // 2, left + bw + reach + (width + 1) // 2
-    ink, lines = ink[y0:y1, x0:x1], lines[y0:y1, x0:x1]
-    return _form_sheet(ink, lines, rng)
+    return ink[y0:y1, x0:x1], lines[y0:y1, x0:x1]
 
 
 def comb(digit: np.ndarray, rng: np.random.Generator) -> bytes:
@@ -322,6 +326,12 @@ def comb(digit: np.ndarray, rng: np.random.Generator) -> bytes:
 def ruled(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     """Written on ruled paper: thin lines across the page, a line or two through the digit,
     sometimes the red margin line down one side."""
+    ink, lines = _ruled_masks(digit, rng)
+    return _form_sheet(ink, lines * rng.uniform(0.5, 1.0), rng)
+
+
+def _ruled_masks(digit: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """`ruled`'s ink and lines."""
     mask = _tight_shape(digit, int(rng.integers(70, 180)))
     dh, dw = mask.shape
     pitch = int(dh * rng.uniform(0.45, 0.9))
@@ -334,7 +344,7 @@ def ruled(digit: np.ndarray, rng: np.random.Generator) -> bytes:
         _hline(lines, y, 0, w, width)
     if rng.random() < 0.3 and left > 25:
         _vline(lines, int(rng.integers(5, left - 15)), 0, h, width + 1)
-    return _form_sheet(ink, lines * rng.uniform(0.5, 1.0), rng)
+    return ink, lines
 
 
 def grid(digit: np.ndarray, rng: np.random.Generator) -> bytes:
@@ -368,6 +378,17 @@ def underlined(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     x1 = int(rng.integers(min(w, left + dw + 5), w + 1))
     _hline(lines, y, x0, x1, width)
     return _form_sheet(ink, lines, rng)
+
+
+def tilted_form(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """A form photographed or scanned askew: a digit in a box (as `boxed`) or on ruled paper
+    (as `ruled`), the whole sheet turned 2 to 6 degrees either way, so that its lines are
+    a few degrees off level and upright."""
+    masks = _boxed_masks if rng.random() < 0.5 else _ruled_masks
+    ink, lines = masks(digit, rng)
+    angle = rng.uniform(2, 6) * rng.choice([-1, 1])
+    ink, lines = _rotate(ink, angle), _rotate(lines, angle)
+    return _form_sheet(ink, lines * rng.uniform(0.5, 1.0), rng)
 
 
 def small_in_photo(digit: np.ndarray, rng: np.random.Generator) -> bytes:
@@ -436,6 +457,7 @@ KINDS: dict[str, Callable[[np.ndarray, np.random.Generator], bytes]] = {
     "ruled": ruled,
     "grid": grid,
     "underlined": underlined,
+    "tilted_form": tilted_form,
     "small_in_photo": small_in_photo,
     "blurry_thumbnail": blurry_thumbnail,
 }

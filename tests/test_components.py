@@ -69,3 +69,23 @@ def test_both_union_strategies_match_scipy(monkeypatch):
         monkeypatch.setattr(components, "SMALL_RUNS", threshold)
         for binary in images:
             _check_against_scipy(binary)
+
+
+@settings(max_examples=200, deadline=None)
+@given(arrays(bool, st.tuples(st.integers(1, 30), st.integers(1, 30))))
+def test_holes_match_scipy_on_any_binary_image(binary):
+    comps = label(binary)
+    for i in range(len(comps)):
+        mask = np.pad(comps.mask(binary.shape, [i]), 1)
+        _, regions = ndimage.label(~mask)  # 4-connected background: the outside and holes
+        assert comps.holes(i) == regions - 1
+
+
+def test_an_eight_has_two_holes_and_noise_hundreds():
+    eight = np.zeros((30, 20), bool)
+    eight[2:28, 3:17] = True
+    eight[5:12, 7:13] = eight[17:25, 7:13] = False
+    comps = label(eight)
+    assert comps.holes(0) == 2
+    noise = np.random.default_rng(0).random((100, 100)) < 0.6
+    assert label(noise).holes(0) > 300

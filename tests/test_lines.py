@@ -1,7 +1,7 @@
 """Long straight lines (a form's box, comb, ruling, grid, underline) found in binary images."""
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from server import lines
 
@@ -58,3 +58,33 @@ def test_a_short_strip_holds_no_vertical_line():
     found = lines.find(binary)
     assert found is not None and found.count == 1
     assert not found.mask[4:34, 100:103].any()
+
+
+def _drawn(size: tuple[int, int], segments: list, width: int) -> np.ndarray:
+    im = Image.new("L", size, 0)
+    draw = ImageDraw.Draw(im)
+    for a, b in segments:
+        draw.line([a, b], fill=255, width=width)
+    return np.asarray(im) > 0
+
+
+def test_ruled_lines_a_few_degrees_off_level_are_found_and_a_crossing_stroke_is_kept():
+    # A ruled page photographed askew: each line drops 8 pixels over 160, about 3 degrees.
+    binary = _drawn((160, 120), [((0, y - 4), (159, y + 4)) for y in (30, 60, 90)], 2)
+    binary[15:106, 70:76] = True  # a stroke crossing all three
+    found = lines.find(binary)
+    assert found is not None and found.count == 3
+    assert not found.mask[:, 70:76].any()  # the stroke stays whole where it crosses
+    line_pixels = binary.copy()
+    line_pixels[:, 70:76] = False
+    assert found.mask.sum() >= 0.97 * line_pixels.sum()
+
+
+def test_a_box_turned_four_degrees_is_removed_and_the_digit_kept():
+    corners = [(30, 20), (175, 30), (165, 180), (20, 170)]
+    box = _drawn((200, 200), list(zip(corners, corners[1:] + corners[:1], strict=True)), 3)
+    stroke = _drawn((200, 200), [((95, 50), (105, 150))], 6)  # a 1, slanted like the page
+    found = lines.find(box | stroke)
+    assert found is not None and found.count == 4
+    assert not (found.mask & stroke).any()
+    assert found.mask.sum() >= 0.97 * box.sum()

@@ -402,3 +402,76 @@ def test_8x8_thumbnail_upscaled_reads_as_the_digit(zero):
     p = preprocess(encode(thumb.resize((128, 128), Image.Resampling.BICUBIC), "PNG"), SPEC, CAP)
     assert p.inverted and p.components_kept == 1
     assert _agreement(p.pixels, zero) > 0.8
+
+
+def test_salt_and_pepper_noise_is_refused():
+    # Half the pixels black at random: one region reaching across the picture, with holes
+    # everywhere. It is noise, not a mark, at any size.
+    rng = np.random.default_rng(1)
+    for size in (95, 200, 280):
+        noise = (rng.random((size, size)) > 0.5).astype(np.uint8) * 255
+        with pytest.raises(NoInk):
+            preprocess(encode(Image.fromarray(noise), "PNG"), SPEC, CAP)
+
+
+def test_a_zero_whose_sides_are_faint_is_read_closed():
+    # A blurry 0 whose ink thins at its sides (to 30 % of its top and bottom): at the
+    # digit's threshold it is two arcs, and its sides must still reach the models.
+    yy, xx = np.mgrid[0:160, 0:120]
+    r = np.hypot((yy - 80) / 70, (xx - 60) / 45)
+    ring = np.clip(1 - np.abs(r - 1) / 0.12, 0, 1)
+    ring *= np.where(np.abs(yy - 80) < 35, 0.3, 1.0)
+    p = preprocess(_on_paper(np.pad(ring, 20)), SPEC, CAP)
+    middle = p.pixels[12:16]  # rows across the 0's waist
+    inked = np.flatnonzero((middle > 60).any(0))
+    assert inked.size and inked[0] < 10 and inked[-1] > 18  # both sides are there
+    assert p.components_kept == 2
+
+
+def test_a_blurry_thumbnail_reaches_the_models_with_firm_strokes(zero):
+    # A 0 kept at 10x10, enlarged 16x: its strokes are wide and soft. MNIST's have
+    # saturated cores (over 80 % for at least a third of the inked pixels in 99 % of its
+    # test digits); so must this one's.
+    box = _ink_box(zero)
+    side = max(box.shape)
+    square = np.zeros((side, side), np.uint8)
+    square[(side - box.shape[0]) // 2 :][: box.shape[0], (side - box.shape[1]) // 2 :][
+        :, : box.shape[1]
+    ] = box
+    thumb = Image.fromarray(255 - square).resize((10, 10), Image.Resampling.BOX)
+    p = preprocess(encode(thumb.resize((160, 160), Image.Resampling.BILINEAR), "PNG"), SPEC, CAP)
+    inked = p.pixels[p.pixels > 25]
+    assert np.count_nonzero(inked > 204) >= 0.4 * inked.size
+    assert _agreement(p.pixels, zero) > 0.8
+
+
+def test_small_digit_in_a_vignetted_photo_is_found_not_the_dark_corners(seven):
+    # A phone photo: light falls off towards the corners by a third. The shade left there
+    # after the paper's light is estimated must not be taken for the digit, 60 px high.
+    yy, xx = np.mgrid[0:1500, 0:2000].astype(np.float32)
+    r2 = ((xx - 1000) / 2000) ** 2 + ((yy - 750) / 1500) ** 2
+    grey = 0.9 * np.clip(1.0 - 0.7 * r2, 0.6, 1.0)
+    grey += np.random.default_rng(0).normal(0, 0.01, grey.shape)
+    digit = _big(_ink_box(seven), 60)
+    patch = grey[700:760, 1300 : 1300 + digit.shape[1]]
+    patch[:] = patch * (1 - digit) + 0.15 * digit
+    data = encode(Image.fromarray((np.clip(grey, 0, 1) * 255).astype(np.uint8)), "JPEG")
+    p = preprocess(data, SPEC, CAP)
+    alone = pixels_of(_on_paper(np.pad(digit, 30)))
+    assert _agreement(p.pixels, alone) > 0.85
+
+
+def test_ruled_lines_on_a_page_turned_three_degrees_are_removed(digits):
+    images, labels = digits
+    four = images[list(labels).index(4)]
+    ink = np.zeros((260, 300))
+    digit = _big(_ink_box(four), 150)
+    ink[50:200, 120 : 120 + digit.shape[1]] = digit
+    plain = pixels_of(_on_paper(ink))
+    lines = np.zeros_like(ink)
+    for y in range(20, 260, 45):
+        lines[y : y + 2] = 1.0
+    lines = np.asarray(Image.fromarray(lines.astype(np.float32), "F").rotate(3), np.float64)
+    p = preprocess(_on_paper(ink, np.clip(lines, 0, 1)), SPEC, CAP)
+    assert p.lines_removed >= 5
+    assert _agreement(p.pixels, plain) > 0.95
