@@ -697,10 +697,10 @@ def _firm(pixels: np.ndarray) -> np.ndarray:
     enlarged from a thumbnail of 8-16 pixels, or cut small from a blurry photo, reaches the
     box with wide, soft strokes and few saturated pixels (bench/synth.py's blurry thumbnails:
     0.21 for the median); below SOFT its levels are stretched so that FIRM of them are."""
-    inked = pixels[pixels > 25]
-    if inked.size < 8 or np.count_nonzero(inked > 204) >= SOFT * inked.size:
+    inked = np.count_nonzero(pixels > 25)  # counts first: most digits stop here
+    if inked < 8 or np.count_nonzero(pixels > 204) >= SOFT * inked:
         return pixels
-    level = float(np.sort(inked)[int((1 - FIRM) * inked.size)])
+    level = float(np.sort(pixels[pixels > 25])[int((1 - FIRM) * inked)])
     if level >= 204:
         return pixels
     return np.minimum(pixels.astype(np.float32) * (204.0 / level), 255.0).round().astype(np.uint8)
