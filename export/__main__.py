@@ -115,7 +115,7 @@ def calibrate(ens, val_u8: np.ndarray, val_y: np.ndarray, val_probs: np.ndarray,
     held = generate(HELD_NON_DIGITS, seed=1, part="held")
     held_x = normalise(torch.from_numpy(held.images).unsqueeze(1), **norm).numpy()
     held_probs = run_batched(ens, held_x, 512)[3]
-    rule = uncertainty.choose(digits, held_probs, AIM)
+    rule = uncertainty.choose(digits, held_probs, AIM, ("validation digits", val_y))
     kinds = {
         name: uncertainty.rates(rule, held_probs[held.kinds == i])
         for i, name in enumerate(held.names)

@@ -33,7 +33,7 @@ class Uncertainty:
 
     not_a_digit_below: float  # the models' mean highest probability
     low_confidence_below: float  # their mean probability for the voted digit
-    flag_disagreement: bool
+    split_vote_below: float  # a split vote's mean probability for the voted digit
     min_edge_ratio: float  # of the fitted image: below is a filled shape
     max_ink: float  # of the fitted image: above is a blot
     rule: str  # the rule in words, for GET /models
@@ -92,13 +92,17 @@ def _summary(raw: dict) -> dict:
 def _uncertainty(u: dict) -> Uncertainty:
     limits = {
         k: float(u[k])
-        for k in ("not_a_digit_below", "low_confidence_below", "min_edge_ratio", "max_ink")
+        for k in (
+            "not_a_digit_below",
+            "low_confidence_below",
+            "split_vote_below",
+            "min_edge_ratio",
+            "max_ink",
+        )
     }
     if not all(0.0 <= v <= 1.0 for v in limits.values()):
         raise ValueError(f"uncertainty thresholds must lie in [0, 1]: {limits}")
-    return Uncertainty(
-        **limits, flag_disagreement=bool(u["flag_disagreement"]), rule=str(u["rule"])
-    )
+    return Uncertainty(**limits, rule=str(u["rule"]))
 
 
 def load(root: Path) -> Manifest:

@@ -39,8 +39,9 @@ class UncertaintyRule:
     """When an answer is flagged `uncertain`, and why, with the thresholds the manifest holds.
 
     `not_a_digit`: the models, trained to spread their probability on non-digits, do (their
-    mean highest probability is low). Unsure which digit: the models disagree, or their mean
-    probability for the voted digit is low. And the fitted image's shape: a more filled-in
+    mean highest probability is low). Unsure which digit: the models disagree with a low
+    enough mean probability for the voted digit, or that probability is low whatever the
+    vote. And the fitted image's shape: a more filled-in
     shape, or more ink, than MNIST's digits have.
     """
 
@@ -53,7 +54,7 @@ class UncertaintyRule:
         not_a_digit = typicality < u.not_a_digit_below
         checks = {
             "not_a_digit": not_a_digit,
-            "models_disagree": u.flag_disagreement and agreement < models,
+            "models_disagree": agreement < models and confidence < u.split_vote_below,
             # Implied by not_a_digit (confidence is at most typicality): said once.
             "low_confidence": not not_a_digit and confidence < u.low_confidence_below,
             "filled_shape": shape.edge_ratio < u.min_edge_ratio,
@@ -65,8 +66,8 @@ class UncertaintyRule:
         u = self.spec
         return (
             f"uncertain with a reason: {u.rule}; not_a_digit_below {u.not_a_digit_below:.4f}, "
-            f"low_confidence_below "
-            f"{u.low_confidence_below:.4f}, min_edge_ratio {u.min_edge_ratio:g}, max_ink "
+            f"low_confidence_below {u.low_confidence_below:.4f}, split_vote_below "
+            f"{u.split_vote_below:.4f}, min_edge_ratio {u.min_edge_ratio:g}, max_ink "
             f"{u.max_ink:g}"
         )
 

@@ -21,7 +21,7 @@ def _rule(**kw) -> UncertaintyRule:
     spec = {
         "not_a_digit_below": 0.5,
         "low_confidence_below": 0.8,
-        "flag_disagreement": True,
+        "split_vote_below": 1.0,
         "min_edge_ratio": 0.33,
         "max_ink": 0.3,
         "rule": "test",

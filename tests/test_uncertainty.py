@@ -28,7 +28,8 @@ def test_thresholds_meet_the_aim_on_every_digit_set_and_catch_the_spread_outlier
         [_probs(rng, 1930, (0.6, 1.0)), _probs(rng, 60, (0.4, 0.5)), _probs(rng, 10, (0.1, 0.4))]
     )
     outliers = _probs(rng, 1000, (0.1, 0.4))
-    rule = uncertainty.choose({"clean": clean, "hard": hard}, outliers, aim=0.01)
+    truth = ("clean", clean[:, 0].argmax(1))
+    rule = uncertainty.choose({"clean": clean, "hard": hard}, outliers, 0.01, truth)
     for probs in (clean, hard):
         assert uncertainty.rates(rule, probs)["flagged"] <= 0.01
     caught = uncertainty.rates(rule, outliers)
@@ -41,10 +42,26 @@ def test_disagreement_is_its_own_reason_and_not_a_digit_is_said_alone():
     split = _probs(rng, 10, (0.9, 1.0))
     split[:, 2] = np.roll(split[:, 2], 1, axis=1)  # the third model votes another digit
     spread = _probs(rng, 10, (0.12, 0.2))
-    rule = {"not_a_digit_below": 0.3, "low_confidence_below": 0.5}
+    rule = {"not_a_digit_below": 0.3, "low_confidence_below": 0.5, "split_vote_below": 1.0}
     f = uncertainty.flags(rule, np.concatenate([split, spread]))
     assert f["models_disagree"][:10].all() and not f["not_a_digit"][:10].any()
     assert f["not_a_digit"][10:].all() and not f["low_confidence"][10:].any()
+
+
+def test_split_votes_beyond_the_aim_are_flagged_where_the_vote_is_unsure():
+    rng = np.random.default_rng(2)
+    digits = _probs(rng, 1000, (0.95, 1.0))
+    truth = digits[:, 0].argmax(1)
+    # 3 % split votes: 24 sure of the voted digit (and right), 6 unsure (and wrong).
+    digits[:24, 2] = np.roll(digits[:24, 2], 1, axis=1)  # the third model dissents
+    digits[24:30, :2] = np.roll(digits[24:30, :2], 1, axis=2)  # two vote another digit
+    digits[24:30] = 0.55 * digits[24:30] + 0.45 / 10
+    outliers = _probs(rng, 500, (0.1, 0.3))
+    rule = uncertainty.choose({"digits": digits}, outliers, 0.01, ("digits", truth))
+    f = uncertainty.flags(rule, digits)
+    assert uncertainty.rates(rule, digits)["flagged"] <= 0.01
+    assert f["models_disagree"][24:30].all() and not f["models_disagree"][:24].any()
+    assert uncertainty.rates(rule, outliers)["flagged"] > 0.95
 
 
 def _bundle(tmp_path, val_acc: float):
