@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
+import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -47,30 +49,39 @@ def mnist_test(mnist_dir):
     return test.images, test.labels
 
 
+def once_per_session(tmp_path_factory, name: str, make) -> Path:
+    """The folder `name` that `make(folder)` fills once per test session: under pytest-xdist
+    the first worker to ask makes it while the others wait, and all of them read it."""
+    root = tmp_path_factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        root = root.parent  # the parent of the workers' own temporary folders
+    folder = root / name
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / ".done").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            make(folder)
+            (folder / ".done").touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def smoke_run(mnist_dir, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """One `python -m training --smoke` run, as a user runs it, shared by every test that
     needs a training run (its directory and the finished process). Tests that change the run
     work on a copy."""
-    out = tmp_path_factory.mktemp("smoke")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "training",
-            "--smoke",
-            "--data-dir",
-            str(mnist_dir),
-            "--out",
-            str(out),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return out, proc
+    from tests.live import run
+
+    def train(folder: Path) -> None:
+        out = str(folder / "run")
+        proc = run("training", "--smoke", "--data-dir", str(mnist_dir), "--out", out)
+        assert proc.returncode == 0, proc.stderr
+        (folder / "process.json").write_text(json.dumps([proc.args, proc.stdout, proc.stderr]))
+
+    folder = once_per_session(tmp_path_factory, "smoke", train)
+    args, stdout, stderr = json.loads((folder / "process.json").read_text())
+    return folder / "run", subprocess.CompletedProcess(args, 0, stdout, stderr)
 
 
 @pytest.fixture(scope="session")
@@ -105,6 +116,26 @@ def post_batches(url: str, images, size: int = 250, threads: int = 4) -> list[di
 
 
 @pytest.fixture(scope="session")
-def served_mnist(shared_server, mnist_test) -> list[dict]:
+def served_mnist(shared_server, mnist_test, tmp_path_factory) -> list[dict]:
     """The shared server's answers to all 10,000 MNIST test digits, each sent as a PNG."""
-    return post_batches(shared_server.url, mnist_test[0])
+
+    def post(folder: Path) -> None:
+        answers = post_batches(shared_server.url, mnist_test[0])
+        (folder / "answers.json").write_text(json.dumps(answers))
+
+    folder = once_per_session(tmp_path_factory, "served_mnist", post)
+    return json.loads((folder / "answers.json").read_text())
+
+
+# The modules that take longest, started first under pytest-xdist so that none is left running
+# alone at the end.
+FIRST = ("test_training_cli.py", "test_export.py", "test_runtime.py", "test_web_page.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under `pytest -n 2 --dist loadfile` (scripts/test.sh) each worker takes whole modules,
+    so a module's fixtures (servers, browsers) start once; the longest modules go first."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:  # set in xdist's workers only
+        return
+    rank = {name: i for i, name in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(FIRST)))

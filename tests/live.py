@@ -1,4 +1,5 @@
-"""Starts `python -m server` in a subprocess on 127.0.0.1 and a free port, as users run it."""
+"""The project's commands as users run them: `python -m server` in the background on
+127.0.0.1 and a free port (LiveServer), and any `python -m` command run to its end (run)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,18 @@ from pathlib import Path
 from bench import procs
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(module: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m module args` from the repository's root, run to its end: its exit status,
+    stdout and stderr (text)."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 class LiveServer:

@@ -1,13 +1,11 @@
 import gzip
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from tests.conftest import ROOT
+from tests.live import run
 from training.data import (
     IMAGE_MAGIC,
     LABEL_MAGIC,
@@ -81,21 +79,8 @@ def test_corrupt_gzip_is_a_clear_error(mnist_dir, tmp_path):
 
 
 def test_training_cli_reports_missing_data_in_one_line(tmp_path):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "training",
-            "--smoke",
-            "--data-dir",
-            str(tmp_path / "none"),
-            "--out",
-            str(tmp_path / "run"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    proc = run(
+        "training", "--smoke", "--data-dir", str(tmp_path / "none"), "--out", str(tmp_path / "run")
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0, proc.stderr

@@ -4,8 +4,6 @@ import hashlib
 import json
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +11,7 @@ import pytest
 
 from server import manifest
 from server.ensemble import CPU_RUN_IMAGES, Ensemble, SelfTestError
-from tests.conftest import ROOT
+from tests.live import run
 
 
 def test_a_large_batch_runs_in_pieces_with_the_answers_of_one_run(bundle, mnist_test):
@@ -128,13 +126,7 @@ def test_a_manifest_or_golden_file_that_disagrees_stops_the_server_at_start(
 def refused_start(bundle: Path) -> str:
     """Starts `python -m server` on `bundle`, which must refuse it: exit 2 with one reason,
     no traceback. Returns the reason."""
-    p = subprocess.run(
-        [sys.executable, "-m", "server", "--artifacts", str(bundle), "--port", "0"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    p = run("server", "--artifacts", str(bundle), "--port", "0", timeout=60)
     assert p.returncode == 2, p.stderr
     assert "Traceback" not in p.stderr
     reasons = {

@@ -11,7 +11,6 @@ import hashlib
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ import torch
 from export.verify import VerificationError, verify
 from server import manifest
 from server.ensemble import Ensemble
-from tests.conftest import ROOT
+from tests import live
 from tests.live import LiveServer
 from tests.test_ensemble import nudge_first_probability, refused_start, rewrite_golden
 from tests.uploads import predict_labels
@@ -33,13 +32,7 @@ UNLISTED = "NOTES.txt"  # a file no manifest lists: export never removes those
 
 def run_export(run: Path, out: Path, mnist_dir: Path, *extra: str) -> subprocess.CompletedProcess:
     args = ["--run", str(run), "--out", str(out), "--data-dir", str(mnist_dir), *extra]
-    return subprocess.run(
-        [sys.executable, "-m", "export", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return live.run("export", *args, timeout=600)
 
 
 def snapshot(folder: Path) -> dict[str, str]:

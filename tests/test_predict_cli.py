@@ -2,43 +2,27 @@
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
-import pytest
 import requests
 
-from tests.live import LiveServer
+from tests.live import ROOT, run
 
-ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").iterdir())
 
 
 def offline(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "server.predict", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run("server.predict", *args, timeout=120)
 
 
-@pytest.fixture(scope="module")
-def server():
-    s = LiveServer("--workers", "1", "--batch-helpers", "0")
-    yield s
-    s.stop()
-
-
-def test_each_file_gets_the_answer_of_predict(server):
+def test_each_file_gets_the_answer_of_predict(shared_server):
     out = offline(*(str(p) for p in EXAMPLES), "--include-image")
     lines = out.stdout.splitlines()
     assert len(lines) == len(EXAMPLES), out.stderr
     for path, line in zip(EXAMPLES, lines, strict=True):
         with path.open("rb") as f:
             live = requests.post(
-                server.url + "/predict?include_image=1", files={"image": f}, timeout=30
+                shared_server.url + "/predict?include_image=1", files={"image": f}, timeout=30
             )
         assert json.loads(line) == live.json(), path.name
     # notes.txt is refused, as /predict refuses it: the exit status says so.

@@ -4,14 +4,11 @@ import json
 import re
 import shlex
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.live import LiveServer
+from tests.live import ROOT, run
 
-ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 DOCUMENTED = "http://127.0.0.1:8000"
 
@@ -31,13 +28,6 @@ def outcome(answer: dict):
     return answer["label"] if "label" in answer else answer["code"]
 
 
-@pytest.fixture(scope="module")
-def server():
-    s = LiveServer("--workers", "1", "--batch-helpers", "0")
-    yield s
-    s.stop()
-
-
 def test_the_guide_stays_short_and_names_only_files_that_ship():
     assert len(README.splitlines()) <= 250
     named = set(re.findall(r"examples/[\w.-]+", README))
@@ -45,9 +35,9 @@ def test_the_guide_stays_short_and_names_only_files_that_ship():
 
 
 @pytest.mark.parametrize("line", commands("curl "))
-def test_each_curl_line_works_as_written(server, line):
+def test_each_curl_line_works_as_written(shared_server, line):
     out = subprocess.run(
-        ["bash", "-c", line.replace(DOCUMENTED, server.url)],
+        ["bash", "-c", line.replace(DOCUMENTED, shared_server.url)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -71,9 +61,8 @@ def test_each_curl_line_works_as_written(server, line):
 @pytest.mark.parametrize("line", commands("python -m server.predict"))
 def test_the_offline_command_works_as_written(line):
     argv = shlex.split(line)
-    out = subprocess.run(
-        [sys.executable, *argv[1:]], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
+    assert argv[:3] == ["python", "-m", "server.predict"]
+    out = run("server.predict", *argv[3:], timeout=120)
     files = argv[3:]
     answers = [json.loads(x) for x in out.stdout.splitlines()]
     assert [outcome(a) for a in answers] == [expected(f) for f in files]

@@ -20,7 +20,7 @@ import requests
 from PIL import Image
 
 from bench import procs
-from tests.live import ROOT, LiveServer
+from tests.live import ROOT, LiveServer, run
 from tests.uploads import png
 
 
@@ -180,13 +180,7 @@ def test_sigterm_lets_requests_in_flight_finish(bundle, mnist_test):
 
 
 def _start_fails(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "server", "--port", "0", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run("server", "--port", "0", *args, timeout=60)
 
 
 def test_missing_bundle_is_a_clear_start_up_error(tmp_path):

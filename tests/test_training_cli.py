@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from bench import procs
-from tests.conftest import ROOT
+from tests.live import ROOT, run
 from training import checkpoint
 from training.__main__ import parse_args
 from training.config import PROFILES, VARIANTS, RunConfig, resolve_variants
@@ -31,14 +31,8 @@ def start_training(*args) -> subprocess.Popen:
     )
 
 
-def run_training(*args, timeout=600):
-    return subprocess.run(
-        [sys.executable, "-m", "training", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def run_training(*args: str) -> subprocess.CompletedProcess:
+    return run("training", *args, timeout=600)
 
 
 def test_smoke_run_writes_checkpoints_metrics_and_plots(smoke_run, mnist_test):
@@ -75,8 +69,9 @@ def test_smoke_checkpoint_records_normalisation_and_padding(smoke_run):
     assert len(run["data_sha256"]) == 4
 
 
-def test_resume_of_a_finished_run_trains_nothing_more(smoke_run, mnist_dir):
-    out, _ = smoke_run
+def test_resume_of_a_finished_run_trains_nothing_more(smoke_run, mnist_dir, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(smoke_run[0], out)  # the shared run stays as it was
     before = torch.load(out / "lenet5-bn-gelu" / "last.pt", weights_only=True)["history"]
     proc = run_training("--smoke", "--resume", "--data-dir", str(mnist_dir), "--out", str(out))
     assert proc.returncode == 0, proc.stderr
@@ -143,8 +138,10 @@ def test_recipes_trained_side_by_side_match_those_trained_in_turn(mnist_dir, tmp
 
 
 def test_a_worker_killed_from_outside_is_a_clear_error(mnist_dir, tmp_path):
+    # No non-digits: drawing the default 30,000 would take longer than the epoch it waits for.
     args = ["--jobs", "2", "--threads", "1", "--subset", "2000", "--val-size", "500"]
-    args += ["--epochs", "50", "--variants", "lenet5-classic-sgd", "lenet5-bn-gelu"]
+    args += ["--epochs", "50", "--outliers", "0"]
+    args += ["--variants", "lenet5-classic-sgd", "lenet5-bn-gelu"]
     args += ["--data-dir", str(mnist_dir), "--out", str(tmp_path)]
     proc = start_training(*args)
     for line in proc.stdout:

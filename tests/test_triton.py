@@ -13,7 +13,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import tritonclient.http as httpclient
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from tests.live import ROOT
+from tests.live import ROOT, run
 from tests.uploads import predict_labels
 
 TYPES = {
@@ -38,25 +37,8 @@ TYPES = {
 @pytest.fixture(scope="module")
 def repository(bundle, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("triton") / "model_repository"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "export.triton",
-            "--artifacts",
-            str(bundle),
-            "--out",
-            str(out),
-            "--kind",
-            "cpu",
-            "--instances",
-            "1",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    args = ["--artifacts", str(bundle), "--out", str(out), "--kind", "cpu", "--instances", "1"]
+    proc = run("export.triton", *args)
     assert proc.returncode == 0, proc.stderr
     return out
 
@@ -120,7 +102,10 @@ def _triton_venv() -> tuple[Path, Path, str]:
     venv = Path(os.environ.get("TRITON_VENV", ROOT / ".venv-triton"))
     python = venv / "bin" / "python"
     if not python.exists():
-        pytest.skip(f"no Triton venv at {venv} (scripts/test.sh makes it)")
+        pytest.fail(
+            f"no Triton virtualenv at {venv}: scripts/test.sh builds it (or set TRITON_VENV to "
+            "a virtualenv made from requirements-triton.txt)"
+        )
     probe = (
         "import importlib.util, sys;"
         "print(importlib.util.find_spec('pytriton').submodule_search_locations[0]);"
