@@ -55,17 +55,27 @@ if ! command -v podman >/dev/null || ! command -v runc >/dev/null ||
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq podman runc debootstrap >/dev/null
 fi
 
+# The three virtualenvs are built side by side: pip spends much of its time waiting on
+# downloads and the disk.
 . scripts/venv.sh
-ensure_venv $VENV requirements-dev.txt requirements-train.txt requirements-serve.txt
+ensure_venv $VENV requirements-dev.txt requirements-train.txt requirements-serve.txt &
+main=$!
 # tritonserver's side of tests/test_triton.py lives apart: it needs numpy<2.
-ensure_venv .venv-triton requirements-triton.txt
-export TRITON_VENV=${TRITON_VENV:-$PWD/.venv-triton}
+ensure_venv .venv-triton requirements-triton.txt &
+triton=$!
 # requirements-serve.txt alone, as scripts/serve.sh and the container install it: the
 # serve-install test runs the server from it.
-ensure_venv .venv-serve requirements-serve.txt
+ensure_venv .venv-serve requirements-serve.txt &
+serve=$!
+for job in $main $triton $serve; do
+  wait "$job" || { echo "scripts/test.sh: a virtualenv could not be built (pip's error above)" >&2; exit 1; }
+done
+export TRITON_VENV=${TRITON_VENV:-$PWD/.venv-triton}
 export SERVE_VENV=${SERVE_VENV:-$PWD/.venv-serve}
 
 $VENV/bin/ruff check .
 $VENV/bin/ruff format --check .
 $VENV/bin/bandit -q -c pyproject.toml -r server
-$VENV/bin/python -m pytest --durations=20 "$@"
+# Two workers, each taking whole test modules (tests/conftest.py starts the longest first):
+# much of the suite waits on servers, browsers and subprocesses. -n 0 runs it in one process.
+$VENV/bin/python -m pytest -n 2 --dist loadfile --durations=20 "$@"
