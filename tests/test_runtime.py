@@ -4,6 +4,7 @@ clients, dead workers, stops at any moment, and HTTP edge cases."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import signal
