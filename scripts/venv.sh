@@ -5,13 +5,14 @@
 # ~/.cache/digits-venvs) under the sha256 of those files: every clone on the machine with the
 # same requirements shares one build, and a fresh clone skips the minutes pip takes. A cached
 # virtualenv is never changed once built (other requirements make another one); delete the
-# folder to reclaim its space. A VENV that is a folder (or a link elsewhere) is updated in place.
+# folder to reclaim its space. A VENV that is a folder of its own is updated in place.
 VENV_CACHE=${VENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/digits-venvs}
 
 ensure_venv() {
   local venv=$1 want built
   want=$(cat "${@:2}" | sha256sum | cut -d' ' -f1)
-  if [ -e "$venv" ] && [ "$(dirname "$(readlink "$venv")")" != "$VENV_CACHE" ]; then
+  # Through every link: a checkout's link to another checkout's cached one is a cached one.
+  if [ -e "$venv" ] && [ "$(dirname "$(readlink -f "$venv")")" != "$(readlink -f "$VENV_CACHE")" ]; then
     _install_venv "$venv" "$2" "$want"
     return
   fi

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -18,14 +19,24 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run(module: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """`python -m module args` from the repository's root, run to its end: its exit status,
-    stdout and stderr (text)."""
-    return subprocess.run(
+    stdout and stderr (text). One that outlives `timeout`, or a test interrupted meanwhile,
+    is killed with every process it started (training's workers, the server's), not only
+    the one this started."""
+    with subprocess.Popen(
         [sys.executable, "-m", module, *args],
         cwd=ROOT,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
-    )
+        start_new_session=True,  # its own process group, so that all of it can be killed
+    ) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except BaseException:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
 class LiveServer:
