@@ -75,7 +75,8 @@ def smoke_run(mnist_dir, tmp_path_factory) -> tuple[Path, subprocess.CompletedPr
 
     def train(folder: Path) -> None:
         out = str(folder / "run")
-        proc = run("training", "--smoke", "--data-dir", str(mnist_dir), "--out", out)
+        # Seconds on an idle machine; the timeout is for a hang, not a busy machine.
+        proc = run("training", "--smoke", "--data-dir", str(mnist_dir), "--out", out, timeout=900)
         assert proc.returncode == 0, proc.stderr
         (folder / "process.json").write_text(json.dumps([proc.args, proc.stdout, proc.stderr]))
 
