@@ -89,9 +89,7 @@ def choose(
     named, labels = truth
     wrong = d[named]["label"] != labels
     split = {k: s["agreement"] < m for k, s in d.items()}
-    t_nd_cands = np.unique(
-        np.concatenate([_just_above(s["typicality"], aim) for s in d.values()])
-    )
+    t_nd_cands = np.unique(np.concatenate([_just_above(s["typicality"], aim) for s in d.values()]))
     t_split_cands = np.unique(
         np.concatenate(
             [
