@@ -358,30 +358,36 @@ def _look(m: InkMap, lossy: bool) -> _Page:
     )
 
 
-def _cut_path(mask: np.ndarray, start: int, band: int) -> np.ndarray:
-    """The column where each row is cut (pixels left of it go left): the path from top to
-    bottom through the least ink, moving at most a pixel sideways per row, within `band` of
-    `start`, with a small cost for leaving it."""
+def _cut_paths(mask: np.ndarray, starts: list[int], band: int) -> list[np.ndarray]:
+    """For each start, the column where each row is cut (pixels left of it go left): the
+    path from top to bottom through the least ink, moving at most a pixel sideways per row,
+    within `band` of its start, with a small cost for leaving it. All starts in one pass
+    over the rows."""
     h, w = mask.shape
-    lo, hi = max(1, start - band), min(w - 1, start + band + 1)
-    cols = np.arange(lo, hi)
-    cost = mask[:, lo:hi].astype(np.float32) + 0.05 * np.abs(cols - start) / max(1, band)
-    acc = cost[0].copy()
-    back = np.zeros((h, hi - lo), dtype=np.int8)
-    inf = np.float32(np.inf)
+    cols = np.arange(w)[None, :]
+    dist = np.abs(cols - np.array(starts)[:, None])
+    inside = (dist <= band) & (cols >= 1) & (cols <= w - 2)
+    extra = np.where(inside, 0.05 * dist / max(1, band), np.inf).astype(np.float32)
+    ink = mask.astype(np.float32)
+    acc = ink[0] + extra
+    back = np.zeros((h, *acc.shape), dtype=np.int8)
+    options = np.full((3, *acc.shape), np.inf, dtype=np.float32)
     for y in range(1, h):
-        left = np.concatenate(([inf], acc[:-1])) + 0.1
-        right = np.concatenate((acc[1:], [inf])) + 0.1
-        options = np.stack((left, acc, right))
+        options[0, :, 1:] = acc[:, :-1] + 0.1
+        options[1] = acc
+        options[2, :, :-1] = acc[:, 1:] + 0.1
         step = options.argmin(0)
         back[y] = step - 1
-        acc = options[step, np.arange(len(acc))] + cost[y]
-    path = np.empty(h, dtype=np.int64)
-    x = int(acc.argmin())
-    for y in range(h - 1, -1, -1):
-        path[y] = x + lo
-        x += int(back[y, x])
-    return path
+        acc = np.take_along_axis(options, step[None], 0)[0] + ink[y] + extra
+    paths = []
+    for k in range(len(starts)):
+        path = np.empty(h, dtype=np.int64)
+        x = int(acc[k].argmin())
+        for y in range(h - 1, -1, -1):
+            path[y] = x
+            x += int(back[y, k, x])
+        paths.append(path)
+    return paths
 
 
 def _crossings(mask: np.ndarray, path: np.ndarray) -> tuple[int, int]:
@@ -422,8 +428,7 @@ def _cuts(g: _Glyph) -> list[_Cut]:
     band = max(1, round(BAND * height))
     out = []
     seen = set()
-    for s in starts:
-        path = _cut_path(mask, s, band)
+    for path in _cut_paths(mask, starts, band) if starts else []:
         left = mask & (np.arange(w)[None, :] < path[:, None])
         right = mask & ~left
         key = left.tobytes()
@@ -565,6 +570,8 @@ def _digits(page: _Page, spec: InputSpec, source_size, read: Reader) -> tuple[li
                 batch.append(g)
             if g.width_ratio() >= MAY_SPLIT:
                 g.cuts = _cuts(g)
+                if g.width_ratio() < PAIR_WIDTH:  # only a clean cut can add a narrow digit
+                    g.cuts = [c for c in g.cuts if c.clean(g.height_ref)]
                 for c in g.cuts:
                     _prepare(page, c.left, spec, source_size)
                     _prepare(page, c.right, spec, source_size)
