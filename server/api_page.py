@@ -20,6 +20,8 @@ from markupsafe import Markup, escape
 SAMPLE = "examples/mnist-7.png"
 SAMPLES = ("examples/mnist-2.png", "examples/mnist-4.png")
 RAW_SAMPLE = ("examples/photo-5.jpg", "image/jpeg")
+# A query parameter's value that wants another file to show what it does.
+SAMPLE_FOR = {("mode", "number"): "examples/number-721.png"}
 ERROR_LINE = re.compile(r"`([^`]+)`: (.*)")
 
 
@@ -172,7 +174,8 @@ def _examples(base: str, method: str, path: str, op: dict) -> list[str]:
         value = _example_value(p.get("schema", {})) if p["in"] == "query" else None
         if value is not None:
             query = shlex.quote(f"{url}?{p['name']}={value}")
-            out.append(f"curl -s -F {name}=@{SAMPLE} {query}")
+            sample = SAMPLE_FOR.get((p["name"], value), SAMPLE)
+            out.append(f"curl -s -F {name}=@{sample} {query}")
     return out
 
 

@@ -53,9 +53,12 @@ def test_every_route_of_the_document_has_its_section(page, doc):
                 assert param["name"] in section
 
 
-def test_predict_shows_every_error_code(page, doc):
+def test_predict_shows_its_modes_and_every_error_code(page, doc):
     op = doc["paths"]["/predict"]["post"]
     section = _text(_section(page, "POST-predict"))
+    mode = next(p for p in op["parameters"] if p["name"] == "mode")
+    for value in mode["schema"]["enum"]:
+        assert f'"{value}"' in section
     for status, answer in op["responses"].items():
         assert status in section
         for code in re.findall(r"`(\w+)`:", answer["description"]):
@@ -73,7 +76,7 @@ def test_every_answer_field_is_described(page, doc):
 
 def test_every_curl_command_works_as_written(page, server):
     commands = [_text(c) for c in re.findall(r"<code>(curl [^<]*)</code>", page, flags=re.DOTALL)]
-    assert any("include_image=true" in c for c in commands)
+    assert any("mode=number" in c for c in commands)
     assert len(commands) >= 10
     for command in commands:
         argv = shlex.split(command)
@@ -81,9 +84,9 @@ def test_every_curl_command_works_as_written(page, server):
         # -f: an answer of 400 or more fails the command, as it would fail its reader.
         done = subprocess.run([argv[0], "-f", *argv[1:]], cwd=ROOT, capture_output=True, timeout=30)
         assert done.returncode == 0, (command, done.stdout[:300], done.stderr[:300])
-    with_image = next(c for c in commands if "include_image=true" in c)
-    out = subprocess.run(shlex.split(with_image), cwd=ROOT, capture_output=True, timeout=30)
-    assert b'"image":"data:image/png;base64,' in out.stdout
+    number = next(c for c in commands if "mode=number" in c)
+    out = subprocess.run(shlex.split(number), cwd=ROOT, capture_output=True, timeout=30)
+    assert b'"number":"721"' in out.stdout
 
 
 def test_the_page_loads_only_its_own_stylesheet(page):

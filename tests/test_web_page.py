@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.actions.action_builder import ActionBuilder
 from selenium.webdriver.common.actions.pointer_input import PointerInput
@@ -97,6 +98,33 @@ def _digit_file(tmp_path: Path, img: np.ndarray, name: str = "digit.png") -> Pat
     return path
 
 
+def _number_file(tmp_path: Path, digits: list[np.ndarray], name: str = "number.png") -> Path:
+    """MNIST digits side by side with a gap, black on white and larger, as a photo of a
+    written number would be once cropped."""
+    gap = np.zeros((28, 6), np.uint8)
+    row = np.hstack([part for d in digits for part in (d, gap)][:-1])
+    path = tmp_path / name
+    h, w = row.shape
+    Image.fromarray(255 - row).resize((w * 5, h * 5), Image.Resampling.BICUBIC).save(path)
+    return path
+
+
+def _wait_for_number(driver, expected: str, timeout: float = 15) -> str:
+    """The number shown once it is `expected`, or the last one shown after `timeout` (a
+    drawing is read a moment after each stroke: on a busy machine, before its last one too)."""
+    seen = ""
+
+    def shown(d) -> bool:
+        nonlocal seen
+        found = d.find_elements(By.ID, "answer-number")
+        seen = found[0].text if found and found[0].is_displayed() else seen
+        return seen == expected
+
+    with contextlib.suppress(TimeoutException):
+        WebDriverWait(driver, timeout).until(shown)
+    return seen
+
+
 def _pad_is_blank(driver) -> bool:
     """Every pixel of the drawing pad is white paper."""
     return driver.execute_script(
@@ -173,18 +201,59 @@ def test_draw_a_seven_in_two_strokes(server, browser):
     assert "Nothing drawn" in alert.text
 
 
-ONE = [(0.5, 0.15), (0.5, 0.5), (0.5, 0.85)]
+# A 1 and a 7 side by side, each about as wide as it is drawn in a square, in the wide pad.
+ONE = [[(0.3, 0.15), (0.3, 0.5), (0.3, 0.85)]]
+SEVEN = [[(0.55, 0.2), (0.75, 0.2)], [(0.75, 0.2), (0.68, 0.5), (0.6, 0.85)]]
+
+
+def test_draw_a_two_digit_number_and_see_the_number_its_boxes_and_each_vote(server, browser):
+    browser.get(server.url + "/")
+    canvas = browser.find_element(By.ID, "pad")
+    for stroke in ONE + SEVEN:
+        _stroke(browser, canvas, stroke)
+    assert _wait_for_number(browser, "17") == "17"
+    assert "number" in browser.find_element(By.ID, "mode-used").text
+    # Each digit's box over the drawing as it was sent, left to right, with its reading.
+    marks = browser.find_elements(By.CSS_SELECTOR, "#upload-preview svg rect.digit-mark")
+    assert len(marks) == 2
+    xs = [float(m.get_attribute("x")) for m in marks]
+    # The pad is 560 canvas pixels wide: the 1 at 30 % of it, the 7 from 55 to 75 %.
+    assert xs[0] < 0.3 * 560 < xs[1] < 0.6 * 560
+    tags = browser.find_elements(By.CSS_SELECTOR, "#upload-preview svg text.digit-tag")
+    assert [t.text for t in tags] == ["1", "7"]
+    # Each digit's vote: its label and the three models' votes.
+    cards = browser.find_elements(By.CSS_SELECTOR, ".digit-card")
+    assert [c.find_element(By.CSS_SELECTOR, ".card-label").text for c in cards] == ["1", "7"]
+    for card, label in zip(cards, "17", strict=True):
+        votes = card.find_elements(By.CSS_SELECTOR, ".card-votes .model-vote")
+        assert [v.text for v in votes] == [label] * 3
+        assert "3/3 models" in card.find_element(By.CSS_SELECTOR, ".card-agreement").text
+    _shot(browser, "desktop-drawn-number")
+
+
+def test_the_mode_switch_reads_the_same_drawing_again_as_one_digit(server, browser):
+    browser.get(server.url + "/")
+    canvas = browser.find_element(By.ID, "pad")
+    for stroke in ONE + SEVEN:
+        _stroke(browser, canvas, stroke)
+    assert _wait_for_number(browser, "17") == "17"
+    browser.find_element(By.CSS_SELECTOR, "input[name=mode][value=digit]").click()
+    WebDriverWait(browser, 15).until(
+        lambda d: "one digit" in d.find_element(By.ID, "mode-used").text
+    )
+    assert browser.find_elements(By.ID, "answer-number") == []
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".model-vote")) == 3
 
 
 def test_hint_on_the_empty_pad_goes_with_the_first_stroke(server, browser):
     browser.get(server.url + "/")
     hint = browser.find_element(By.ID, "pad-hint")
-    assert hint.is_displayed() and "Draw a digit" in hint.text
+    assert hint.is_displayed() and "number" in hint.text
     _shot(browser, "desktop-empty")
     canvas = browser.find_element(By.ID, "pad")
     # The hint is not ink: the pad under it is blank paper.
     assert _pad_is_blank(browser)
-    _stroke(browser, canvas, ONE)
+    _stroke(browser, canvas, ONE[0])
     assert not hint.is_displayed()
     browser.find_element(By.ID, "clear").click()
     assert hint.is_displayed()
@@ -196,36 +265,40 @@ def test_uploading_a_file_clears_the_drawing_and_shows_the_file_beside_its_resul
     images, labels = mnist_test
     browser.get(server.url + "/")
     canvas = browser.find_element(By.ID, "pad")
-    _stroke(browser, canvas, ONE)
+    _stroke(browser, canvas, ONE[0])
     assert not _pad_is_blank(browser)
-    path = _digit_file(tmp_path, images[0])
+    path = _number_file(tmp_path, [images[0], images[1]])
     browser.find_element(By.ID, "file").send_keys(str(path))
-    assert _wait_for_answer(browser) == str(labels[0])
+    expected = f"{labels[0]}{labels[1]}"
+    assert _wait_for_number(browser, expected) == expected
     assert _pad_is_blank(browser)
     assert browser.find_element(By.ID, "pad-hint").is_displayed()
-    preview = browser.find_element(By.CSS_SELECTOR, "#upload-preview img")
-    assert preview.get_attribute("src").startswith("data:image/png;base64,")
+    # The file itself under its digits' boxes.
+    preview = browser.find_element(By.CSS_SELECTOR, "#upload-preview svg image")
+    assert preview.get_attribute("href").startswith("data:image/png;base64,")
     width, height = Image.open(path).size
     assert f"{width}\u00d7{height}" in browser.find_element(By.ID, "upload-preview").text
-    # The preview is the file shown, not a blank: its pixels were decoded by the browser.
-    assert browser.execute_script("return arguments[0].naturalWidth", preview) > 0
-    _shot(browser, "desktop-uploaded-digit")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#upload-preview rect.digit-mark")) == 2
+    _shot(browser, "desktop-uploaded-number")
     # Drawing after an upload: the file chosen before is no longer the input.
-    _stroke(browser, canvas, ONE)
+    _stroke(browser, canvas, ONE[0])
     assert browser.find_element(By.ID, "file").get_attribute("value") == ""
 
 
 def test_a_photo_is_previewed_beside_its_digit(server, browser):
     browser.get(server.url + "/")
+    browser.find_element(By.CSS_SELECTOR, "input[name=mode][value=digit]").click()
     browser.find_element(By.ID, "file").send_keys(str(ROOT / "examples" / "photo-5.jpg"))
     assert _wait_for_answer(browser) == "5"
     preview = browser.find_element(By.CSS_SELECTOR, "#upload-preview img")
     assert preview.get_attribute("src").startswith("data:image/jpeg;base64,")
     assert "640\u00d7480" in browser.find_element(By.ID, "upload-preview").text
+    # The browser decoded it: the preview is the photo, not a broken image.
+    assert browser.execute_script("return arguments[0].naturalWidth", preview) > 0
     _shot(browser, "desktop-uploaded-photo")
 
 
-def test_the_api_page_lists_predict_and_loads_nothing_external(server, browser):
+def test_the_api_page_lists_predict_and_its_number_mode_and_loads_nothing_external(server, browser):
     browser.get(server.url + "/")
     browser.find_element(By.LINK_TEXT, "API").click()
     WebDriverWait(browser, 10).until(ec.url_to_be(server.url + "/docs"))
@@ -233,9 +306,10 @@ def test_the_api_page_lists_predict_and_loads_nothing_external(server, browser):
     assert "POST /predict" in heads
     predict = browser.find_element(By.ID, "POST-predict")
     params = [c.text for c in predict.find_elements(By.CSS_SELECTOR, "tbody td:first-child")]
-    assert "include_image" in params
+    assert "mode" in params and "include_image" in params
+    assert "number" in predict.find_element(By.CSS_SELECTOR, "tbody").text
     commands = predict.find_element(By.CSS_SELECTOR, "pre.curl").text
-    assert f"{server.url}/predict?include_image=true" in commands
+    assert f"{server.url}/predict?mode=number" in commands
     assert "no_ink" in predict.text and "415" in predict.text
     # Served from this server alone: every resource the browser fetched, and every element
     # that would fetch one.
@@ -289,6 +363,24 @@ def test_form_works_without_javascript(server, browser, mnist_test, tmp_path):
         assert _wait_for_answer(driver) == str(labels[1])
         assert len(driver.find_elements(By.CSS_SELECTOR, ".model-vote")) == 3
         _shot(driver, "desktop-no-javascript")
+
+
+def test_a_number_through_the_form_without_javascript(server, browser, mnist_test, tmp_path):
+    images, labels = mnist_test
+    off = ("Emulation.setScriptExecutionDisabled", {"value": True})
+    on = ("Emulation.setScriptExecutionDisabled", {"value": False})
+    digits = [images[i] for i in (4, 5, 6)]
+    with _emulating(browser, (*off, *on)) as driver:
+        driver.get(server.url + "/")
+        driver.find_element(By.CSS_SELECTOR, "input[name=mode][value=number]").click()
+        driver.find_element(By.ID, "file").send_keys(str(_number_file(tmp_path, digits)))
+        driver.find_element(By.ID, "upload-button").click()
+        expected = "".join(str(labels[i]) for i in (4, 5, 6))
+        assert _wait_for_number(driver, expected) == expected
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#upload-preview rect.digit-mark")) == 3
+        assert len(driver.find_elements(By.CSS_SELECTOR, ".digit-card")) == 3
+        # The page that answered keeps the mode that was asked for.
+        assert driver.find_element(By.CSS_SELECTOR, "input[name=mode][value=number]").is_selected()
 
 
 PHONE = (
@@ -363,3 +455,20 @@ def test_paste_from_the_clipboard(server, browser, mnist_test):
         __import__("base64").b64encode(buf.getvalue()).decode(),
     )
     assert _wait_for_answer(browser) == str(labels[3])
+
+
+def test_phone_width_draw_a_number_with_a_finger(server, browser):
+    with _emulating(browser, *PHONE) as driver:
+        driver.get(server.url + "/")
+        canvas = driver.find_element(By.ID, "pad")
+        # Wider than tall even on a phone: room for several digits side by side.
+        assert canvas.size["width"] >= 1.9 * canvas.size["height"]
+        for stroke in ONE + SEVEN:
+            _stroke(driver, canvas, stroke, kind="touch")
+        assert _wait_for_number(driver, "17") == "17"
+        overflow = driver.execute_script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 0
+        driver.execute_script("document.getElementById('result').scrollIntoView()")
+        _shot(driver, "phone-drawn-number")

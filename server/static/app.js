@@ -1,5 +1,5 @@
-// Progressive enhancement of the upload form: drag and drop, paste, a drawing pad, and results
-// without a page reload. The server renders the result (POST /?fragment=1), so the page and
+// Progressive enhancement of the upload form: drag and drop, paste, a drawing pad, results
+// without a page reload, and the same input read again when the mode switch changes. The server renders the result (POST /?fragment=1), so the page and
 // the no-JavaScript form show exactly the same thing.
 "use strict";
 
@@ -13,7 +13,13 @@
   const hint = document.getElementById("pad-hint");
   let busy = false;
   let timer = null;  // recognises the drawing a moment after its last stroke
+  let last = null;  // the input the result on screen was read from: {blob, name}
   let queued = null;  // an input given while another was being read
+
+  function mode() {
+    const checked = document.querySelector("input[name=mode]:checked");
+    return checked ? checked.value : "digit";
+  }
 
   // On a phone the result sits below the inputs: bring it into view.
   function reveal() {
@@ -45,8 +51,10 @@
     busy = true;
     result.classList.add("busy");
     result.setAttribute("aria-busy", "true");
+    last = { blob: blob, name: name };
     const body = new FormData();
     body.append("image", blob, name || "image");
+    body.append("mode", mode());
     try {
       const response = await fetch("/?fragment=1", { method: "POST", body });
       const type = response.headers.get("Content-Type") || "";
@@ -94,6 +102,12 @@
     if (fileInput.files.length) sendFile(fileInput.files[0]);
   });
 
+  document.querySelectorAll("input[name=mode]").forEach(function (radio) {
+    radio.addEventListener("change", function () {
+      if (last) send(last.blob, last.name);
+    });
+  });
+
   ["dragenter", "dragover"].forEach(function (type) {
     drop.addEventListener(type, function (event) {
       event.preventDefault();
@@ -131,6 +145,7 @@
     ctx.fillRect(0, 0, pad.width, pad.height);
     drawn = false;
     hint.hidden = false;
+    last = null;  // the result on screen no longer has its input on screen
   }
   function point(event) {
     const box = pad.getBoundingClientRect();
@@ -155,6 +170,7 @@
     drawing = true;
     if (!drawn) {  // a new drawing: the file chosen before is not its input
       fileInput.value = "";
+      last = null;
     }
     hint.hidden = true;
     const p = point(event);
