@@ -103,9 +103,10 @@ def type_of(s: dict) -> Markup:
     if "const" in s:
         return Markup("<code>%s</code>") % json.dumps(s["const"])
     if "enum" in s:
-        return Markup("one of ") + Markup(", ").join(
-            Markup("<code>%s</code>") % json.dumps(v) for v in s["enum"]
-        )
+        choices = Markup(", ").join(Markup("<code>%s</code>") % json.dumps(v) for v in s["enum"])
+        if "default" in s:
+            choices += Markup("; default <code>%s</code>") % json.dumps(s["default"])
+        return Markup("one of ") + choices
     t = s.get("type")
     if t == "object" and s.get("properties"):
         return Markup("fields ") + Markup(", ").join(

@@ -323,6 +323,14 @@ def test_the_api_page_lists_predict_and_its_number_mode_and_loads_nothing_extern
     )
     assert sources and all(u.startswith((server.url, "data:")) for u in sources), sources
     _shot(browser, "desktop-api-page")
+    with _emulating(browser, *PHONE) as driver:
+        driver.get(server.url + "/docs")
+        overflow = driver.execute_script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 0  # long commands and URLs wrap on a phone's screen
+        driver.execute_script("document.getElementById('POST-predict').scrollIntoView()")
+        _shot(driver, "phone-api-page")
 
 
 def test_a_text_file_gets_a_plain_error(server, browser, tmp_path):
