@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from export import bundle, uncertainty
-from export.to_onnx import export_ensemble, export_model
+from export.to_onnx import export_ensemble, export_model, export_vote
 from export.verify import VerificationError, run_batched, session, verify
 from training import checkpoint
 from training.augment import AugmentConfig, augment
@@ -77,6 +77,7 @@ def _bundle_files(out: Path) -> set[str]:
     listed = [e.get("file") for e in m.get("models", [])]
     listed += [
         m.get("ensemble", {}).get("file"),
+        m.get("vote", {}).get("file"),
         m.get("golden", {}).get("file"),
         *PLOTS,
         RISK_PLOT,
@@ -133,6 +134,17 @@ def calibrate(ens, val_u8: np.ndarray, val_y: np.ndarray, val_probs: np.ndarray,
     return rule, report
 
 
+def check_vote(path: Path, ensemble_out: list[np.ndarray]) -> None:
+    """vote.onnx over the ensemble's own per-model probabilities must give the ensemble's
+    label, votes and tie_broken on every image: the same vote, ties included."""
+    probs = ensemble_out[3]
+    feeds = {f"p{i}": np.ascontiguousarray(probs[:, i]) for i in range(probs.shape[1])}
+    got = session(path).run(None, feeds)
+    for name, a, b in zip(("label", "votes", "tie_broken"), got, ensemble_out[:3], strict=True):
+        if not np.array_equal(a, b):
+            raise ExportError(f"vote.onnx's {name} differs from the ensemble graph's")
+
+
 def golden_indices(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     """Test images for the self-test: the first of each digit, plus the disagreements."""
     first = [int(np.flatnonzero(labels == d)[0]) for d in range(10)]
@@ -170,6 +182,8 @@ def build(run_dir: Path, out: Path, data_dir: Path, command: str, force: bool = 
             export_model(model, path, ckpt["variant"]["why"])
         ensemble_path = stage / "ensemble.onnx"
         export_ensemble(models, ensemble_path, "LeNet-5 ensemble and vote")
+        vote_path = stage / "vote.onnx"
+        export_vote(vote_path)
         step("ONNX written")
 
         parity = verify(models, files, ensemble_path, test_x, progress=steps.set_postfix_str)
@@ -180,6 +194,7 @@ def build(run_dir: Path, out: Path, data_dir: Path, command: str, force: bool = 
         val_out = run_batched(ens, val_x, 512)
         step("accuracy measured")
 
+        check_vote(vote_path, test_out)
         t_label, t_probs = torch.from_numpy(test_out[0]), torch.from_numpy(test_out[3])
         truth = torch.from_numpy(test_y)
         metrics = {
@@ -222,6 +237,7 @@ def build(run_dir: Path, out: Path, data_dir: Path, command: str, force: bool = 
             normalisation=norm,
             models=entries,
             ensemble_path=ensemble_path,
+            vote_path=vote_path,
             ensemble_scores={
                 "val_acc": metrics["vote"]["val_acc"],
                 "test_acc": metrics["vote"]["test_acc"],

@@ -86,6 +86,7 @@ def manifest(
     normalisation: dict,
     models: list[dict],
     ensemble_path: Path,
+    vote_path: Path,
     ensemble_scores: dict,
     golden_path: Path,
     uncertainty: dict,
@@ -114,6 +115,13 @@ def manifest(
             "output_order": list(ENSEMBLE_OUTPUTS),
             "vote_rule": RULE,
             **ensemble_scores,
+        },
+        "vote": {
+            "file": vote_path.name,
+            "sha256": sha256(vote_path),
+            "bytes": vote_path.stat().st_size,
+            "inputs": {f"p{i}": [None, len(CLASSES)] for i in range(len(models))},
+            "outputs": {"label": [None], "votes": [None, len(CLASSES)], "tie_broken": [None]},
         },
         "golden": {
             "file": golden_path.name,

@@ -97,3 +97,30 @@ def export_ensemble(models: list[LeNet5], path: Path, doc: str) -> onnx.ModelPro
     onnx_model = _export(Ensemble(models), ENSEMBLE_OUTPUTS, doc)
     onnx.save(onnx_model, path)
     return onnx_model
+
+
+class VoteOnly(nn.Module):
+    """training/vote.py over three probability tensors: the bundle's vote.onnx, which v2's
+    `vote` model serves and the Triton pipeline `lenet5-vote` ends with."""
+
+    def forward(self, p0: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor):
+        label, votes, tie_broken = vote(torch.stack([p0, p1, p2]))
+        return label, votes, tie_broken
+
+
+def export_vote(path: Path) -> None:
+    example = tuple(torch.softmax(torch.randn(2, 10), 1) for _ in range(3))
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.onnx.export(
+        VoteOnly(),
+        example,
+        input_names=["p0", "p1", "p2"],
+        output_names=["label", "votes", "tie_broken"],
+        dynamic_shapes={name: {0: batch} for name in ("p0", "p1", "p2")},
+        opset_version=OPSET,
+        dynamo=True,
+        verbose=False,
+    )
+    model = _strip(program.model_proto)
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)

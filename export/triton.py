@@ -6,7 +6,8 @@
 Writes, each with config.pbtxt and version 1/model.onnx:
   <model>/            each LeNet-5 (onnxruntime_onnx): image -> probabilities, logits
   ensemble/           the ensemble graph, three models and the vote in one ONNX file
-  vote/               the vote alone (onnxruntime_onnx): three probability tensors -> label...
+  vote/               the bundle's vote.onnx (onnxruntime_onnx): three probability tensors ->
+                      label, votes, tie_broken
   lenet5-vote/        a Triton ensemble (platform "ensemble") wiring the three models into
                       vote, so Triton schedules and batches each model separately
 Names, shapes and types in every config are read from the ONNX files themselves.
@@ -21,11 +22,6 @@ import sys
 from pathlib import Path
 
 import onnx
-import torch
-from torch import nn
-
-from export.to_onnx import OPSET, _strip
-from training.vote import vote
 
 V2_TYPES = {
     onnx.TensorProto.FLOAT: "TYPE_FP32",
@@ -33,32 +29,6 @@ V2_TYPES = {
     onnx.TensorProto.BOOL: "TYPE_BOOL",
 }
 KINDS = {"auto": "KIND_AUTO", "cpu": "KIND_CPU", "gpu": "KIND_GPU"}
-
-
-class VoteOnly(nn.Module):
-    """training/vote.py over three probability tensors, for the Triton ensemble's last step."""
-
-    def forward(self, p0: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor):
-        label, votes, tie_broken = vote(torch.stack([p0, p1, p2]))
-        return label, votes, tie_broken
-
-
-def export_vote(path: Path) -> None:
-    example = tuple(torch.softmax(torch.randn(2, 10), 1) for _ in range(3))
-    batch = torch.export.Dim("batch", min=1)
-    program = torch.onnx.export(
-        VoteOnly(),
-        example,
-        input_names=["p0", "p1", "p2"],
-        output_names=["label", "votes", "tie_broken"],
-        dynamic_shapes={name: {0: batch} for name in ("p0", "p1", "p2")},
-        opset_version=OPSET,
-        dynamo=True,
-        verbose=False,
-    )
-    model = _strip(program.model_proto)
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, path)
 
 
 def _tensors(values) -> list[tuple[str, str, list[int]]]:
@@ -151,10 +121,7 @@ def build(
 
     members = [add(e["name"], artifacts / e["file"]) for e in manifest["models"]]
     add("ensemble", artifacts / manifest["ensemble"]["file"])
-    vote_path = out / ".vote.onnx"
-    export_vote(vote_path)
-    vote_model = add("vote", vote_path)
-    vote_path.unlink()
+    vote_model = add("vote", artifacts / manifest["vote"]["file"])
     # An ensemble has no file, but Triton wants a version folder.
     (out / "lenet5-vote" / "1").mkdir(parents=True)
     (out / "lenet5-vote" / "config.pbtxt").write_text(

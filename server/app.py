@@ -172,10 +172,12 @@ def create_app(config: ServerConfig | None = None) -> Flask:
         ),
         metrics=Metrics(manifest.model_names, ensemble.device, manifest.classes),
         self_test=self_test,
-        # The Open Inference Protocol serves each model, the ensemble graph and the Triton
-        # repository's pipeline by name.
+        # The Open Inference Protocol serves each model, the ensemble graph, the vote and the
+        # Triton repository's pipeline by name.
         v2_models=v2.models(
-            {n: ensemble.open(p) for n, p in manifest.model_files.items()}, ensemble.session
+            {n: ensemble.open(p) for n, p in manifest.model_files.items()},
+            ensemble.session,
+            ensemble.open(manifest.vote_file),
         ),
         ready=True,
     )

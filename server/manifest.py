@@ -46,6 +46,7 @@ class Manifest:
     model_names: list[str]
     model_files: dict[str, Path]
     ensemble_file: Path
+    vote_file: Path  # the vote alone: the members' probabilities in, the ensemble's vote out
     golden_file: Path
     golden_atol: float
     output_order: list[str]  # the ensemble graph's outputs, in the order it returns them
@@ -137,6 +138,7 @@ def load(root: Path) -> Manifest:
             )
         model_files = {m["name"]: _checked(root, m, f"model {m['name']!r}") for m in raw["models"]}
         ensemble = _checked(root, raw["ensemble"], "ensemble")
+        vote = _checked(root, raw["vote"], "vote")
         golden = _checked(root, raw["golden"], "golden")
         return Manifest(
             input=InputSpec(
@@ -153,6 +155,7 @@ def load(root: Path) -> Manifest:
             model_names=list(raw["ensemble"]["members"]),
             model_files=model_files,
             ensemble_file=ensemble,
+            vote_file=vote,
             golden_file=golden,
             golden_atol=float(raw["golden"]["atol"]),
             output_order=list(raw["ensemble"]["output_order"]),

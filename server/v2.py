@@ -100,11 +100,16 @@ class Pipeline(Model):
         return [values[n] for n in names]
 
 
-def models(members: dict[str, ort.InferenceSession], ensemble: ort.InferenceSession) -> dict:
-    """Every model the v2 routes serve, by name: each member, the ensemble graph, and the
-    Triton repository's pipeline."""
+def models(
+    members: dict[str, ort.InferenceSession],
+    ensemble: ort.InferenceSession,
+    vote: ort.InferenceSession,
+) -> dict:
+    """Every model the v2 routes serve, by the names of the Triton repository that
+    export/triton.py writes: each member, the ensemble graph, the vote and the pipeline."""
     served = {n: Model.of(n, session) for n, session in members.items()}
     served["ensemble"] = Model.of("ensemble", ensemble)
+    served["vote"] = Model.of("vote", vote)
     served["lenet5-vote"] = Pipeline.of_ensemble("lenet5-vote", served["ensemble"], len(members))
     return served
 

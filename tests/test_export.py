@@ -117,7 +117,9 @@ def test_files_of_the_previous_bundle_that_the_new_one_lacks_are_removed(exporte
     assert UNLISTED in after and (out / UNLISTED).read_text() == "the operator's notes\n"
     assert not [n for n in after if n.startswith(".export-")]  # no staging folder left
     listed = json.loads((out / "manifest.json").read_text())
-    files = {e["file"] for e in listed["models"]} | {listed["ensemble"]["file"]}
+    files = {e["file"] for e in listed["models"]} | {
+        listed[k]["file"] for k in ("ensemble", "vote")
+    }
     assert files <= after and {f for f in after if f.endswith(".onnx")} == files
 
 

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tritonclient.utils import InferenceServerException
 
+from export.triton import build
 from tests.uploads import binary_v2_request, predict_labels
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -48,6 +49,7 @@ def digits(mnist_test, manifest):
 
 def model_files(bundle, manifest) -> dict:
     files = {m["name"]: bundle / m["file"] for m in manifest["models"]}
+    files["vote"] = bundle / manifest["vote"]["file"]
     return {**files, "ensemble": bundle / manifest["ensemble"]["file"]}
 
 
@@ -325,6 +327,34 @@ def test_the_triton_pipeline_name_is_served(client, digits, manifest):
         assert np.allclose(pipeline.as_numpy(f"probabilities_{i}"), alone, atol=1e-6)
 
 
+def test_every_model_of_the_triton_repository_is_served_by_its_name(client, bundle, tmp_path):
+    written = build(bundle, tmp_path / "repository")
+    assert {"vote", "lenet5-vote", "ensemble"} <= set(written)
+    for name in written:
+        assert client.is_model_ready(name), name
+        assert client.get_model_metadata(name)["name"] == name
+
+
+def test_the_vote_alone_gives_the_ensembles_vote_ties_included(client, digits, manifest):
+    x, _, _ = digits
+    ensemble = _infer(client, "ensemble", x)
+    probs = ensemble.as_numpy("probabilities")  # [N, models, 10]
+    # Three models, three digits: a tie the summed probabilities break (7 has the most).
+    tie = np.full((1, 3, 10), 0.01, np.float32)
+    tie[0, 0, 3], tie[0, 1, 5], tie[0, 2, 7] = 0.5, 0.6, 0.9
+    probs = np.concatenate([probs, tie])
+    inputs = []
+    for i in range(probs.shape[1]):
+        tensor = httpclient.InferInput(f"p{i}", [len(probs), 10], "FP32")
+        tensor.set_data_from_numpy(np.ascontiguousarray(probs[:, i]), binary_data=True)
+        inputs.append(tensor)
+    vote = client.infer("vote", inputs)
+    label = vote.as_numpy("label").reshape(-1)
+    assert (label[:-1] == ensemble.as_numpy("label").reshape(-1)).all()
+    assert (vote.as_numpy("votes")[:-1] == ensemble.as_numpy("votes")).all()
+    assert label[-1] == 7 and vote.as_numpy("tie_broken").reshape(-1)[-1]
+
+
 # ---- every field fuzzed by type and shape ---------------------------------------------------
 
 leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=6))
@@ -399,7 +429,7 @@ def _no_constants(name: str):
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 @given(
-    st.sampled_from(["ensemble", "lenet5-vote", "lenet5-relu-adam", "nope"]),
+    st.sampled_from(["ensemble", "vote", "lenet5-vote", "lenet5-relu-adam", "nope"]),
     request_body,
     st.one_of(st.none(), st.binary(max_size=64), st.just(bytes(3136))),
     st.one_of(st.none(), st.just("exact"), header_text),
