@@ -60,8 +60,6 @@ TWO_TONED = 0.3  # share of an image at most in the middle third of its range: p
 LEVELS = 1024  # histogram levels for the stroke contrast
 SHADE = 0.45  # the most that uneven light darkens paper, in ink units (bench/synth.py: 0.43)
 STROKE_PEAK = 0.5  # of the strongest mark's peak: a piece of the digit reaches at least this
-SOFT = 0.2  # of a fitted digit's inked pixels saturated, below which its strokes are soft
-FIRM = 0.45  # of them saturated after soft strokes are firmed (MNIST's median: 0.57)
 MIN_EXTENT = 5  # pixels at analysis size: a mark shorter than this is a speck, not a digit
 
 
@@ -687,23 +685,7 @@ def fit(crop: np.ndarray, spec: InputSpec) -> np.ndarray:
     left = min(max(round(spec.centre_of_mass[1] - cx), 0), spec.width - fw)
     out = np.zeros((spec.height, spec.width), dtype=np.float32)
     out[top : top + fh, left : left + fw] = crop
-    return _firm(np.round(out * 255.0).astype(np.uint8))
-
-
-def _firm(pixels: np.ndarray) -> np.ndarray:
-    """Soft strokes given MNIST's firm cores. MNIST's strokes are saturated along their
-    middle: of a digit's inked pixels (over 10 %), the share above 80 % is 0.19 or more for
-    99.9 % of its 10,000 test digits, 0.33 or more for 99 %, 0.57 for the median. A digit
-    enlarged from a thumbnail of 8-16 pixels, or cut small from a blurry photo, reaches the
-    box with wide, soft strokes and few saturated pixels (bench/synth.py's blurry thumbnails:
-    0.21 for the median); below SOFT its levels are stretched so that FIRM of them are."""
-    inked = np.count_nonzero(pixels > 25)  # counts first: most digits stop here
-    if inked < 8 or np.count_nonzero(pixels > 204) >= SOFT * inked:
-        return pixels
-    level = float(np.sort(pixels[pixels > 25])[int((1 - FIRM) * inked)])
-    if level >= 204:
-        return pixels
-    return np.minimum(pixels.astype(np.float32) * (204.0 / level), 255.0).round().astype(np.uint8)
+    return np.round(out * 255.0).astype(np.uint8)
 
 
 def shape_of(pixels: np.ndarray, parts: int) -> Shape:
