@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.actions.action_builder import ActionBuilder
 from selenium.webdriver.common.actions.pointer_input import PointerInput
@@ -109,6 +109,11 @@ def _number_file(tmp_path: Path, digits: list[np.ndarray], name: str = "number.p
     return path
 
 
+# The page re-renders its result after each read (a drawing is read again after every
+# stroke): an element found a moment ago may be gone when it is read, so waits look again.
+RENDERED = (StaleElementReferenceException,)
+
+
 def _wait_for_number(driver, expected: str, timeout: float = 15) -> str:
     """The number shown once it is `expected`, or the last one shown after `timeout` (a
     drawing is read a moment after each stroke: on a busy machine, before its last one too)."""
@@ -121,7 +126,7 @@ def _wait_for_number(driver, expected: str, timeout: float = 15) -> str:
         return seen == expected
 
     with contextlib.suppress(TimeoutException):
-        WebDriverWait(driver, timeout).until(shown)
+        WebDriverWait(driver, timeout, ignored_exceptions=RENDERED).until(shown)
     return seen
 
 
@@ -137,10 +142,11 @@ def _pad_is_blank(driver) -> bool:
 
 
 def _wait_for_answer(driver, timeout: float = 15) -> str:
-    digit = WebDriverWait(driver, timeout).until(
-        ec.visibility_of_element_located((By.ID, "answer-digit"))
-    )
-    return digit.text
+    def shown(d) -> str | bool:
+        found = d.find_elements(By.ID, "answer-digit")
+        return found[0].text if found and found[0].is_displayed() else False
+
+    return WebDriverWait(driver, timeout, ignored_exceptions=RENDERED).until(shown)
 
 
 def _shot(driver, name: str) -> None:
@@ -238,7 +244,7 @@ def test_the_mode_switch_reads_the_same_drawing_again_as_one_digit(server, brows
         _stroke(browser, canvas, stroke)
     assert _wait_for_number(browser, "17") == "17"
     browser.find_element(By.CSS_SELECTOR, "input[name=mode][value=digit]").click()
-    WebDriverWait(browser, 15).until(
+    WebDriverWait(browser, 15, ignored_exceptions=RENDERED).until(
         lambda d: "one digit" in d.find_element(By.ID, "mode-used").text
     )
     assert browser.find_elements(By.ID, "answer-number") == []
