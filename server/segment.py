@@ -26,6 +26,7 @@ instead of 0.99 times.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -68,13 +69,13 @@ SHORT = 0.75  # a piece shorter than this is part of a digit (a 4's corner, a 5'
 # bar) when it lies close beside a taller one; MNIST's digits are 0.7 of their height or taller
 # in 98.5 % of cases, and a wrongly joined short digit is cut apart again by the splits
 BESIDE = 0.2  # the widest gap between a short piece and the piece it belongs to
+ABOVE = 0.45  # the widest gap between a short piece above another and the piece it belongs to
 # Widths (relative to the height) of one MNIST test digit's ink box: median 0.8, 99th
 # percentile 1.43, 99.9th 1.67. Two digits side by side are at least about 1.0 wide.
 ADDS = 0.95  # how sure of both parts the models must be for a narrow digit beside another
 MAY_SPLIT = 0.6  # a group this wide may hold a narrow digit (a 1) touching another
-PAIR_WIDTH = 0.9  # this wide, any two touching digits
+PAIR_WIDTH = 0.9  # this wide, any two touching digits; a part this wide is looked at again
 SPLIT_IF_SURER = 1.2  # this wide: cut when the models are surer of the cut than of the whole
-MUST_SPLIT = 1.7  # this wide: no digit is, cut
 TALL = 0.75  # parts of a clean cut are at least this tall, of the digit height
 LEVEL = 0.2  # the parts of a clean cut end this close to one baseline
 ACROSS = 0.2  # a clean cut is in ink over this share of the digit height at most
@@ -82,6 +83,13 @@ SURE = 0.9  # the models' mean probability above which a narrow group read whole
 NARROWEST = 0.15  # a cut leaves parts at least this wide
 LOWEST = 0.5  # and at least this tall
 CUTS = 3  # column profile minima tried as cuts per group
+# Where else cuts start, of the group's width: where a narrow digit (a 1) or an even pair meet.
+EVEN_CUTS = (0.5, 0.4, 0.6, 0.3, 0.7, 0.2, 0.8)
+# The weighing of a cut against the whole group, in log-likelihood terms (_choose).
+CLEAN_BONUS = 0.5  # for a clean cut
+CROSSING_COST = 0.5  # for each stroke the cut goes through beyond the first
+WIDE_COST = 1.0  # against the whole, per unit of width over PAIR_WIDTH
+MARGIN = 0.5  # by which the cut must win
 BAND = 0.2  # how far a cut's path may wander from its starting column
 ROUNDS = 4  # rounds of cutting: a group of five touching digits needs three
 ZOOM_HEIGHT = 64  # px at working size: digits smaller are cut again from the decoded image
@@ -226,7 +234,9 @@ def _stacked(a: Box, b: Box, height: float) -> bool:
     if overlap >= (0.8 if tall else 0.5) * min(wa, wb):
         return True
     rows = min(a[2], b[2]) - max(a[0], b[0])
-    return not tall and overlap > 0 and -rows <= BESIDE * height
+    # A 5's flag drawn apart sits above its body, farther off than pieces side by side do.
+    above = (ha < hb and a[2] <= b[0]) or (hb < ha and b[2] <= a[0])
+    return not tall and overlap > 0 and -rows <= (ABOVE if above else BESIDE) * height
 
 
 def _beside(a: Box, b: Box, height: float) -> float | None:
@@ -239,13 +249,15 @@ def _beside(a: Box, b: Box, height: float) -> float | None:
     return gap
 
 
-def _look(m: InkMap, lossy: bool) -> _Page:
-    """The pieces of ink of one look at the upload, grouped into candidate digits."""
+def _look(m: InkMap, lossy: bool, find_lines: bool = True) -> _Page:
+    """The pieces of ink of one look at the upload, grouped into candidate digits; a form's
+    lines found and removed first, unless `find_lines` is false."""
     strong = stroke_contrast(m)
     threshold = ink_threshold(m, strong)
     binary = m.ink > threshold
     h, w = binary.shape
-    found = lines.find(m.ink > 0.5 * threshold)  # as preprocess._find_at looks for them
+    # As preprocess._find_at looks for them.
+    found = lines.find(m.ink > 0.5 * threshold) if find_lines else None
     if found is not None:
         binary &= ~found.mask
     comps = components.label(binary)
@@ -370,26 +382,27 @@ def _cut_paths(mask: np.ndarray, starts: list[int], band: int) -> list[np.ndarra
     dist = np.abs(cols - np.array(starts)[:, None])
     inside = (dist <= band) & (cols >= 1) & (cols <= w - 2)
     extra = np.where(inside, 0.05 * dist / max(1, band), np.inf).astype(np.float32)
-    ink = mask.astype(np.float32)
-    acc = ink[0] + extra
+    # Each row's cost for each start at once; the loop over rows is the only Python loop.
+    cost = mask.astype(np.float32)[:, None, :] + extra[None]
+    acc = cost[0]
     back = np.zeros((h, *acc.shape), dtype=np.int8)
-    options = np.full((3, *acc.shape), np.inf, dtype=np.float32)
+    side = np.full((acc.shape[0], w + 2), np.inf, dtype=np.float32)
     for y in range(1, h):
-        options[0, :, 1:] = acc[:, :-1] + 0.1
-        options[1] = acc
-        options[2, :, :-1] = acc[:, 1:] + 0.1
-        step = options.argmin(0)
-        back[y] = step - 1
-        acc = np.take_along_axis(options, step[None], 0)[0] + ink[y] + extra
-    paths = []
-    for k in range(len(starts)):
-        path = np.empty(h, dtype=np.int64)
-        x = int(acc[k].argmin())
-        for y in range(h - 1, -1, -1):
-            path[y] = x
-            x += int(back[y, k, x])
-        paths.append(path)
-    return paths
+        side[:, 1:-1] = acc
+        from_left = side[:, :-2] + 0.1  # arriving from column x - 1
+        from_right = side[:, 2:] + 0.1
+        # Ties go left, then straight on: the first of (left, straight, right) that is least.
+        left = (from_left <= acc) & (from_left <= from_right)
+        right = ~left & (from_right < acc)
+        back[y] = right.view(np.int8) - left.view(np.int8)
+        acc = np.where(left, from_left, np.where(right, from_right, acc)) + cost[y]
+    paths = np.empty((len(starts), h), dtype=np.int64)
+    x = acc.argmin(1)
+    every = np.arange(len(starts))
+    for y in range(h - 1, -1, -1):
+        paths[:, y] = x
+        x = x + back[y, every, x]
+    return list(paths)
 
 
 def _crossings(mask: np.ndarray, path: np.ndarray) -> tuple[int, int]:
@@ -422,7 +435,7 @@ def _cuts(g: _Glyph) -> list[_Cut]:
     minima.sort(key=lambda x: (smooth[x], abs(x - w / 2)))
     # Where two digits of a touching pair would meet, whatever the profile says: a pair of
     # even widths, a narrow one (a 1) on either side.
-    even = [round(w * f) for f in (0.5, 0.35, 0.65)]
+    even = [round(w * f) for f in EVEN_CUTS]
     starts: list[int] = []
     for x in minima[:CUTS] + [x for x in even if narrowest <= x < w - narrowest]:
         if all(abs(x - s) >= 0.1 * height for s in starts):
@@ -520,25 +533,40 @@ def _read(glyphs: list[_Glyph], read: Reader) -> None:
         g.reading = (out, i)
 
 
+def _surest(c: _Cut) -> float:
+    """The models' confidence in the less certain part of a cut. A part too wide for one
+    digit is cut again: what the models make of it as one digit says nothing of this cut."""
+    return min(
+        _confidence(p) if p.width_ratio() < SPLIT_IF_SURER else SURE for p in (c.left, c.right)
+    )
+
+
+def _evidence(c: _Cut, height: float) -> float:
+    """How likely the cut's parts are two digits: the log of the models' confidence in each
+    part (as in _surest), more for a clean cut, less for each stroke beyond the first it goes
+    through."""
+    logs = sum(
+        math.log(max(1e-4, _confidence(p) if p.width_ratio() < SPLIT_IF_SURER else SURE))
+        for p in (c.left, c.right)
+    )
+    return logs + CLEAN_BONUS * c.clean(height) - CROSSING_COST * max(0, c.crossings - 1)
+
+
 def _choose(g: _Glyph) -> list[_Glyph] | None:
-    """The cut the models read best, if the group's width, the cut's shape and the models'
-    readings call for it.
+    """The cut to make in a group, if its width, the cut's shape and the models' readings call
+    for one.
 
     The models alone cannot decide: two touching digits are often read whole as one of them
     with full confidence (41 as 4), and so are parts of one wide digit. A clean cut (through
-    one stroke, into two parts as tall as digits) is what touching digits look like."""
+    one stroke, into two parts as tall as digits) is what touching digits look like. Failing
+    the rules for those cases, a cut is made when its parts are likelier digits than the whole
+    is, by MARGIN in log terms, the whole's likelihood lowered for every bit of width beyond
+    a pair's."""
     if not g.cuts:
         return None
-
-    def surest(c: _Cut) -> float:
-        # A part too wide for one digit is cut again: what the models make of it as one
-        # digit says nothing of this cut.
-        return min(
-            _confidence(p) if p.width_ratio() < SPLIT_IF_SURER else SURE for p in (c.left, c.right)
-        )
-
-    best = max(g.cuts, key=lambda c: (c.clean(g.height_ref), surest(c)))
-    sure, clean = surest(best), best.clean(g.height_ref)
+    height = g.height_ref
+    best = max(g.cuts, key=lambda c: (c.clean(height), _surest(c)))
+    sure, clean = _surest(best), best.clean(height)
     whole = _confidence(g)
     ratio = g.width_ratio()
     # A narrow digit touching another (61, 91) is read whole as the other, with full
@@ -546,16 +574,19 @@ def _choose(g: _Glyph) -> list[_Glyph] | None:
     # whose narrower part they read as surely, adds that digit.
     wider = max((best.left, best.right), key=lambda p: p.mask.shape[1])
     adds_one = clean and sure >= ADDS and _label(wider) == _label(g)
-    if ratio < PAIR_WIDTH:
-        return [best.left, best.right] if adds_one else None
-    if (
-        adds_one
-        or ratio >= MUST_SPLIT
-        or (ratio >= SPLIT_IF_SURER and (sure > whole or (clean and sure >= 0.5)))
-        or (clean and sure >= SURE and sure >= whole)
-        or (whole < SURE and sure > whole + 0.1)
+    if adds_one or (
+        ratio >= PAIR_WIDTH
+        and (
+            (ratio >= SPLIT_IF_SURER and (sure > whole or (clean and sure >= 0.5)))
+            or (clean and sure >= SURE and sure >= whole)
+            or (whole < SURE and sure > whole + 0.1)
+        )
     ):
         return [best.left, best.right]
+    likeliest = max(g.cuts, key=lambda c: _evidence(c, height))
+    whole_evidence = math.log(max(1e-4, whole)) - WIDE_COST * max(0.0, ratio - PAIR_WIDTH)
+    if _evidence(likeliest, height) > whole_evidence + MARGIN:
+        return [likeliest.left, likeliest.right]
     return None
 
 
@@ -588,7 +619,7 @@ def _digits(page: _Page, spec: InputSpec, source_size, read: Reader) -> tuple[li
             cuts += 1
             for part in chosen:
                 part.cuts = []
-                (again if part.width_ratio() >= SPLIT_IF_SURER else final).append(part)
+                (again if part.width_ratio() >= PAIR_WIDTH else final).append(part)
         if len(final) + len(again) > MAX_DIGITS:
             raise TooManyDigits(
                 f"More than {MAX_DIGITS} digits found; a number has at most {MAX_DIGITS}."
@@ -614,12 +645,16 @@ def segment(data: bytes, spec: InputSpec, max_pixels: int, read: Reader) -> Numb
     upload = decode(data, max_pixels)
     lossy = upload.format in LOSSY_FORMATS
     grey = to_grey(upload.image)
-    page = _look(ink_map(grey), lossy)
+    m = ink_map(grey)
+    # Finding lines costs more than the rest of a look: this first look, which only places
+    # the number and measures its digits, does without when a second look follows.
+    page = _look(m, lossy, find_lines=False)
     full_w, full_h = _upright_size(upload)
     # Work-size pixels to the decoded image's and to the upload's.
     to_image = upload.image.width / grey.shape[1]
     origin = (0.0, 0.0)  # the look's top-left corner in the decoded image
     ratio = to_image
+    zoomed = None
     if page.height < ZOOM_HEIGHT and to_image > 1.25:
         t = min(g.top for g in page.glyphs)
         b = max(g.bottom for g in page.glyphs)
@@ -641,11 +676,12 @@ def segment(data: bytes, spec: InputSpec, max_pixels: int, read: Reader) -> Numb
         if size > WORK_SIZE:
             grey = to_grey(crop, size)
             try:
-                page = _look(ink_map(grey), lossy)
+                zoomed = _look(ink_map(grey), lossy)
                 origin = (box[0], box[1])
                 ratio = crop.width / grey.shape[1]
             except NoInk:
-                pass  # the first look stands
+                zoomed = None  # the first look stands
+    page = _look(m, lossy) if zoomed is None else zoomed
     glyphs, cuts = _digits(page, spec, upload.size, read)
     sx = full_w / upload.image.width
     sy = full_h / upload.image.height

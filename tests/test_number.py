@@ -132,6 +132,23 @@ def test_two_touching_digits_are_split(client, mnist):
     assert got == ["03", "68", "30", "27"]
 
 
+def test_touching_digits_the_models_read_whole_are_split_when_the_parts_read_likelier(
+    client, mnist
+):
+    # Each pair read whole as one digit (17 as 7, 59 as 9) or cut in the wrong place by the
+    # rules for clean cuts alone; the parts are likelier digits than the whole, by a margin.
+    images, labels = mnist
+    pairs = ((1, 7, 2), (1, 9, 2), (5, 9, 0), (9, 3, 0), (3, 7, 0), (5, 0, 0))
+    got = []
+    for left, right, skip in pairs:
+        img = touching_pair(
+            images[first_of(labels, left, skip)], images[first_of(labels, right, skip)]
+        )
+        assert pieces(img) == 1
+        got.append(read(client, png(img)).get_json()["number"])
+    assert got == [f"{a}{b}" for a, b, _ in pairs]
+
+
 def test_a_digit_drawn_in_two_strokes_stays_one_digit(client):
     im, d = drawn((300, 200))
     # A 7 whose bar was drawn apart from its stem, a 4 whose corner stops short of its stem.
@@ -154,6 +171,18 @@ def test_a_fives_flag_drawn_apart_stays_with_it(client):
     assert pieces(255 - np.asarray(im)) == 2
     a = read(client, encode(im)).get_json()
     assert a["number"] == "5", a
+
+
+def test_a_fives_flag_drawn_well_above_and_beside_its_body_stays_with_it(client):
+    # The flag ends past the body's right edge, over a third of the digit's height above it.
+    im, d = drawn((240, 220))
+    d.line([(70, 65), (65, 120)], fill=0, width=10)
+    d.arc([55, 100, 135, 190], 210, 150, fill=0, width=10)
+    d.line([(120, 15), (185, 15)], fill=0, width=10)
+    assert pieces(255 - np.asarray(im)) == 2
+    a = read(client, encode(im)).get_json()
+    assert a["number"] == "5", a
+    assert a["digits"][0]["shape"]["pieces"] == 2
 
 
 def test_a_speck_of_noise_is_dropped(client, mnist):
