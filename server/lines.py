@@ -185,20 +185,24 @@ def _level(
     if not tilt:
         empty = np.zeros((h, w), dtype=bool)
         return empty, empty, 0, 0
+    # The picture padded with empty rows above and below, so that every sheared pixel has
+    # a source (an empty one beyond the picture's edge).
     source = _shear(h, w, tilt)
-    inside = (source >= 0) & (source < h)
-    cols = np.broadcast_to(np.arange(w), (h, w))
-    sheared = np.zeros((h, w), dtype=bool)
-    sheared[inside] = binary[source[inside], cols[inside]]
+    reach = max(0, -int(source.min()), int(source.max()) - h + 1)
+    padded = np.zeros((h + 2 * reach, w), dtype=bool)
+    padded[reach : reach + h] = binary
+    cols = np.arange(w)[None, :]
+    sheared = padded[source + reach, cols]
     rows = _standing(np.count_nonzero(sheared, axis=1), long, thickness)
     along, thin, typical = _along(sheared, rows, long, thickness, slack=True)
+    if not along.any():  # no long run: nothing to map back
+        return along, along, 0, 0
     count = _bands(thin.any(1))
     # Back to the picture's own rows: each sheared pixel is one of the picture's.
-    back_along = np.zeros((h, w), dtype=bool)
-    back_thin = np.zeros((h, w), dtype=bool)
-    back_along[source[inside], cols[inside]] = along[inside]
-    back_thin[source[inside], cols[inside]] = thin[inside]
-    return back_along, back_thin, typical, count
+    back = np.zeros((2, h + 2 * reach, w), dtype=bool)
+    back[0, source + reach, cols] = along
+    back[1, source + reach, cols] = thin
+    return back[0, reach : reach + h], back[1, reach : reach + h], typical, count
 
 
 def find(binary: np.ndarray) -> Lines | None:
