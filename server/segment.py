@@ -585,7 +585,7 @@ def _choose(g: _Glyph) -> list[_Glyph] | None:
     if adds_one or (
         ratio >= PAIR_WIDTH
         and (
-            (ratio >= SPLIT_IF_SURER and (sure > whole or (clean and sure >= 0.5)))
+            (ratio >= SPLIT_IF_SURER and (sure > whole or (clean and sure >= 0.5 and whole < SURE)))
             or (clean and sure >= SURE and sure >= whole)
             or (whole < SURE and sure > whole + 0.1)
         )
