@@ -17,9 +17,10 @@ dealt with, server/preprocess.py):
            preprocess.tighten, fit, normalise
 
 Every candidate of a round goes to the models in one batch, and the readings of the kept
-candidates are the answer: an image costs one run of the models, two when three or more digits
-touch. Digits under ZOOM_HEIGHT px tall at working size are cut again from the decoded image
-(the number's region only) at up to ZOOM_TARGET px, where touching strokes part more clearly.
+candidates are the answer: an image costs one run of the models per round, a second when a cut
+leaves a part as wide as a pair. Digits under ZOOM_HEIGHT px tall at working size are cut again
+from the decoded image (the number's region only) at up to ZOOM_TARGET px, where touching
+strokes part more clearly.
 python -m bench.numbers (bench/results/numbers.md) reads 92.5 % of its numbers exactly; most
 misses are a digit misread that the models misread alone too (4 read as 9), or a narrow digit
 (a 1) left joined to its neighbour.
@@ -542,22 +543,21 @@ def _read(glyphs: list[_Glyph], read: Reader) -> None:
         g.reading = (out, i)
 
 
+def _part_confidence(p: _Glyph) -> float:
+    """The models' confidence in a part of a cut. A part too wide for one digit is cut again:
+    what the models make of it as one digit says nothing of this cut."""
+    return _confidence(p) if p.width_ratio() < SPLIT_IF_SURER else SURE
+
+
 def _surest(c: _Cut) -> float:
-    """The models' confidence in the less certain part of a cut. A part too wide for one
-    digit is cut again: what the models make of it as one digit says nothing of this cut."""
-    return min(
-        _confidence(p) if p.width_ratio() < SPLIT_IF_SURER else SURE for p in (c.left, c.right)
-    )
+    """The models' confidence in the less certain part of a cut."""
+    return min(_part_confidence(c.left), _part_confidence(c.right))
 
 
 def _evidence(c: _Cut, height: float) -> float:
     """How likely the cut's parts are two digits: the log of the models' confidence in each
-    part (as in _surest), more for a clean cut, less for each stroke beyond the first it goes
-    through."""
-    logs = sum(
-        math.log(max(1e-4, _confidence(p) if p.width_ratio() < SPLIT_IF_SURER else SURE))
-        for p in (c.left, c.right)
-    )
+    part, more for a clean cut, less for each stroke beyond the first it goes through."""
+    logs = sum(math.log(max(1e-4, _part_confidence(p))) for p in (c.left, c.right))
     return logs + CLEAN_BONUS * c.clean(height) - CROSSING_COST * max(0, c.crossings - 1)
 
 
@@ -655,8 +655,8 @@ def segment(data: bytes, spec: InputSpec, max_pixels: int, read: Reader) -> Numb
     lossy = upload.format in LOSSY_FORMATS
     grey = to_grey(upload.image)
     m = ink_map(grey)
-    # Finding lines costs more than the rest of a look: this first look, which only places
-    # the number and measures its digits, does without when a second look follows.
+    # Finding lines costs more than the rest of a look: this first look only places the
+    # number and measures its digits, and is made again with them when no second look follows.
     page = _look(m, lossy, find_lines=False)
     full_w, full_h = _upright_size(upload)
     # Work-size pixels to the decoded image's and to the upload's.
