@@ -169,12 +169,30 @@ def _shear(h: int, w: int, tilt: float) -> np.ndarray:
     return np.arange(h)[:, None] + shift[None, :]
 
 
+def _could_hold(binary: np.ndarray, long: float, thickness: int) -> bool:
+    """Whether a line along the rows, level or tilted, could be there at all. One needs
+    `long` consecutive columns with ink (a one-column gap bridged, as `_bridged` does), and
+    half of `long` columns with a pixel whose run across is at most `thickness` (a line's row
+    keeps only that many thin pixels). A shear moves whole columns, so neither changes with
+    the tilt: most digits fail one of them and cost no more than this."""
+    cols = binary.any(axis=0)
+    cols[1:-1] |= cols[:-2] & cols[2:]
+    if _run_lengths(cols[None, :]).max(initial=0) < long:
+        return False
+    across = _run_lengths(np.ascontiguousarray(binary.T)).T
+    thin = (across > 0) & (across <= thickness)
+    return np.count_nonzero(thin.any(axis=0)) >= 0.5 * long
+
+
 def _level(
     binary: np.ndarray, long: float, thickness: int
 ) -> tuple[np.ndarray, np.ndarray, int, int]:
     """(pixels on long runs along the rows, their lines' pixels, the lines' thickness, how
     many lines), for lines level or tilted by a few degrees (a photographed or skewed page)."""
     h, w = binary.shape
+    if not _could_hold(binary, long, thickness):
+        empty = np.zeros((h, w), dtype=bool)
+        return empty, empty, 0, 0
     rows = _standing(np.count_nonzero(binary, axis=1), long, thickness)
     if rows.size:
         along, thin, typical = _along(binary, rows, long, thickness)
@@ -228,4 +246,6 @@ def find(binary: np.ndarray) -> Lines | None:
     # is no line: the crossing must lie on a row of horizontal and a column of vertical line.
     rows, cols = horizontal.any(1), vertical.any(0)
     crossing = along & down & rows[:, None] & cols[None, :]
-    return Lines(horizontal | vertical | crossing, count, max(thick_h, thick_v))
+    # The thickness of the lines found: a direction without any says nothing of them.
+    thickness = max(thick_h if count_h else 0, thick_v if count_v else 0)
+    return Lines(horizontal | vertical | crossing, count, thickness)

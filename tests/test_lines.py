@@ -88,3 +88,40 @@ def test_a_box_turned_four_degrees_is_removed_and_the_digit_kept():
     assert found is not None and found.count == 4
     assert not (found.mask & stroke).any()
     assert found.mask.sum() >= 0.97 * box.sum()
+
+
+def test_the_shortcut_for_images_that_cannot_hold_a_line_changes_no_answer(monkeypatch):
+    # Strokes of many widths with level and tilted lines of many lengths and thicknesses, some
+    # just long enough: what lines.find answers with its shortcut, it answers without.
+    rng = np.random.default_rng(7)
+    images = []
+    for _ in range(150):
+        w, h = (int(v) for v in rng.integers(60, 220, 2))
+        im = Image.new("1", (w, h), 0)
+        d = ImageDraw.Draw(im)
+        for _ in range(int(rng.integers(1, 6))):  # strokes
+            pts = [tuple(int(v) for v in rng.integers(0, (w, h))) for _ in range(3)]
+            d.line(pts, fill=1, width=int(rng.integers(1, 12)))
+        for _ in range(int(rng.integers(0, 3))):  # lines, level or a few degrees off
+            y = float(rng.uniform(0, h))
+            length = float(rng.uniform(0.3, 1.0)) * w
+            x0 = float(rng.uniform(0, w - length))
+            slope = np.tan(np.radians(rng.uniform(-6, 6)))
+            d.line(
+                [(x0, y), (x0 + length, y + slope * length)], fill=1, width=int(rng.integers(1, 4))
+            )
+        binary = np.asarray(im, dtype=bool)
+        images.append(binary if rng.random() < 0.5 else np.ascontiguousarray(binary.T))
+    with_shortcut = [lines.find(b) for b in images]
+    monkeypatch.setattr(lines, "_could_hold", lambda *a: True)
+    without = [lines.find(b) for b in images]
+    found = 0
+    for a, b in zip(with_shortcut, without, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            found += 1
+            assert np.array_equal(a.mask, b.mask) and (a.count, a.thickness) == (
+                b.count,
+                b.thickness,
+            )
+    assert 30 <= found <= 120  # both kinds of image were made: with lines and without
