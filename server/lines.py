@@ -174,13 +174,18 @@ def _could_hold(binary: np.ndarray, long: float, thickness: int) -> bool:
     `long` consecutive columns with ink (a one-column gap bridged, as `_bridged` does), and
     half of `long` columns with a pixel whose run across is at most `thickness` (a line's row
     keeps only that many thin pixels). A shear moves whole columns, so neither changes with
-    the tilt: most digits fail one of them and cost no more than this."""
+    the tilt, except that it cuts runs across at the top and bottom edges: there, within the
+    largest shift, any ink may be thin. Most digits fail one test and cost no more than this."""
+    h, w = binary.shape
     cols = binary.any(axis=0)
     cols[1:-1] |= cols[:-2] & cols[2:]
     if _run_lengths(cols[None, :]).max(initial=0) < long:
         return False
     across = _run_lengths(np.ascontiguousarray(binary.T)).T
     thin = (across > 0) & (across <= thickness)
+    edge = int(np.abs(_shear(1, w, float(np.abs(TILTS).max()))).max()) + 1
+    thin[:edge] |= binary[:edge]
+    thin[h - edge :] |= binary[h - edge :]
     return np.count_nonzero(thin.any(axis=0)) >= 0.5 * long
 
 
