@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import os
 import platform
@@ -37,7 +36,6 @@ from pathlib import Path
 
 import numpy as np
 import requests
-from PIL import Image
 
 from bench import procs, synth
 
@@ -109,13 +107,8 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> float:
 
 
 def make_payloads(folder: Path, digit: np.ndarray) -> dict[str, tuple[Path, str]]:
-    rng = np.random.default_rng(0)
-    (folder / "digit_28_png").write_bytes(synth.mnist_png(digit, rng))
-    (folder / "canvas_280_png").write_bytes(synth.canvas(digit, rng))
-    photo = Image.open(io.BytesIO(synth.photo(digit, rng))).crop((100, 0, 1100, 900))
-    buf = io.BytesIO()
-    photo.resize((1000, 1000)).save(buf, "JPEG", quality=85)
-    (folder / "photo_1000_jpeg").write_bytes(buf.getvalue())
+    for name, data in synth.bench_payloads(digit, np.random.default_rng(0)).items():
+        (folder / name).write_bytes(data)
     types = {
         "digit_28_png": "image/png",
         "canvas_280_png": "image/png",

@@ -14,7 +14,6 @@ Needs valgrind; takes a few minutes. Writes instructions.md and instructions.jso
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import pickle
@@ -25,7 +24,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from bench import synth
 from training.data import load_split, resolve_data_dir
@@ -50,15 +48,8 @@ for _ in range(1 + int(sys.argv[3])):
 
 def payloads(digits: int) -> dict[str, list[bytes]]:
     test = load_split(resolve_data_dir(os.environ.get("MNIST_DIR")), "test")
-    out: dict[str, list[bytes]] = {"canvas_280_png": [], "photo_1000_jpeg": []}
-    for i in range(digits):
-        rng = np.random.default_rng(i)
-        out["canvas_280_png"].append(synth.canvas(test.images[i], rng))
-        photo = Image.open(io.BytesIO(synth.photo(test.images[i], rng))).crop((100, 0, 1100, 900))
-        buf = io.BytesIO()
-        photo.resize((1000, 1000)).save(buf, "JPEG", quality=85)
-        out["photo_1000_jpeg"].append(buf.getvalue())
-    return out
+    made = [synth.bench_payloads(test.images[i], np.random.default_rng(i)) for i in range(digits)]
+    return {name: [m[name] for m in made] for name in ("canvas_280_png", "photo_1000_jpeg")}
 
 
 def instructions(tree: Path, data: Path, payload: str, passes: int) -> int:

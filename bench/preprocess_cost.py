@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import io
 import json
 import os
 import statistics
@@ -25,7 +24,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from bench import synth
 from server import preprocess as ours
@@ -58,16 +56,8 @@ def load_base(ref: str):
 
 def payloads(digits: np.ndarray) -> dict[str, list[bytes]]:
     """bench/__main__.py's three payloads, for each digit."""
-    out: dict[str, list[bytes]] = {"digit_28_png": [], "canvas_280_png": [], "photo_1000_jpeg": []}
-    for digit in digits:
-        rng = np.random.default_rng(0)
-        out["digit_28_png"].append(synth.mnist_png(digit, rng))
-        out["canvas_280_png"].append(synth.canvas(digit, rng))
-        photo = Image.open(io.BytesIO(synth.photo(digit, rng))).crop((100, 0, 1100, 900))
-        buf = io.BytesIO()
-        photo.resize((1000, 1000)).save(buf, "JPEG", quality=85)
-        out["photo_1000_jpeg"].append(buf.getvalue())
-    return out
+    made = [synth.bench_payloads(digit, np.random.default_rng(0)) for digit in digits]
+    return {name: [m[name] for m in made] for name in made[0]}
 
 
 def cpu_ms(module, images: list[bytes]) -> float:

@@ -181,6 +181,15 @@ def mnist_png(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     return _encode(Image.fromarray(digit, "L"), "PNG")
 
 
+def bench_payloads(digit: np.ndarray, rng: np.random.Generator) -> dict[str, bytes]:
+    """What `python -m bench` sends, made from one digit: a 28x28 PNG, a 280x280 canvas PNG and
+    a 1000x1000 photo JPEG (a phone photo cropped square and resized)."""
+    out = {"digit_28_png": mnist_png(digit, rng), "canvas_280_png": canvas(digit, rng)}
+    square = Image.open(io.BytesIO(photo(digit, rng))).crop((100, 0, 1100, 900))
+    out["photo_1000_jpeg"] = _encode(square.resize((1000, 1000)), "JPEG", quality=85)
+    return out
+
+
 # ---- what people send besides clean uploads (issue 17) ---------------------------------------
 # Digits cropped to their own ink, digits in forms, small digits in big photos and blurry
 # thumbnails, each kind from a generator of its own.

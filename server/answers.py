@@ -51,8 +51,9 @@ class Preprocessing:
 
 
 @dataclass(frozen=True, slots=True)
-class Prediction:
-    """The verdict on one image."""
+class Verdict:
+    """What the models and their vote say of one digit: the fields a single digit's answer and
+    each digit of a number share."""
 
     label: int = field(metadata=doc("The voted class", class_index=True))
     confidence: float = field(metadata=doc("Mean probability the models give the label"))
@@ -64,6 +65,12 @@ class Prediction:
     uncertain: bool = field(metadata=doc("Probably not a digit, or a doubtful one"))
     uncertain_reasons: list[str] = field(metadata=doc("Why it is uncertain; empty when it is not"))
     models: list[ModelOpinion] = field(metadata=doc("Each model's answer, in the vote's order"))
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction(Verdict):
+    """The verdict on one image."""
+
     preprocessing: Preprocessing = field(metadata=doc("What preprocessing found"))
 
 
@@ -86,19 +93,9 @@ class DigitShape:
 
 
 @dataclass(frozen=True, slots=True)
-class Digit:
+class Digit(Verdict):
     """One digit of a number, read by the models and their vote as a single digit is."""
 
-    label: int = field(metadata=doc("The voted class", class_index=True))
-    confidence: float = field(metadata=doc("Mean probability the models give the label"))
-    votes: list[int] = field(metadata=doc("Models voting for each class", per_class=True))
-    agreement: int = field(metadata=doc("Votes for the label"))
-    tie_broken: bool = field(
-        metadata=doc("No class had the most votes alone; the highest summed probability decided")
-    )
-    uncertain: bool = field(metadata=doc("Probably not a digit, or a doubtful one"))
-    uncertain_reasons: list[str] = field(metadata=doc("Why it is uncertain; empty when it is not"))
-    models: list[ModelOpinion] = field(metadata=doc("Each model's answer, in the vote's order"))
     box: list[int] = field(
         metadata=doc(
             "The digit's ink box in the upload's pixels: x0, y0, x1, y1 (x1 and y1 exclusive)",

@@ -41,6 +41,17 @@ class Components:
         edges[self.run_row[sel], self.run_end[sel]] -= 1
         return np.cumsum(edges[:, :-1], axis=1) > 0
 
+    def labels(self, shape: tuple[int, int]) -> np.ndarray:
+        """Each pixel's component index, -1 off ink."""
+        h, w = shape
+        lab = np.full(h * w, -1, dtype=np.int32)
+        lengths = self.run_end - self.run_start
+        if lengths.size:
+            first = self.run_row * w + self.run_start
+            offsets = np.repeat(first - (np.cumsum(lengths) - lengths), lengths)
+            lab[offsets + np.arange(int(lengths.sum()))] = np.repeat(self.run_component, lengths)
+        return lab.reshape(h, w)
+
     def holes(self, i: int) -> int:
         """How many holes component `i` encloses: regions of background (4-connected, as
         the 8-connected ink's complement is) that it surrounds. From its Euler number, which

@@ -120,11 +120,7 @@ class Predictor:
             return prepared  # type: ignore[return-value]
         # One image (most requests): a view, not np.stack's copy.
         batch = good[0].tensor[None] if len(good) == 1 else np.stack([p.tensor for p in good])
-        try:
-            out = self.ensemble.run(batch)
-        except Exception as e:  # a fault in the runtime, not in the request
-            log.exception("inference failed on a batch of %d", len(batch))
-            raise InferenceFailed("The models could not run; try again later.") from e
+        out = self._run(batch)
         results: list[Prediction | ApiError] = []
         i = 0
         for p in prepared:
@@ -154,7 +150,7 @@ class Predictor:
         return Prediction(**fields)
 
     def _verdict(self, out, i: int, shape: Shape) -> dict:
-        """The fields every reading of one digit has: the vote, its doubts, each model."""
+        """The fields of an answers.Verdict: the vote, its doubts, each model."""
         label = int(out.label[i])
         probs = out.probabilities[i]  # [models, classes]
         votes = out.votes[i]

@@ -486,6 +486,19 @@ def ink_threshold(m: InkMap, strong: float) -> float:
     return max(0.35 * strong, 4 * m.noise)
 
 
+def dilated(mask: np.ndarray, by: int) -> np.ndarray:
+    """`mask` grown by `by` pixels every way (a square's reach), within its own bounds."""
+    tall = mask.copy()
+    for d in range(1, by + 1):
+        tall[d:] |= mask[:-d]
+        tall[:-d] |= mask[d:]
+    out = tall.copy()
+    for d in range(1, by + 1):
+        out[:, d:] |= tall[:, :-d]
+        out[:, :-d] |= tall[:, d:]
+    return out
+
+
 def _find_at(m: InkMap, strong: float, lossy: bool, size: int, min_extent: int) -> Found:
     """find_digit's analysis on the ink map shrunk to `size` on its longer side."""
     ink = m.ink
@@ -556,14 +569,7 @@ def _find_at(m: InkMap, strong: float, lossy: bool, size: int, min_extent: int) 
     kept = mask[y0:y1, x0:x1]
     if joined is not None:
         kept = kept | joined[y0:y1, x0:x1]
-    tall = kept.copy()
-    for d in range(1, grow + 1):
-        tall[d:] |= kept[:-d]
-        tall[:-d] |= kept[d:]
-    region = tall.copy()
-    for d in range(1, grow + 1):
-        region[:, d:] |= tall[:, :-d]
-        region[:, :-d] |= tall[:, d:]
+    region = dilated(kept, grow)
     if scale != 1.0:
         # The mask at full size over the digit's box only, not over the whole image.
         grown = np.zeros(binary.shape, dtype=bool)

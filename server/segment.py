@@ -48,6 +48,7 @@ from server.preprocess import (
     InkMap,
     Preprocessed,
     decode,
+    dilated,
     fit,
     ink_map,
     ink_threshold,
@@ -185,18 +186,6 @@ class _Page:
     kept: int
     dropped: int
     lines: int
-
-
-def _labels(comps: components.Components, shape: tuple[int, int]) -> np.ndarray:
-    """Each pixel's component index, -1 off ink."""
-    h, w = shape
-    lab = np.full(h * w, -1, dtype=np.int32)
-    lengths = comps.run_end - comps.run_start
-    if lengths.size:
-        first = comps.run_row * w + comps.run_start
-        offsets = np.repeat(first - (np.cumsum(lengths) - lengths), lengths)
-        lab[offsets + np.arange(int(lengths.sum()))] = np.repeat(comps.run_component, lengths)
-    return lab.reshape(h, w)
 
 
 class _Union:
@@ -349,7 +338,7 @@ def _look(m: InkMap, lossy: bool, find_lines: bool = True) -> _Page:
         raise TooManyDigits(
             f"{len(members)} separate marks found; a number has at most {MAX_DIGITS} digits."
         )
-    lab = _labels(comps, (h, w))
+    lab = comps.labels((h, w))
     kept_ids = [i for g in members for i in g]
     keep = np.zeros(len(comps) + 1, dtype=bool)
     keep[kept_ids] = True
@@ -495,15 +484,7 @@ def _prepare(page: _Page, g: _Glyph, spec: InputSpec, source_size: tuple[int, in
     b, r = min(h, g.bottom + grow), min(w, g.right + grow)
     own = np.zeros((b - t, r - le), dtype=bool)
     own[g.top - t : g.bottom - t, g.left - le : g.right - le] = g.mask
-    region = own.copy()
-    tall = own.copy()
-    for d in range(1, grow + 1):
-        tall[d:] |= own[:-d]
-        tall[:-d] |= own[d:]
-    region = tall.copy()
-    for d in range(1, grow + 1):
-        region[:, d:] |= tall[:, :-d]
-        region[:, :-d] |= tall[:, d:]
+    region = dilated(own, grow)
     region &= ~(page.binary[t:b, le:r] & ~own)  # not a neighbour's (or the other part's) ink
     cols = np.arange(le, r)[None, :]
     for first, path, left in g.sides:  # beyond a cut's path, rows past its ends as its ends
@@ -656,7 +637,8 @@ def segment(data: bytes, spec: InputSpec, max_pixels: int, read: Reader) -> Numb
     grey = to_grey(upload.image)
     m = ink_map(grey)
     # Finding lines costs more than the rest of a look: this first look only places the
-    # number and measures its digits, and is made again with them when no second look follows.
+    # number and measures its digits. Without a second look it stands, unless the page holds
+    # lines: then it is made again without them.
     page = _look(m, lossy, find_lines=False)
     full_w, full_h = _upright_size(upload)
     # Work-size pixels to the decoded image's and to the upload's.
@@ -690,7 +672,10 @@ def segment(data: bytes, spec: InputSpec, max_pixels: int, read: Reader) -> Numb
                 ratio = crop.width / grey.shape[1]
             except NoInk:
                 zoomed = None  # the first look stands
-    page = _look(m, lossy) if zoomed is None else zoomed
+    if zoomed is not None:
+        page = zoomed
+    elif lines.find(m.ink > 0.5 * ink_threshold(m, page.strong)) is not None:
+        page = _look(m, lossy)  # again, without the form's lines
     glyphs, cuts = _digits(page, spec, upload.size, read)
     sx = full_w / upload.image.width
     sy = full_h / upload.image.height

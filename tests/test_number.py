@@ -163,23 +163,25 @@ def test_a_digit_drawn_in_two_strokes_stays_one_digit(client):
     assert [d["shape"]["pieces"] for d in a["digits"]] == [2, 2]
 
 
-def test_a_fives_flag_drawn_apart_stays_with_it(client):
-    im, d = drawn((200, 200))
-    d.line([(70, 40), (65, 95)], fill=0, width=10)
-    d.arc([55, 75, 135, 165], 210, 150, fill=0, width=10)
-    d.line([(80, 30), (140, 30)], fill=0, width=10)
+def five_with_its_flag_apart(size, drop: int, flag) -> Image.Image:
+    """A 5 drawn as its stem and bowl (moved down by `drop` px) and, apart, its flag."""
+    im, d = drawn(size)
+    d.line([(70, 40 + drop), (65, 95 + drop)], fill=0, width=10)
+    d.arc([55, 75 + drop, 135, 165 + drop], 210, 150, fill=0, width=10)
+    d.line(flag, fill=0, width=10)
     assert pieces(255 - np.asarray(im)) == 2
+    return im
+
+
+def test_a_fives_flag_drawn_apart_stays_with_it(client):
+    im = five_with_its_flag_apart((200, 200), 0, [(80, 30), (140, 30)])
     a = read(client, encode(im)).get_json()
     assert a["number"] == "5", a
 
 
 def test_a_fives_flag_drawn_well_above_and_beside_its_body_stays_with_it(client):
     # The flag ends past the body's right edge, over a third of the digit's height above it.
-    im, d = drawn((240, 220))
-    d.line([(70, 65), (65, 120)], fill=0, width=10)
-    d.arc([55, 100, 135, 190], 210, 150, fill=0, width=10)
-    d.line([(120, 15), (185, 15)], fill=0, width=10)
-    assert pieces(255 - np.asarray(im)) == 2
+    im = five_with_its_flag_apart((240, 220), 25, [(120, 15), (185, 15)])
     a = read(client, encode(im)).get_json()
     assert a["number"] == "5", a
     assert a["digits"][0]["shape"]["pieces"] == 2

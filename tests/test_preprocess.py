@@ -356,16 +356,22 @@ def test_boxed_digit_whose_box_touches_its_strokes_loses_the_box(seven):
     assert _agreement(p.pixels, plain) > 0.9
 
 
-def test_digit_crossing_ruled_lines_keeps_its_strokes(digits):
+def _four_on_ruled_paper(digits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A 150 px MNIST 4 and ruled paper (six lines, four crossing the digit), apart: its ink,
+    its lines, and the digit fitted alone."""
     images, labels = digits
     four = images[list(labels).index(4)]
     ink = np.zeros((260, 300))
     digit = _big(_ink_box(four), 150)
     ink[50:200, 120 : 120 + digit.shape[1]] = digit
-    plain = pixels_of(_on_paper(ink))
     lines = np.zeros_like(ink)
-    for y in range(20, 260, 45):  # ruled paper: four of the lines cross the digit
+    for y in range(20, 260, 45):
         lines[y : y + 2] = 1.0
+    return ink, lines, pixels_of(_on_paper(ink))
+
+
+def test_digit_crossing_ruled_lines_keeps_its_strokes(digits):
+    ink, lines, plain = _four_on_ruled_paper(digits)
     p = preprocess(_on_paper(ink, lines), SPEC, CAP)
     assert p.lines_removed == 6
     assert _agreement(p.pixels, plain) > 0.95
@@ -445,15 +451,7 @@ def test_small_digit_in_a_vignetted_photo_is_found_not_the_dark_corners(seven):
 
 
 def test_ruled_lines_on_a_page_turned_three_degrees_are_removed(digits):
-    images, labels = digits
-    four = images[list(labels).index(4)]
-    ink = np.zeros((260, 300))
-    digit = _big(_ink_box(four), 150)
-    ink[50:200, 120 : 120 + digit.shape[1]] = digit
-    plain = pixels_of(_on_paper(ink))
-    lines = np.zeros_like(ink)
-    for y in range(20, 260, 45):
-        lines[y : y + 2] = 1.0
+    ink, lines, plain = _four_on_ruled_paper(digits)
     lines = np.asarray(Image.fromarray(lines.astype(np.float32), "F").rotate(3), np.float64)
     p = preprocess(_on_paper(ink, np.clip(lines, 0, 1)), SPEC, CAP)
     assert p.lines_removed >= 5

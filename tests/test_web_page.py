@@ -212,12 +212,17 @@ ONE = [[(0.3, 0.15), (0.3, 0.5), (0.3, 0.85)]]
 SEVEN = [[(0.55, 0.2), (0.75, 0.2)], [(0.75, 0.2), (0.68, 0.5), (0.6, 0.85)]]
 
 
-def test_draw_a_two_digit_number_and_see_the_number_its_boxes_and_each_vote(server, browser):
+def _draw_seventeen(server, browser) -> None:
+    """The page, a 1 and a 7 drawn on its pad, and the number read."""
     browser.get(server.url + "/")
     canvas = browser.find_element(By.ID, "pad")
     for stroke in ONE + SEVEN:
         _stroke(browser, canvas, stroke)
     assert _wait_for_number(browser, "17") == "17"
+
+
+def test_draw_a_two_digit_number_and_see_the_number_its_boxes_and_each_vote(server, browser):
+    _draw_seventeen(server, browser)
     assert "number" in browser.find_element(By.ID, "mode-used").text
     # Each digit's box over the drawing as it was sent, left to right, with its reading.
     marks = browser.find_elements(By.CSS_SELECTOR, "#upload-preview svg rect.digit-mark")
@@ -238,11 +243,7 @@ def test_draw_a_two_digit_number_and_see_the_number_its_boxes_and_each_vote(serv
 
 
 def test_the_mode_switch_reads_the_same_drawing_again_as_one_digit(server, browser):
-    browser.get(server.url + "/")
-    canvas = browser.find_element(By.ID, "pad")
-    for stroke in ONE + SEVEN:
-        _stroke(browser, canvas, stroke)
-    assert _wait_for_number(browser, "17") == "17"
+    _draw_seventeen(server, browser)
     browser.find_element(By.CSS_SELECTOR, "input[name=mode][value=digit]").click()
     WebDriverWait(browser, 15, ignored_exceptions=RENDERED).until(
         lambda d: "one digit" in d.find_element(By.ID, "mode-used").text
