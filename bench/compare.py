@@ -11,7 +11,8 @@ with `wrk`, in turn, so that the machine's drift falls on all alike:
 - --mixed: `wrk -c4` on the 28x28 PNG while one client sends 256-image batches back to back:
   the digits' req/s, p50 and p99, and how many batches were answered;
 - --resources: also each version's start to /readyz, 256-image batches/s (three after one
-  discarded), and after both loads the PSS of its whole process tree and its process count.
+  discarded), and at rest after both loads the PSS of its whole process tree and its process
+  count.
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                 if args.resources and name != "hello":
                     images = bench.batch_throughput(server.url, path.read_bytes(), 3)
                     out["batch_images_per_s"] = images["images_per_s"]["median"]
+                    time.sleep(bench.AT_REST)
                     out["pss_mb"], out["processes"] = bench.tree_pss_mb(server.proc.pid)
                     out["start_s"] = start_s
             finally:

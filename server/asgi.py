@@ -18,7 +18,10 @@ What the bridge adds to plain WSGI serving:
 - the app runs on three lanes of threads: requests without a body (health checks, scrapes, the
   page) on one, small bodies (a digit, a canvas) on another, bodies of `bulk_from` bytes or more
   (batches, photos) on the third, so that neither a batch nor a slow image holds up a health
-  check, and a digit never queues behind a batch.
+  check, and a digit never queues behind a batch;
+- once the worker has been idle for `trim_after` seconds after requests with a body, the memory
+  they freed inside the heap goes back to the system (server/memory.py), so a worker at rest
+  holds what it holds at rest, not what its last burst of photos or batches left behind.
 """
 
 from __future__ import annotations
@@ -28,9 +31,11 @@ import io
 import json
 import logging
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from server import memory
 from server.app import SECURITY_HEADERS
 
 log = logging.getLogger("server")
@@ -43,6 +48,10 @@ log = logging.getLogger("server")
 SWITCH_INTERVAL = 0.001
 
 LANES = ("light", "quick", "bulk")
+# Seconds without a request with a body after which a worker trims its heap: long enough that
+# a steady stream of requests never pays for it, short enough that a scrape of its memory a
+# moment after a burst sees the worker at rest.
+TRIM_AFTER = 0.5
 
 
 def json_error(status: int, code: str, message: str, extra_headers=()) -> tuple[int, list, bytes]:
@@ -95,6 +104,7 @@ class BufferedWSGI:
         body_timeout: float,
         bulk_from: int,
         bulk_threads: int = 1,
+        trim_after: float = TRIM_AFTER,
         queued: Callable[[str], object] | None = None,
         on_startup: Callable[[], Awaitable[None]] | None = None,
         on_shutdown: Callable[[], None] | None = None,
@@ -108,6 +118,9 @@ class BufferedWSGI:
         self.on_startup = on_startup
         self.on_shutdown = on_shutdown
         self.tasks: set[asyncio.Task] = set()  # referenced until done (asyncio keeps weak refs)
+        self.trim_after = trim_after
+        self.last_work = 0.0  # time.monotonic() at the end of the last request with a body
+        self.trim_timer: asyncio.TimerHandle | None = None
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
@@ -132,6 +145,9 @@ class BufferedWSGI:
     def close(self) -> None:
         """Stops the lanes' threads and the app's own work. The ASGI server calls this once it
         has answered every request in flight, so there is nothing to wait for."""
+        if self.trim_timer is not None:
+            self.trim_timer.cancel()
+            self.trim_timer = None
         for lane in self.lanes.values():
             lane.pool.shutdown(wait=False)
         if self.on_shutdown is not None:
@@ -150,11 +166,34 @@ class BufferedWSGI:
                 lane = self.lane_for(len(body), headers)
                 environ = self.environ(scope, headers, body)
                 answer = await self.lanes[lane].run(self.call, environ)
+                if lane != "light":
+                    self.worked()
         if answer is None:
             return
         status, response_headers, data = answer
         await send({"type": "http.response.start", "status": status, "headers": response_headers})
         await send({"type": "http.response.body", "body": data})
+
+    def worked(self) -> None:
+        """Notes the end of a request with a body; the heap is trimmed once the worker has
+        had none for `trim_after` seconds. One timer at a time, however many requests end."""
+        self.last_work = time.monotonic()
+        if self.trim_timer is None:
+            self.trim_timer = asyncio.get_running_loop().call_later(
+                self.trim_after, self.trim_when_idle
+            )
+
+    def trim_when_idle(self) -> None:
+        busy = any(self.lanes[n].in_flight for n in ("quick", "bulk"))
+        wait = self.last_work + self.trim_after - time.monotonic()
+        if busy or wait > 0:  # the last request's end, or a running one's, sets the next try
+            self.trim_timer = asyncio.get_running_loop().call_later(
+                max(wait, self.trim_after), self.trim_when_idle
+            )
+            return
+        self.trim_timer = None
+        # On the light lane's thread: the event loop keeps moving bytes meanwhile.
+        self.lanes["light"].pool.submit(memory.trim)
 
     def refusal(self, headers: dict) -> tuple | None:
         """An answer for a request refused on its headers alone, before its body is read."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter
@@ -201,3 +202,75 @@ def test_lifespan_shutdown_stops_the_lanes_and_the_app():
     for lane in app.lanes.values():
         with pytest.raises(RuntimeError):  # a stopped executor takes no more work
             lane.pool.submit(print)
+
+
+def serve_in_one_loop(app: BufferedWSGI, steps) -> None:
+    """Runs `steps` (coroutine functions given a `request(scope, body)` coroutine) in order on
+    one event loop, as a worker's requests are."""
+
+    async def request(s: dict, body: bytes) -> None:
+        async def receive():
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message):
+            pass
+
+        await app(s, receive, send)
+
+    async def main():
+        for step in steps:
+            await step(request)
+
+    asyncio.run(main())
+
+
+def test_the_heap_is_trimmed_once_the_worker_is_idle_after_requests_with_a_body(monkeypatch):
+    trims: list[tuple[float, str]] = []
+    monkeypatch.setattr(
+        "server.asgi.memory.trim",
+        lambda: trims.append((time.monotonic(), threading.current_thread().name)),
+    )
+    app = bridge(trim_after=0.2)
+    ends: list[float] = []
+
+    async def three_uploads(request):
+        for _ in range(3):
+            await request(scope(headers=[("content-type", "image/png")]), b"x" * 150)
+            ends.append(time.monotonic())
+            await asyncio.sleep(0.05)  # closer together than trim_after: no trim between
+
+    async def health_checks_then_rest(request):
+        for _ in range(3):  # bodiless requests are not work that leaves memory behind
+            await request(scope("GET", "/healthz"), b"")
+        await asyncio.sleep(0.5)
+
+    serve_in_one_loop(app, [three_uploads, health_checks_then_rest])
+    assert len(trims) == 1
+    when, thread = trims[0]
+    assert when >= ends[-1] + 0.2
+    assert thread.startswith("light-lane")  # off the event loop
+
+
+def test_the_heap_is_not_trimmed_while_a_request_runs(monkeypatch):
+    trims: list[float] = []
+    monkeypatch.setattr("server.asgi.memory.trim", lambda: trims.append(time.monotonic()))
+
+    def slow(environ, start_response):
+        time.sleep(0.4)
+        start_response("200 OK", [])
+        return [b""]
+
+    app = bridge(slow, trim_after=0.1)
+    spans: list[tuple[float, float]] = []
+
+    async def quick_then_slow(request):
+        await request(scope(headers=[("content-type", "image/png")]), b"x")
+        t0 = time.monotonic()
+        await request(scope(headers=[("content-type", "image/png")]), b"x")
+        spans.append((t0, time.monotonic()))
+        await asyncio.sleep(0.3)
+
+    serve_in_one_loop(app, [quick_then_slow])
+    ((start, end),) = spans
+    assert trims and all(not start < t < end for t in trims)
+    assert trims[-1] >= end + 0.1
