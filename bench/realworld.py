@@ -30,6 +30,7 @@ from server.ensemble import Ensemble
 from server.errors import ApiError
 from server.predictor import Predictor
 from training.data import load_split, resolve_data_dir
+from training.provenance import git_commit
 
 
 def score(predictor: Predictor, items: list[tuple[bytes, int | None]]) -> dict:
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kinds", help="comma-separated kinds of bench/synth.py: only these")
     args = p.parse_args(argv)
 
+    started = time.perf_counter()
     manifest = manifest_mod.load(args.artifacts)
     predictor = Predictor(manifest, Ensemble(manifest), max_pixels=40_000_000)
     test = load_split(resolve_data_dir(args.data_dir), "test")
@@ -134,7 +136,17 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "realworld.json").write_text(json.dumps(result, indent=2))
 
+    code = git_commit()
+    commit = (code["commit"] or "unknown")[:7] + (
+        " with uncommitted changes" if code["dirty"] else ""
+    )
     lines = [
+        "# Realistic uploads",
+        "",
+        f"`{result['command'].strip()}` on commit {commit}, {time.strftime('%Y-%m-%d')}: "
+        f"the server's preprocessing and the bundle in {args.artifacts} with its uncertainty "
+        f"rule, in process; {time.perf_counter() - started:.0f} s on {os.cpu_count()} CPUs.",
+        "",
         "| kind | images | vote accuracy | flagged uncertain | refused |",
         "|---|---:|---:|---:|---:|",
     ]

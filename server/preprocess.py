@@ -48,6 +48,10 @@ TEXTURE_PIECES = 20  # marks in an image beyond which a huge region is taken for
 # up (one per 9 pixels or fewer), its digits that touch two sides 9 at most (one per 170).
 TEXTURE_HOLES = 20
 BALANCED = 0.2  # light and dark shares of an image within 50 +- this: a digit filling it
+# Of the shorter side: how far past a dark line along an edge the paper of such an image is
+# looked for. bench/synth.py's box lines are at most a thirtieth of the digit's height thick,
+# under 6 % of the picture's shorter side.
+FRAME_DEPTH = 0.08
 LINE_SCRAP = 0.15  # of the digit's area: a piece touching a removed line and smaller is the line's
 STRONG_FEW = 0.0002  # of the image: its strongest pixels set the stroke contrast at least
 # (20 at working size; a digit 3 % of a photo's side has about twice as many)
@@ -287,11 +291,22 @@ def _block_background(
 
 def _polarity_of_a_full_frame(grey: np.ndarray, mid: float) -> bool | None:
     """Polarity of an image that is about half ink, as a digit cropped to its own ink is: its
-    sides are mostly paper, which the strokes only touch. None when every side is one tone:
-    nothing touches them (a thick drawing on a canvas), or the picture is cut at a box's
-    lines; then the median's verdict stands."""
-    sides = [grey[0], grey[-1], grey[:, 0], grey[:, -1]]
-    light = [float((side > mid).mean()) for side in sides]
+    sides are mostly paper, which the strokes only touch. A side that is dark all along may be
+    the line of a box the picture is cut at: the first row within FRAME_DEPTH of it that is
+    not (the paper inside the box) stands for it. None when every side is one tone: nothing
+    touches them (a thick drawing on a canvas); then the median's verdict stands."""
+    h, w = grey.shape
+    d = min(max(1, round(FRAME_DEPTH * min(h, w))), (h - 1) // 2, (w - 1) // 2)
+    bands = [  # each side's rows, from the edge inwards: light share of each
+        (grey[: d + 1] > mid).mean(1),
+        (grey[: -d - 2 : -1] > mid).mean(1),
+        (grey[:, : d + 1] > mid).mean(0),
+        (grey[:, : -d - 2 : -1] > mid).mean(0),
+    ]
+    light = []
+    for band in bands:
+        lit = np.flatnonzero(band >= 0.1)
+        light.append(float(band[lit[0]] if lit.size else band[0]))
     if min(light) > 0.9 or max(light) < 0.1:
         return None
     return bool(sum(light) / 4 > 0.5)

@@ -456,3 +456,31 @@ def test_ruled_lines_on_a_page_turned_three_degrees_are_removed(digits):
     p = preprocess(_on_paper(ink, np.clip(lines, 0, 1)), SPEC, CAP)
     assert p.lines_removed >= 5
     assert _agreement(p.pixels, plain) > 0.95
+
+
+def test_fat_digit_in_a_box_the_picture_is_cut_at_keeps_its_polarity(zero):
+    # A 0 of fat strokes, 40 % of the picture, in a box of dark lines that make three
+    # of the picture's edges; on the fourth the cut left a pixel of paper outside the line.
+    # Its edges are all dark but one: read as light ink on dark paper, the box's inside was
+    # the digit.
+    digit = (
+        np.asarray(
+            Image.fromarray((_big(_ink_box(zero), 120) * 255).astype(np.uint8)).filter(
+                ImageFilter.MaxFilter(5)
+            ),
+            float,
+        )
+        / 255.0
+    )
+    h, w = digit.shape
+    ink = np.zeros((h + 28, w + 28))
+    ink[14 : 14 + h, 14 : 14 + w] = digit
+    lines = np.zeros_like(ink)
+    lines[:3], lines[-3:], lines[:, :3] = 1.0, 1.0, 1.0
+    lines[:, -4:-1] = 1.0  # the right side's line, a pixel in from the edge
+    data = encode(Image.fromarray(((1.0 - np.maximum(ink, lines)) * 255).astype(np.uint8)), "PNG")
+    grey = np.asarray(Image.open(io.BytesIO(data)), float)
+    assert 0.3 < (grey < 128).mean() < 0.5  # about half ink: the median alone cannot tell
+    p = preprocess(data, SPEC, CAP)
+    assert p.inverted
+    assert _agreement(p.pixels, pixels_of(_on_paper(np.pad(digit, 20)))) > 0.9
