@@ -186,9 +186,9 @@ class BufferedWSGI:
     def trim_when_idle(self) -> None:
         busy = any(self.lanes[n].in_flight for n in ("quick", "bulk"))
         wait = self.last_work + self.trim_after - time.monotonic()
-        if busy or wait > 0:  # the last request's end, or a running one's, sets the next try
+        if busy or wait > 0:
             self.trim_timer = asyncio.get_running_loop().call_later(
-                max(wait, self.trim_after), self.trim_when_idle
+                self.trim_after if busy else wait, self.trim_when_idle
             )
             return
         self.trim_timer = None
