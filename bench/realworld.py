@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kinds", help="comma-separated kinds of bench/synth.py: only these")
     args = p.parse_args(argv)
 
-    started = time.perf_counter()
+    started, code = time.perf_counter(), git_commit()
     manifest = manifest_mod.load(args.artifacts)
     predictor = Predictor(manifest, Ensemble(manifest), max_pixels=40_000_000)
     test = load_split(resolve_data_dir(args.data_dir), "test")
@@ -136,7 +136,6 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "realworld.json").write_text(json.dumps(result, indent=2))
 
-    code = git_commit()
     commit = (code["commit"] or "unknown")[:7] + (
         " with uncommitted changes" if code["dirty"] else ""
     )
