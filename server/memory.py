@@ -29,29 +29,30 @@ MMAP_FROM = 4 * 2**20
 TRIM_FROM = 8 * 2**20
 
 
+@functools.cache
+def _libc(name: str, *argtypes):
+    """The C library's function `name` (returning an int), or None where it has none."""
+    try:
+        fn = getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = list(argtypes), ctypes.c_int
+    return fn
+
+
 def return_large_buffers() -> bool:
     """Fixes glibc's mmap and trim thresholds for this process (and the processes it forks
     afterwards). False where the C library has no mallopt or refuses it (not glibc)."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return mallopt(M_MMAP_THRESHOLD, MMAP_FROM) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_FROM) == 1
-
-
-@functools.cache
-def _malloc_trim():
-    try:
-        fn = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
-    return fn
+    mallopt = _libc("mallopt", ctypes.c_int, ctypes.c_int)
+    return (
+        mallopt is not None
+        and mallopt(M_MMAP_THRESHOLD, MMAP_FROM) == 1
+        and mallopt(M_TRIM_THRESHOLD, TRIM_FROM) == 1
+    )
 
 
 def trim() -> bool:
     """Hands the free memory of every malloc arena back to the system (glibc's malloc_trim).
     True when some was; False when none was, or the C library has no malloc_trim."""
-    fn = _malloc_trim()
-    return fn is not None and fn(0) == 1
+    malloc_trim = _libc("malloc_trim", ctypes.c_size_t)
+    return malloc_trim is not None and malloc_trim(0) == 1

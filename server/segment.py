@@ -244,15 +244,17 @@ def _beside(a: Box, b: Box, height: float) -> float | None:
     return gap
 
 
-def _look(m: InkMap, lossy: bool, find_lines: bool = True) -> _Page:
-    """The pieces of ink of one look at the upload, grouped into candidate digits; a form's
-    lines found and removed first, unless `find_lines` is false."""
-    strong = stroke_contrast(m)
+def _form_lines(m: InkMap, strong: float) -> lines.Lines | None:
+    """A form's long straight lines, looked for as preprocess._find_at looks for them."""
+    return lines.find(m.ink > 0.5 * ink_threshold(m, strong))
+
+
+def _look(m: InkMap, lossy: bool, strong: float, found: lines.Lines | None) -> _Page:
+    """The pieces of ink of one look at the upload (`strong`: its stroke contrast), grouped
+    into candidate digits; a form's lines, when `found`, removed first."""
     threshold = ink_threshold(m, strong)
     binary = m.ink > threshold
     h, w = binary.shape
-    # As preprocess._find_at looks for them.
-    found = lines.find(m.ink > 0.5 * threshold) if find_lines else None
     if found is not None:
         binary &= ~found.mask
     comps = components.label(binary)
@@ -639,10 +641,11 @@ def segment(data: bytes, spec: InputSpec, max_pixels: int, read: Reader) -> Numb
     lossy = upload.format in LOSSY_FORMATS
     grey = to_grey(upload.image)
     m = ink_map(grey)
+    strong = stroke_contrast(m)
     # Finding lines costs more than the rest of a look: this first look only places the
     # number and measures its digits. Without a second look it stands, unless the page holds
     # lines: then it is made again without them.
-    page = _look(m, lossy, find_lines=False)
+    page = _look(m, lossy, strong, None)
     full_w, full_h = _upright_size(upload)
     # Work-size pixels to the decoded image's and to the upload's.
     to_image = upload.image.width / grey.shape[1]
@@ -670,15 +673,17 @@ def segment(data: bytes, spec: InputSpec, max_pixels: int, read: Reader) -> Numb
         if size > WORK_SIZE:
             grey = to_grey(crop, size)
             try:
-                zoomed = _look(ink_map(grey), lossy)
+                zm = ink_map(grey)
+                zs = stroke_contrast(zm)
+                zoomed = _look(zm, lossy, zs, _form_lines(zm, zs))
                 origin = (box[0], box[1])
                 ratio = crop.width / grey.shape[1]
             except NoInk:
                 zoomed = None  # the first look stands
     if zoomed is not None:
         page = zoomed
-    elif lines.find(m.ink > 0.5 * ink_threshold(m, page.strong)) is not None:
-        page = _look(m, lossy)  # again, without the form's lines
+    elif (found := _form_lines(m, strong)) is not None:
+        page = _look(m, lossy, strong, found)  # again, without the form's lines
     glyphs, cuts = _digits(page, spec, upload.size, read)
     sx = full_w / upload.image.width
     sy = full_h / upload.image.height
