@@ -34,6 +34,7 @@ class Lines:
     mask: np.ndarray  # bool, the lines' pixels (strokes that cross them excluded)
     count: int  # separate lines: bands of rows with horizontal, of columns with vertical ones
     thickness: int  # the thickest run across a line that counted as line, in pixels
+    level: int = 0  # how many of them run along the rows (the rest run down the columns)
 
 
 def _run_lengths(binary: np.ndarray) -> np.ndarray:
@@ -253,4 +254,4 @@ def find(binary: np.ndarray) -> Lines | None:
     crossing = along & down & rows[:, None] & cols[None, :]
     # The thickness of the lines found: a direction without any says nothing of them.
     thickness = max(thick_h if count_h else 0, thick_v if count_v else 0)
-    return Lines(horizontal | vertical | crossing, count, thickness)
+    return Lines(horizontal | vertical | crossing, count, thickness, count_h)

@@ -98,6 +98,7 @@ WIDE_COST = 1.0  # against the whole, per unit of width over PAIR_WIDTH
 MARGIN = 0.5  # by which the cut must win
 BAND = 0.2  # how far a cut's path may wander from its starting column
 PATH_ROWS = 64  # a cut's path through a taller group is found on pairs of its rows
+STEM = 1.3  # of the digit height: an upright line no taller is a 1, not a form's line
 ROUNDS = 4  # rounds of cutting: a group of five touching digits needs three
 ZOOM_HEIGHT = 64  # px at working size: digits smaller are cut again from the decoded image
 ZOOM_TARGET = 96  # px: the digit height that second look is made at
@@ -244,9 +245,16 @@ def _beside(a: Box, b: Box, height: float) -> float | None:
     return gap
 
 
-def _form_lines(m: InkMap, strong: float) -> lines.Lines | None:
-    """A form's long straight lines, looked for as preprocess._find_at looks for them."""
-    return lines.find(m.ink > 0.5 * ink_threshold(m, strong))
+def _form_lines(m: InkMap, strong: float, height: float) -> lines.Lines | None:
+    """A form's long straight lines, looked for as preprocess._find_at looks for them. Upright
+    lines alone, none taller than STEM digit heights (`height`), are the number's 1s."""
+    found = lines.find(m.ink > 0.5 * ink_threshold(m, strong))
+    if found is None or found.level:
+        return found
+    upright = components.label(found.mask)
+    if max(b - t for t, b in zip(upright.top, upright.bottom, strict=True)) <= STEM * height:
+        return None
+    return found
 
 
 def _look(m: InkMap, lossy: bool, strong: float, found: lines.Lines | None) -> _Page:
@@ -672,17 +680,18 @@ def segment(data: bytes, spec: InputSpec, max_pixels: int, read: Reader) -> Numb
         )
         if size > WORK_SIZE:
             grey = to_grey(crop, size)
+            zoom = crop.width / grey.shape[1]
             try:
                 zm = ink_map(grey)
                 zs = stroke_contrast(zm)
-                zoomed = _look(zm, lossy, zs, _form_lines(zm, zs))
+                zoomed = _look(zm, lossy, zs, _form_lines(zm, zs, page.height * to_image / zoom))
                 origin = (box[0], box[1])
-                ratio = crop.width / grey.shape[1]
+                ratio = zoom
             except NoInk:
                 zoomed = None  # the first look stands
     if zoomed is not None:
         page = zoomed
-    elif (found := _form_lines(m, strong)) is not None:
+    elif (found := _form_lines(m, strong, page.height)) is not None:
         page = _look(m, lossy, strong, found)  # again, without the form's lines
     glyphs, cuts = _digits(page, spec, upload.size, read)
     sx = full_w / upload.image.width

@@ -149,6 +149,20 @@ def test_touching_digits_the_models_read_whole_are_split_when_the_parts_read_lik
     assert got == [f"{a}{b}" for a, b, _ in pairs]
 
 
+def test_a_straight_1_as_tall_as_the_digits_is_read_not_taken_for_a_forms_line(client):
+    # A 1 drawn as one upright stroke, in a number that fills most of a wide picture's
+    # height: as long as a form's upright line would be there, but no taller than the
+    # number's other digits, and with no line across the picture.
+    im, d = drawn((420, 150))
+    d.line([(40, 40), (110, 40), (70, 128)], fill=0, width=11)  # 7
+    d.line([(180, 20), (180, 130)], fill=0, width=11)  # 1
+    d.line([(290, 20), (250, 95), (330, 95)], fill=0, width=11)  # 4
+    d.line([(310, 60), (310, 130)], fill=0, width=11)
+    a = read(client, encode(im)).get_json()
+    assert a["number"] == "714"
+    assert a["preprocessing"]["lines_removed"] == 0
+
+
 def test_a_digit_drawn_in_two_strokes_stays_one_digit(client):
     im, d = drawn((300, 200))
     # A 7 whose bar was drawn apart from its stem, a 4 whose corner stops short of its stem.
