@@ -8,6 +8,8 @@ Servers loaded by `wrk` (a separate process) on 127.0.0.1:
                 resize-and-normalise preprocessing
   (c) ours    - python -m server on the shipped bundle, as shipped (granian's master and its
                 default workers)
+  (d) torchserve - TorchServe 0.12 tuned on the same models, 28x28 PNG at c=8 only, where its
+                virtualenv is set up (bench/torchserve/; `python -m bench.torchserve` for more)
 Payloads: a 28x28 PNG digit, a 280x280 RGBA canvas PNG, a 1000x1000 JPEG photo; concurrency
 1, 8 and 32. Every figure is the median of --repeats runs, with min-max, after one discarded
 warm-up run per server. Also: a batch of 256 images, RSS idle and after load, the PSS of the
@@ -78,6 +80,7 @@ class Server:
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.predict_url = self.url + "/predict"  # wrk's target; TorchServe's is elsewhere
         self.proc = subprocess.Popen(
             [sys.executable, "-m", *argv, "--port", str(self.port)],
             cwd=cwd,
@@ -138,7 +141,7 @@ def wrk(
             "--latency",
             "-s",
             str(script),
-            server.url + "/predict",
+            server.predict_url,
         ],
         capture_output=True,
         text=True,
@@ -368,6 +371,29 @@ def ensure_run(run: Path | None, scratch: Path) -> Path:
     return out
 
 
+def torchserve_contender(args, payload: tuple[Path, str], scratch: Path, http: dict) -> None:
+    """Issue #20's baseline on the 28x28 PNG at c=8, where its virtualenv is set up (outside
+    the repo: bench/torchserve/server.py). `python -m bench.torchserve` interleaves it with
+    ours at every concurrency."""
+    from bench.torchserve import server as torchserve
+
+    venv = torchserve.venv_path()
+    if not torchserve.installed(venv):
+        print(
+            f"TorchServe skipped: no virtualenv at {venv} (set ${torchserve.VENV_VARIABLE}, or: "
+            f"{torchserve.SETUP})"
+        )
+        return
+    contender = torchserve.TorchServe(args.artifacts, venv)
+    try:
+        wrk(contender, *payload, 8, WARM_UP_SECONDS, scratch)
+        runs = [wrk(contender, *payload, 8, args.duration, scratch) for _ in range(args.repeats)]
+        http["torchserve|digit_28_png|8"] = summary = summarise(runs)
+        print(f"torchserve digit_28_png c=8 {summary['rps']['median']:8.0f} req/s", flush=True)
+    finally:
+        contender.stop()
+
+
 def markdown(r: dict) -> str:
     lines = [
         f"# Benchmark results\n\n`{r['command']}` on {r['machine']}, {r['date']}.\n",
@@ -468,6 +494,7 @@ def main(argv: list[str] | None = None) -> int:
                 result["other"]["processes_after_load/ours"] = count
         finally:
             server.stop()
+    torchserve_contender(args, payloads["digit_28_png"], scratch, result["http"])
     result["other"]["start_to_ready_s/ours"] = start_to_ready(servers["ours"], 5)
     result["other"]["start_to_ready_s/seed"] = start_to_ready(servers["seed"], 3)
     result["other"]["install"] = serve_venv_size(ROOT / "bench" / "results" / "tmp")
@@ -513,6 +540,9 @@ def main(argv: list[str] | None = None) -> int:
             "MB",
         ),
     ]
+    if f"torchserve|{key}|8" in med:
+        ratio = med[f"ours|{key}|8"] / med[f"torchserve|{key}|8"]
+        targets.append(("28x28 PNG at c=8 >= 1.2x TorchServe 0.12 tuned", ratio, 1.2, "x"))
     result["targets"] = [
         {
             "target": t,
