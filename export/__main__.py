@@ -60,6 +60,11 @@ def load_run(run_dir: Path) -> tuple[dict, list, list[dict]]:
     models, ckpts = [], []
     for name in run["variants"]:
         model, ckpt = checkpoint.load(run_dir / name / "best.pt")
+        if model.args.width != 1:
+            raise ExportError(
+                f"{name} is a teacher (LeNet-5 x{model.args.width}), never shipped: export the "
+                "run of the recipes it taught"
+            )
         models.append(model)
         ckpts.append(ckpt)
     if len({json.dumps(c["normalisation"], sort_keys=True) for c in ckpts}) != 1:

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from bench import procs
+from export.__main__ import ExportError, load_run
 from tests.live import ROOT, run
 from training import checkpoint
 from training.__main__ import parse_args
@@ -209,3 +210,41 @@ def test_smoke_run_on_cuda(mnist_dir, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "device cuda" in proc.stdout
+
+
+def test_recipes_distil_from_a_teacher_trained_on_the_same_split(mnist_dir, tmp_path):
+    common = ["--smoke", "--threads", "1", "--data-dir", str(mnist_dir)]
+    teacher = run_training(*common, "--variants", "teacher-wide", "--out", str(tmp_path / "t"))
+    assert teacher.returncode == 0, teacher.stderr
+    path = tmp_path / "t" / "teacher-wide" / "best.pt"
+    model, _ = checkpoint.load(path)
+    assert model.args.width == 4 and model.features[0].out_channels == 24
+    student = [*common, "--variants", "lenet5-relu-adam"]
+    mute = ["--set", "lenet5-relu-adam.optim.distill=0"]
+    runs = {
+        "taught": ["--teacher", str(path)],
+        "muted": ["--teacher", str(path), *mute],
+        "alone": [],
+    }
+    weights = {}
+    for name, args in runs.items():
+        proc = run_training(*student, *args, "--out", str(tmp_path / name))
+        assert proc.returncode == 0, proc.stderr
+        best = tmp_path / name / "lenet5-relu-adam" / "best.pt"
+        weights[name] = torch.load(best, weights_only=True)["state_dict"]
+    run_json = json.loads((tmp_path / "taught" / "run.json").read_text())
+    assert run_json["config"]["teacher"] == str(path)
+
+    def same(a: str, b: str) -> bool:
+        return all(torch.equal(weights[a][k], weights[b][k]) for k in weights[a])
+
+    # Seeds fixed and one thread: a teacher given no weight changes nothing, the teacher's
+    # probabilities change what is learnt.
+    assert same("muted", "alone") and not same("taught", "alone")
+    # A teacher of another split may have trained on this run's validation digits.
+    other = run_training(
+        *student, "--teacher", str(path), "--val-size", "400", "--out", str(tmp_path / "o")
+    )
+    assert other.returncode == 2 and "another split" in other.stderr, other.stderr
+    with pytest.raises(ExportError, match="teacher"):
+        load_run(tmp_path / "t")

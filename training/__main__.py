@@ -21,7 +21,7 @@ import torch
 from training import plots
 from training.augment import augment
 from training.checkpoint import CheckpointError
-from training.config import PROFILES, VARIANTS, RunConfig, resolve_variants
+from training.config import PROFILES, TEACHERS, VARIANTS, RunConfig, resolve_variants
 from training.data import MnistDataError, download, load_mnist, resolve_data_dir
 from training.evaluate import evaluate_run, print_summary
 from training.provenance import git_commit
@@ -73,9 +73,10 @@ def parse_args(argv: list[str] | None) -> RunConfig:
         "--variants",
         nargs="+",
         default=d.variants,
-        choices=list(VARIANTS),
+        choices=[*VARIANTS, *TEACHERS],
         metavar="NAME",
-        help=f"recipes to train (default: all of {list(VARIANTS)})",
+        help=f"recipes to train (default: all of {list(VARIANTS)}; a teacher for --teacher: "
+        f"{', '.join(TEACHERS)})",
     )
     p.add_argument(
         "--val-size",
@@ -115,6 +116,13 @@ def parse_args(argv: list[str] | None) -> RunConfig:
         metavar="DIR",
         help="start each recipe from the ONNX model of the same name in this bundle folder "
         "(e.g. artifacts) and fine-tune it, instead of from random weights",
+    )
+    p.add_argument(
+        "--teacher",
+        metavar="CHECKPOINT",
+        help="distil from this teacher (e.g. runs/teacher/teacher-wide/best.pt, trained with "
+        "--variants teacher-wide on the same split): each recipe also learns the teacher's "
+        "softened probabilities on its augmented digits",
     )
     p.add_argument(
         "--outliers",

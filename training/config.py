@@ -35,6 +35,12 @@ class OptimConfig:
     # With --init: weight of the KL divergence from the starting model's probabilities on the
     # (augmented) digits, so fine-tuning keeps what it knew ("learning without forgetting").
     keep: float = 0.0
+    # With --teacher: weight of the KL divergence from the teacher's probabilities softened
+    # at `temperature` on the same augmented digits, times temperature squared so that its
+    # gradients keep their scale (Hinton et al. 2015, "Distilling the knowledge in a neural
+    # network").
+    distill: float = 1.0
+    temperature: float = 4.0
 
     def __post_init__(self):
         if self.optimizer not in ("adam", "sgd"):
@@ -114,6 +120,32 @@ VARIANTS: dict[str, VariantConfig] = {
 }
 
 
+# Teachers for knowledge distillation (--teacher): trained by the same pipeline, never shipped
+# (export refuses them). LeNet-5's layers four times as wide, batch norm, ReLU, max pooling.
+TEACHERS: dict[str, VariantConfig] = {
+    v.name: v
+    for v in (
+        VariantConfig(
+            name="teacher-wide",
+            seed=4,
+            why="a stronger model whose probabilities the shipped recipes learn from",
+            model=ModelArgs(
+                activation="relu", pool="max", norm="batch", dropout=0.3, pad=2, width=4
+            ),
+            optim=OptimConfig(
+                optimizer="sgd",
+                lr=0.1,
+                weight_decay=5e-4,
+                schedule="onecycle",
+                warmup=0.2,
+                epochs=20,
+            ),
+            augment=AugmentConfig(elastic_alpha=0.5, **ROBUST, stroke=0.2),
+        ),
+    )
+}
+
+
 # Epochs of every recipe by profile. "default" is each recipe's own, short enough that a
 # run of all three takes about 12 minutes on a 2-core CPU; "ship" is the longer schedule
 # the shipped bundle is trained with.
@@ -139,6 +171,7 @@ class RunConfig:
     resume: bool = False
     smoke: bool = False
     init: str | None = None  # a bundle folder: start each recipe from its ONNX model there
+    teacher: str | None = None  # a teacher's checkpoint (best.pt) the recipes distil from
     outliers: int = 30_000  # generated non-digits for outlier exposure; 0 = none
     overrides: list[str] = field(default_factory=list)
 
@@ -150,9 +183,10 @@ class RunConfig:
         if self.profile not in PROFILES:
             raise ValueError(f"profile must be one of {list(PROFILES)}")
         self.epochs = self.epochs or PROFILES[self.profile]
-        unknown = set(self.variants) - set(VARIANTS)
+        known = [*VARIANTS, *TEACHERS]
+        unknown = set(self.variants) - set(known)
         if unknown:
-            raise ValueError(f"unknown variant(s) {sorted(unknown)}; known: {list(VARIANTS)}")
+            raise ValueError(f"unknown variant(s) {sorted(unknown)}; known: {known}")
         if self.smoke:
             # One short epoch on a small stratified subset: the whole pipeline in seconds.
             self.subset = self.subset or 1000
@@ -188,7 +222,7 @@ def apply_override(variants: dict[str, VariantConfig], spec: str) -> None:
 
 def resolve_variants(cfg: RunConfig) -> list[VariantConfig]:
     """The recipes this run trains, with --set and --epochs applied to copies."""
-    variants = copy.deepcopy(VARIANTS)
+    variants = copy.deepcopy(VARIANTS | TEACHERS)
     for spec in cfg.overrides:
         apply_override(variants, spec)
     chosen = [variants[name] for name in cfg.variants]

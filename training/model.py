@@ -1,8 +1,10 @@
 """LeNet-5 and the knobs on which our three variants differ.
 
 Every variant keeps LeNet-5's shape: two 5x5 convolutions with 6 and 16 maps, each followed by
-2x2 subsampling, then dense layers of 120, 84 and 10 units. `ModelArgs` is everything needed to
-rebuild a model, and checkpoints store it, so loading never repeats the settings.
+2x2 subsampling, then dense layers of 120, 84 and 10 units. A teacher (training/config.py's
+TEACHERS, never shipped) has the same layers, `width` times as many maps and units. `ModelArgs`
+is everything needed to rebuild a model, and checkpoints store it, so loading never repeats the
+settings.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class ModelArgs:
     pad: int = 0
     pad_value: float = 0.0
     num_classes: int = 10
+    width: int = 1  # maps and units, times LeNet-5's; 1 for every model that ships
 
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
@@ -44,6 +47,8 @@ class ModelArgs:
             raise ValueError(f"pool must be one of {sorted(POOLS)}")
         if self.norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}")
+        if self.width < 1:
+            raise ValueError("width must be 1 or more")
 
 
 class LeNet5(nn.Module):
@@ -59,16 +64,17 @@ class LeNet5(nn.Module):
             layers = [nn.Conv2d(cin, cout, 5, bias=not bn)]
             return layers + ([nn.BatchNorm2d(cout)] if bn else []) + [act(), pool(2)]
 
-        self.features = nn.Sequential(*conv(1, 6), *conv(6, 16))
+        k = args.width
+        self.features = nn.Sequential(*conv(1, 6 * k), *conv(6 * k, 16 * k))
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(16 * side * side, 120),
+            nn.Linear(16 * k * side * side, 120 * k),
             act(),
             nn.Dropout(args.dropout),
-            nn.Linear(120, 84),
+            nn.Linear(120 * k, 84 * k),
             act(),
             nn.Dropout(args.dropout),
-            nn.Linear(84, args.num_classes),
+            nn.Linear(84 * k, args.num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -91,8 +97,9 @@ def summary(args: ModelArgs) -> str:
     """One line a person can read, e.g. for the manifest and the model card."""
     size = 28 + 2 * args.pad
     norm = "+BN" if args.norm == "batch" else ""
+    k = args.width
     return (
-        f"LeNet-5 {size}x{size} in, conv5x5x6{norm}-{args.pool}pool-conv5x5x16{norm}-"
-        f"{args.pool}pool-fc120-fc84-fc{args.num_classes}, {args.activation}, "
-        f"dropout {args.dropout:g}"
+        f"LeNet-5{f' x{k}' if k > 1 else ''} {size}x{size} in, conv5x5x{6 * k}{norm}-"
+        f"{args.pool}pool-conv5x5x{16 * k}{norm}-{args.pool}pool-fc{120 * k}-fc{84 * k}-"
+        f"fc{args.num_classes}, {args.activation}, dropout {args.dropout:g}"
     )

@@ -127,6 +127,21 @@ def outliers_for(cfg: RunConfig, device: torch.device) -> tuple[torch.Tensor | N
     return torch.from_numpy(made.images).unsqueeze(1).to(device), made
 
 
+def load_teacher(path: str, data: Mnist, device: torch.device) -> LeNet5:
+    """The teacher of --teacher, frozen. Its normalisation must be this run's: the mean and
+    std are measured on the training split, so a teacher of another split (which may have
+    trained on this run's validation digits) is refused."""
+    teacher, ckpt = checkpoint.load(Path(path), map_location=device)
+    norm = ckpt["normalisation"]
+    if not (math.isclose(norm["mean"], data.mean) and math.isclose(norm["std"], data.std)):
+        raise TrainingError(
+            f"{path}: the teacher was trained on another split of MNIST (normalisation "
+            f"{norm['mean']:.6f}/{norm['std']:.6f}, this run's {data.mean:.6f}/{data.std:.6f}); "
+            "train it with this run's --val-size, --subset and --split-seed"
+        )
+    return teacher.eval().requires_grad_(False)
+
+
 def _validate(model, data: Mnist) -> tuple[float, float]:
     probs = predict_probs(model, data.val_x, data.mean, data.std)
     loss = F.nll_loss(probs.clamp_min(1e-12).log(), data.val_y).item()
@@ -146,6 +161,9 @@ def train_variant(
     """Trains one recipe; writes best.pt and last.pt under out_dir/<name>/; returns its record."""
     vdir = out_dir / v.name
     vdir.mkdir(parents=True, exist_ok=True)
+    # Before the seed: building the teacher draws random weights, which would change this
+    # recipe's own draws.
+    teacher = load_teacher(cfg.teacher, data, device) if cfg.teacher else None
     torch.manual_seed(v.seed)
     gen = torch.Generator(device=device).manual_seed(v.seed)
     model = build(dataclasses.replace(v.model, pad_value=-data.mean / data.std)).to(device)
@@ -222,6 +240,14 @@ def train_variant(
                     digits.log_softmax(dim=1), before, log_target=True, reduction="batchmean"
                 )
                 loss = loss + v.optim.keep * kl
+            if teacher is not None:
+                t = v.optim.temperature
+                with torch.no_grad():
+                    soft = (teacher(x[: len(y)]).float() / t).log_softmax(dim=1)
+                kd = F.kl_div(
+                    (digits / t).log_softmax(dim=1), soft, log_target=True, reduction="batchmean"
+                )
+                loss = loss + v.optim.distill * t * t * kd
             if expose:
                 # Cross-entropy to the uniform distribution over the ten digits.
                 spread = -logits[len(y) :].float().log_softmax(dim=1).mean(dim=1).mean()
