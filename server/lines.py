@@ -34,7 +34,7 @@ class Lines:
     mask: np.ndarray  # bool, the lines' pixels (strokes that cross them excluded)
     count: int  # separate lines: bands of rows with horizontal, of columns with vertical ones
     thickness: int  # the thickest run across a line that counted as line, in pixels
-    level: int = 0  # how many of them run along the rows (the rest run down the columns)
+    level: int  # how many of them run along the rows (the rest run down the columns)
 
 
 def _run_lengths(binary: np.ndarray) -> np.ndarray:

@@ -21,8 +21,8 @@ candidates are the answer: an image costs one run of the models per round, a sec
 leaves a part as wide as a pair. Digits under ZOOM_HEIGHT px tall at working size are cut again
 from the decoded image (the number's region only) at up to ZOOM_TARGET px, where touching
 strokes part more clearly.
-python -m bench.numbers (bench/results/numbers.md) reads 92.5 % of its numbers exactly. Of the
-30 its main set misses, 12 have a digit too many or too few (most often a narrow 1 left joined
+python -m bench.numbers (bench/results/numbers.md) reads 92.8 % of its numbers exactly. Of the
+29 its main set misses, 11 have a digit too many or too few (most often a narrow 1 left joined
 to the digit it touches); 9 misread a digit that a cut between touching digits left without a
 stroke or with its neighbour's (a 4 without its left stroke reads 1); 5 misread a digit that
 the models misread alone, in the same style, too; 4 misread a digit read right alone (three at

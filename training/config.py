@@ -121,29 +121,17 @@ VARIANTS: dict[str, VariantConfig] = {
 
 
 # Teachers for knowledge distillation (--teacher): trained by the same pipeline, never shipped
-# (export refuses them). LeNet-5's layers four times as wide, batch norm, ReLU, max pooling.
-TEACHERS: dict[str, VariantConfig] = {
-    v.name: v
-    for v in (
-        VariantConfig(
-            name="teacher-wide",
-            seed=4,
-            why="a stronger model whose probabilities the shipped recipes learn from",
-            model=ModelArgs(
-                activation="relu", pool="max", norm="batch", dropout=0.3, pad=2, width=4
-            ),
-            optim=OptimConfig(
-                optimizer="sgd",
-                lr=0.1,
-                weight_decay=5e-4,
-                schedule="onecycle",
-                warmup=0.2,
-                epochs=20,
-            ),
-            augment=AugmentConfig(elastic_alpha=0.5, **ROBUST, stroke=0.2),
-        ),
-    )
-}
+# (export refuses them). LeNet-5's layers four times as wide, batch norm, ReLU, max pooling, on
+# lenet5-bn-gelu's schedule and lenet5-relu-adam's augmentation.
+TEACHER = VariantConfig(
+    name="teacher-wide",
+    seed=4,
+    why="a stronger model whose probabilities the shipped recipes learn from",
+    model=ModelArgs(activation="relu", pool="max", norm="batch", dropout=0.3, pad=2, width=4),
+    optim=copy.deepcopy(VARIANTS["lenet5-bn-gelu"].optim),
+    augment=copy.deepcopy(VARIANTS["lenet5-relu-adam"].augment),
+)
+TEACHERS: dict[str, VariantConfig] = {TEACHER.name: TEACHER}
 
 
 # Epochs of every recipe by profile. "default" is each recipe's own, short enough that a

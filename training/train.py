@@ -142,6 +142,18 @@ def load_teacher(path: str, data: Mnist, device: torch.device) -> LeNet5:
     return teacher.eval().requires_grad_(False)
 
 
+def _kl_from(
+    reference: LeNet5, x: torch.Tensor, logits: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """KL divergence of the model's probabilities (`logits` on `x`) from a frozen reference
+    model's on the same images, both softened at `temperature`."""
+    with torch.no_grad():
+        target = (reference(x).float() / temperature).log_softmax(dim=1)
+    return F.kl_div(
+        (logits / temperature).log_softmax(dim=1), target, log_target=True, reduction="batchmean"
+    )
+
+
 def _validate(model, data: Mnist) -> tuple[float, float]:
     probs = predict_probs(model, data.val_x, data.mean, data.std)
     loss = F.nll_loss(probs.clamp_min(1e-12).log(), data.val_y).item()
@@ -234,20 +246,10 @@ def train_variant(
             else:
                 loss = F.cross_entropy(digits, y)
             if start is not None:
-                with torch.no_grad():
-                    before = start(x[: len(y)]).float().log_softmax(dim=1)
-                kl = F.kl_div(
-                    digits.log_softmax(dim=1), before, log_target=True, reduction="batchmean"
-                )
-                loss = loss + v.optim.keep * kl
+                loss = loss + v.optim.keep * _kl_from(start, x[: len(y)], digits)
             if teacher is not None:
                 t = v.optim.temperature
-                with torch.no_grad():
-                    soft = (teacher(x[: len(y)]).float() / t).log_softmax(dim=1)
-                kd = F.kl_div(
-                    (digits / t).log_softmax(dim=1), soft, log_target=True, reduction="batchmean"
-                )
-                loss = loss + v.optim.distill * t * t * kd
+                loss = loss + v.optim.distill * t * t * _kl_from(teacher, x[: len(y)], digits, t)
             if expose:
                 # Cross-entropy to the uniform distribution over the ten digits.
                 spread = -logits[len(y) :].float().log_softmax(dim=1).mean(dim=1).mean()
