@@ -9,8 +9,8 @@ instead of its last: tune with those, and report with the defaults, which tuning
 
 Runs the server's own preprocessing and ensemble in-process (the same code as POST /predict,
 minus HTTP) on: MNIST test digits turned into photos, scans, canvas drawings and the other
-kinds of bench/synth.py; digits printed in every installed font; and images that are not
-digits. Writes realworld.json and realworld.md.
+kinds of bench/synth.py; digits printed in the fonts training never uses; and images that
+are not digits (letters in those fonts). Writes realworld.json and realworld.md.
 """
 
 from __future__ import annotations
@@ -104,10 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({k: r["reasons"] for k, r in rows.items()}))
         return 0
 
-    fonts = synth.fonts()
+    fonts = synth.digit_fonts()
     rng = np.random.default_rng(0)
     printed = [(synth.printed(str(d), f, rng), d) for f in fonts for d in range(10)]
-    rows[f"printed ({len(fonts)} fonts)"] = score(predictor, printed)
+    rows[f"printed ({len(fonts)} held-out fonts)"] = score(predictor, printed)
 
     not_digits = {
         kind: score(

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
 
-FONT_DIRS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"))
+from training import nondigits
+from training import printed as typeset
 
 
 def _encode(im: Image.Image, fmt: str, **kw) -> bytes:
@@ -476,13 +477,15 @@ def make(kind: str, digit: np.ndarray, seed: int) -> bytes:
     return KINDS[kind](digit, np.random.default_rng(seed))
 
 
-def fonts() -> list[Path]:
-    """Every TrueType/OpenType font installed (Debian's fonts-* packages)."""
-    found = []
-    for d in FONT_DIRS:
-        if d.is_dir():
-            found += sorted(p for p in d.rglob("*") if p.suffix.lower() in (".ttf", ".otf"))
-    return found
+def held_out_fonts() -> list[Path]:
+    """The installed fonts (Debian's fonts-* packages) that training never draws letters or
+    digits in: training/nondigits.py's held-out part."""
+    return nondigits.split(nondigits.fonts(), "held")
+
+
+def digit_fonts() -> list[Path]:
+    """The held-out fonts whose digit characters are digits (not dingbats or keyboard keys)."""
+    return typeset.digit_fonts("held")
 
 
 def printed(text: str, font: Path, rng: np.random.Generator, size: int = 160) -> bytes:
@@ -613,7 +616,7 @@ LETTERS = "ABCDEFGHJKLMNPQRTUVWXYabcdefhkmnpqrtuvwxy"  # O, I, S, Z, g... look l
 
 
 def not_digit_letter(rng: np.random.Generator) -> bytes:
-    found = fonts()
+    found = held_out_fonts()
     if not found:
         raise RuntimeError("no fonts installed: apt-get install fonts-dejavu-core")
     font = found[int(rng.integers(len(found)))]

@@ -26,7 +26,7 @@ def test_every_kind_is_made_and_fitted_as_mnist_fits_a_digit():
 
 def test_held_out_part_shares_no_font_with_training():
     found = nondigits.fonts()
-    train, held = nondigits._split(found, "train"), nondigits._split(found, "held")
+    train, held = nondigits.split(found, "train"), nondigits.split(found, "held")
     assert not set(train) & set(held) and len(train) + len(held) == len(found)
 
 

@@ -31,8 +31,10 @@ from training.train import (
     jobs_for,
     outliers_for,
     pick_device,
+    printed_for,
     threads_per_job,
     train_recipes,
+    with_printed,
 )
 from training.warmstart import WarmStartError
 
@@ -132,6 +134,13 @@ def parse_args(argv: list[str] | None) -> RunConfig:
         "and Fashion-MNIST where installed; 0 = train on digits only (default: %(default)s)",
     )
     p.add_argument(
+        "--printed",
+        type=int,
+        default=d.printed,
+        help="digits typeset in the installed fonts (a training part of them), added to the "
+        "training digits with their labels; 0 = MNIST only (default: %(default)s)",
+    )
+    p.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -159,6 +168,10 @@ def run(cfg: RunConfig, command: str = "") -> dict:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     data = load_mnist(data_dir, device, cfg.val_size, cfg.subset, cfg.split_seed)
+    typeset = printed_for(cfg)
+    if cfg.printed and not len(typeset[1]):
+        print("warning: no fonts found: no typeset digits", file=sys.stderr)
+    data = with_printed(data, typeset)
     outliers, made = outliers_for(cfg, device)
     for line in made.missing:
         print(f"warning: {line}", file=sys.stderr)
@@ -174,7 +187,7 @@ def run(cfg: RunConfig, command: str = "") -> dict:
     print(
         f"device {device} ({jobs} recipe(s) at a time, "
         f"{threads_per_job(cfg, device, jobs)} CPU thread(s) each), "
-        f"train {len(data.train_y):,}, "
+        f"train {len(data.train_y):,} ({len(typeset[1]):,} of them typeset), "
         f"val {len(data.val_y):,}, test {len(data.test_y):,}, mean {data.mean:.4f}, "
         f"std {data.std:.4f}"
     )
@@ -207,7 +220,7 @@ def run(cfg: RunConfig, command: str = "") -> dict:
         {v.name: augment(sample, v.augment, gen) for v in variants}, sample, out / "augment.png"
     )
 
-    histories = train_recipes(variants, data, cfg, device, out, data_dir, outliers)
+    histories = train_recipes(variants, data, cfg, device, out, data_dir, typeset, outliers)
     plots.learning_curves(histories, out / "curves.png")
 
     metrics = evaluate_run(out, [v.name for v in variants], data.test_x, data.test_y)

@@ -161,6 +161,7 @@ class RunConfig:
     init: str | None = None  # a bundle folder: start each recipe from its ONNX model there
     teacher: str | None = None  # a teacher's checkpoint (best.pt) the recipes distil from
     outliers: int = 30_000  # generated non-digits for outlier exposure; 0 = none
+    printed: int = 3000  # digits typeset in the installed fonts, added to training; 0 = none
     overrides: list[str] = field(default_factory=list)
 
     def __post_init__(self):
@@ -181,6 +182,7 @@ class RunConfig:
             self.val_size = min(self.val_size, 500)
             self.epochs = 1
             self.outliers = min(self.outliers, 600)
+            self.printed = min(self.printed, 100)
 
 
 def _coerce(text: str, current):

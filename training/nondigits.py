@@ -63,7 +63,7 @@ def fonts(dirs: tuple[Path, ...] = FONT_DIRS) -> list[Path]:
     return found
 
 
-def _split(items: list, part: str) -> list:
+def split(items: list, part: str) -> list:
     # Every fourth item is held out: fonts are sorted by path, so families spread over both.
     held = items[::4]
     return held if part == "held" else [x for i, x in enumerate(items) if i % 4]
@@ -285,7 +285,7 @@ def generate(
         raise ValueError("part must be train or held")
     rng = np.random.default_rng([seed, part == "held"])
     missing = []
-    font_paths = _split(fonts(font_dirs), part)
+    font_paths = split(fonts(font_dirs), part)
     loaded = []
     for p in font_paths:
         try:

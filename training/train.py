@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from training import checkpoint
+from training import checkpoint, printed
 from training.augment import augment
 from training.config import RunConfig, VariantConfig
 from training.data import BatchSampler, Mnist, load_mnist, one_hot
@@ -125,6 +125,31 @@ def outliers_for(cfg: RunConfig, device: torch.device) -> tuple[torch.Tensor | N
     if not len(made.images):
         return None, made
     return torch.from_numpy(made.images).unsqueeze(1).to(device), made
+
+
+Typeset = tuple[np.ndarray, np.ndarray]  # typeset digits uint8 [N, 28, 28], labels int64 [N]
+
+
+def printed_for(cfg: RunConfig) -> Typeset:
+    """The typeset digits added to training (training/printed.py); seeded, so every process
+    would make the same, but they are made once and handed to the training processes."""
+    if not cfg.printed:
+        return np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.int64)
+    return printed.generate(cfg.printed, seed=cfg.split_seed, part="train")
+
+
+def with_printed(data: Mnist, typeset: Typeset) -> Mnist:
+    """`data` with the typeset digits after MNIST's training digits. The normalisation stays
+    MNIST's: it is what the server applies to every upload."""
+    images, labels = typeset
+    if not len(labels):
+        return data
+    device = data.train_x.device
+    x = torch.from_numpy(images).unsqueeze(1).to(device)
+    y = torch.from_numpy(labels).to(device)
+    return dataclasses.replace(
+        data, train_x=torch.cat([data.train_x, x]), train_y=torch.cat([data.train_y, y])
+    )
 
 
 def load_teacher(path: str, data: Mnist, device: torch.device) -> LeNet5:
@@ -326,12 +351,13 @@ def threads_per_job(cfg: RunConfig, device: torch.device, jobs: int) -> int:
 
 
 def _train_in_worker(
-    v: VariantConfig, cfg: RunConfig, data_dir: Path, out_dir: Path, outliers
+    v: VariantConfig, cfg: RunConfig, data_dir: Path, out_dir: Path, outliers, typeset: Typeset
 ) -> list:
     sys.stdout.reconfigure(line_buffering=True)  # epoch lines as they happen, not at exit
     device = pick_device(cfg.device)
     configure_torch(cfg, device)
     data = load_mnist(data_dir, device, cfg.val_size, cfg.subset, cfg.split_seed)
+    data = with_printed(data, typeset)
     if outliers is not None:
         outliers = outliers.to(device)
     return train_variant(v, data, cfg, device, out_dir, outliers, progress=False)["history"]
@@ -344,9 +370,11 @@ def train_recipes(
     device: torch.device,
     out_dir: Path,
     data_dir: Path,
+    typeset: Typeset,
     outliers: torch.Tensor | None = None,
 ) -> dict[str, list]:
-    """Trains every recipe, `jobs_for` of them at a time; returns each one's history."""
+    """Trains every recipe, `jobs_for` of them at a time; returns each one's history. `data`
+    already holds the `typeset` digits; training processes add them to their own copy."""
     jobs = jobs_for(cfg, device, len(variants))
     if jobs == 1:
         return {
@@ -363,7 +391,7 @@ def train_recipes(
     try:
         with ProcessPoolExecutor(jobs, mp_context=context) as pool:
             futures = {
-                v.name: pool.submit(_train_in_worker, v, cfg, data_dir, out_dir, spare)
+                v.name: pool.submit(_train_in_worker, v, cfg, data_dir, out_dir, spare, typeset)
                 for v in variants
             }
             return {name: future.result() for name, future in futures.items()}
