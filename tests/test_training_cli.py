@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -159,6 +160,32 @@ def test_a_worker_killed_from_outside_is_a_clear_error(mnist_dir, tmp_path):
     assert proc.returncode == 2, err
     assert err.startswith("error: a training process died") and "--resume" in err
     assert "Traceback" not in err
+
+
+def test_training_processes_stop_when_the_run_is_killed(mnist_dir, tmp_path):
+    args = ["--jobs", "2", "--threads", "1", "--subset", "2000", "--val-size", "500"]
+    args += ["--epochs", "50", "--outliers", "0", "--printed", "0"]
+    args += ["--variants", "lenet5-classic-sgd", "lenet5-bn-gelu"]
+    args += ["--data-dir", str(mnist_dir), "--out", str(tmp_path)]
+    proc = start_training(*args)
+    for line in proc.stdout:
+        if "epoch   1/50" in line:
+            break
+    workers = [
+        pid
+        for pid in procs.children(proc.pid)
+        if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    assert len(workers) == 2
+    proc.kill()  # SIGKILL: the run itself gets no chance to stop them
+    proc.communicate(timeout=30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in workers):
+        time.sleep(0.1)
+    alive = [p for p in workers if Path(f"/proc/{p}").exists()]
+    for p in alive:  # never leave them training on
+        os.kill(p, signal.SIGKILL)
+    assert not alive, "training processes outlived the run"
 
 
 def test_resume_refuses_a_changed_recipe(smoke_run, mnist_dir, tmp_path):

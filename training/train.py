@@ -4,10 +4,12 @@ and several recipes at once, one process each."""
 from __future__ import annotations
 
 import copy
+import ctypes
 import dataclasses
 import math
 import multiprocessing
 import os
+import signal
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -350,6 +352,18 @@ def threads_per_job(cfg: RunConfig, device: torch.device, jobs: int) -> int:
     return max(1, len(os.sched_getaffinity(0)) // jobs)
 
 
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent exits
+
+
+def _die_with_parent(parent: int) -> None:
+    """A training process stops when the run's process is killed (a SIGTERM, the OOM killer):
+    left alone it would train on for an hour with no one to hand its results to."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # gone before the call
+            os._exit(1)
+
+
 def _train_in_worker(
     v: VariantConfig, cfg: RunConfig, data_dir: Path, out_dir: Path, outliers, typeset: Typeset
 ) -> list:
@@ -389,7 +403,9 @@ def train_recipes(
     context = multiprocessing.get_context("spawn")
     spare = None if outliers is None else outliers.cpu()
     try:
-        with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        with ProcessPoolExecutor(
+            jobs, mp_context=context, initializer=_die_with_parent, initargs=(os.getpid(),)
+        ) as pool:
             futures = {
                 v.name: pool.submit(_train_in_worker, v, cfg, data_dir, out_dir, spare, typeset)
                 for v in variants
