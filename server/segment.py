@@ -21,12 +21,12 @@ candidates are the answer: an image costs one run of the models per round, a sec
 leaves a part as wide as a pair. Digits under ZOOM_HEIGHT px tall at working size are cut again
 from the decoded image (the number's region only) at up to ZOOM_TARGET px, where touching
 strokes part more clearly.
-python -m bench.numbers (bench/results/numbers.md) reads 92.8 % of its numbers exactly. Of the
-29 its main set misses, 11 have a digit too many or too few (most often a narrow 1 left joined
-to the digit it touches); 9 misread a digit that a cut between touching digits left without a
-stroke or with its neighbour's (a 4 without its left stroke reads 1); 5 misread a digit that
-the models misread alone, in the same style, too; 4 misread a digit read right alone (three at
-confidences of 0.28-0.68, one a broken 4 whose detached stroke joined the next digit).
+python -m bench.numbers (bench/results/numbers.md) reads 93.5 % of its numbers exactly. Of the
+26 its main set misses, 10 have a digit too many or too few (a narrow 1 or a digit overlapping
+its neighbour left joined to it or cut in the wrong place, a 1 drawn in dots dropped); 8 misread
+a digit of a touching pair, most often one a cut left without a stroke or with its neighbour's
+(a 4 without its left stroke reads 1); 8, in numbers where no digits touch, misread a digit
+that stands apart (a 4 like a 9, a 4 or a 5 broken in pieces).
 """
 
 from __future__ import annotations
