@@ -21,12 +21,12 @@ candidates are the answer: an image costs one run of the models per round, a sec
 leaves a part as wide as a pair. Digits under ZOOM_HEIGHT px tall at working size are cut again
 from the decoded image (the number's region only) at up to ZOOM_TARGET px, where touching
 strokes part more clearly.
-python -m bench.numbers (bench/results/numbers.md) reads 92.8 % of its numbers exactly. Of the
-29 its main set misses, 11 have a digit too many or too few (most often a narrow 1 left joined
-to the digit it touches); 9 misread a digit that a cut between touching digits left without a
-stroke or with its neighbour's (a 4 without its left stroke reads 1); 5 misread a digit that
-the models misread alone, in the same style, too; 4 misread a digit read right alone (three at
-confidences of 0.28-0.68, one a broken 4 whose detached stroke joined the next digit).
+python -m bench.numbers (bench/results/numbers.md) reads 93.5 % of its numbers exactly. Of the
+26 its main set misses, 10 have a digit too many or too few (a narrow 1 or a digit overlapping
+its neighbour left joined to it or cut in the wrong place, a 1 drawn in dots dropped); 8 misread
+a digit of a touching pair, most often one a cut left without a stroke or with its neighbour's
+(a 4 without its left stroke reads 1); 8, in numbers where no digits touch, misread a digit
+that stands apart (a 4 like a 9, a 4 or a 5 broken in pieces).
 """
 
 from __future__ import annotations
@@ -93,9 +93,14 @@ CUTS = 3  # column profile minima tried as cuts per group
 EVEN_CUTS = (0.5, 0.4, 0.6, 0.3, 0.7, 0.2, 0.8)
 # The weighing of a cut against the whole group, in log-likelihood terms (_choose).
 CLEAN_BONUS = 0.5  # for a clean cut
-CROSSING_COST = 0.5  # for each stroke the cut goes through beyond the first
+CROSSING_COST = 0.25  # for each stroke the cut goes through beyond the first (touching
+# digits may meet twice: a 5's bar and its bowl both on the 0 beside it)
 WIDE_COST = 1.0  # against the whole, per unit of width over PAIR_WIDTH
 MARGIN = 0.5  # by which the cut must win
+# The confidence a part as wide as SPLIT_IF_SURER counts with: it is cut again, and what the
+# models make of it whole says nothing of this cut. A part still to be cut is a less likely
+# digit than one read surely (bench.numbers reads the same at 0.5 to 0.7, less at SURE).
+WIDE_PART = 0.7
 BAND = 0.2  # how far a cut's path may wander from its starting column
 PATH_ROWS = 64  # a cut's path through a taller group is found on pairs of its rows
 STEM = 1.3  # of the digit height: an upright line no taller is a 1, not a form's line
@@ -538,9 +543,9 @@ def _read(glyphs: list[_Glyph], read: Reader) -> None:
 
 
 def _part_confidence(p: _Glyph) -> float:
-    """The models' confidence in a part of a cut. A part too wide for one digit is cut again:
-    what the models make of it as one digit says nothing of this cut."""
-    return _confidence(p) if p.width_ratio() < SPLIT_IF_SURER else SURE
+    """The models' confidence in a part of a cut; WIDE_PART for a part too wide for one
+    digit."""
+    return _confidence(p) if p.width_ratio() < SPLIT_IF_SURER else WIDE_PART
 
 
 def _surest(c: _Cut) -> float:
@@ -564,11 +569,13 @@ def _choose(g: _Glyph) -> list[_Glyph] | None:
     one stroke, into two parts as tall as digits) is what touching digits look like. Failing
     the rules for those cases, a cut is made when its parts are likelier digits than the whole
     is, by MARGIN in log terms, the whole's likelihood lowered for every bit of width beyond
-    a pair's."""
+    a pair's. Either way the cut made is the likeliest: the cleanest that decided for a cut may
+    cut the wrong digit (a 0 and a 4 as 0 and 1, the 4's arm left with the 0)."""
     if not g.cuts:
         return None
     height = g.height_ref
     best = max(g.cuts, key=lambda c: (c.clean(height), _surest(c)))
+    likeliest = max(g.cuts, key=lambda c: _evidence(c, height))
     sure, clean = _surest(best), best.clean(height)
     whole = _confidence(g)
     ratio = g.width_ratio()
@@ -585,8 +592,7 @@ def _choose(g: _Glyph) -> list[_Glyph] | None:
             or (whole < SURE and sure > whole + 0.1)
         )
     ):
-        return [best.left, best.right]
-    likeliest = max(g.cuts, key=lambda c: _evidence(c, height))
+        return [likeliest.left, likeliest.right]
     whole_evidence = math.log(max(1e-4, whole)) - WIDE_COST * max(0.0, ratio - PAIR_WIDTH)
     if _evidence(likeliest, height) > whole_evidence + MARGIN:
         return [likeliest.left, likeliest.right]

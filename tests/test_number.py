@@ -149,6 +149,22 @@ def test_touching_digits_the_models_read_whole_are_split_when_the_parts_read_lik
     assert got == [f"{a}{b}" for a, b, _ in pairs]
 
 
+def test_touching_digits_are_cut_where_the_parts_read_likeliest(client, mnist):
+    # Each pair was cut where the rules found their cleanest cut, or where a part still as wide
+    # as a pair counted as a sure digit, and read as three digits or as the wrong two (50 as
+    # 583, 30 as 3117, 54 as 514, 88 as 853, 02 as 62, 69 as 19).
+    images, labels = mnist
+    pairs = ((5, 0, 3), (3, 0, 13), (5, 4, 17), (8, 8, 21), (0, 2, 20), (6, 9, 11))
+    got = []
+    for left, right, skip in pairs:
+        img = touching_pair(
+            images[first_of(labels, left, skip)], images[first_of(labels, right, skip)]
+        )
+        assert pieces(img) == 1
+        got.append(read(client, png(img)).get_json()["number"])
+    assert got == [f"{a}{b}" for a, b, _ in pairs]
+
+
 def test_a_straight_1_as_tall_as_the_digits_is_read_not_taken_for_a_forms_line(client):
     # A 1 drawn as one upright stroke, in a number that fills most of a wide picture's
     # height: as long as a form's upright line would be there, but no taller than the
