@@ -12,15 +12,16 @@ dealt with, server/preprocess.py):
            at minima of its column profile (and where a narrow digit would meet a wide one);
            the models read the group whole and cut, and the group's width, the cut's shape
            (through one stroke, into parts standing on one baseline) and the readings decide;
-           a part as wide as a pair is looked at again
+           a part as wide as a pair is looked at again, and so is a group too narrow for a
+           pair that the models read unsure whole, with its cuts that are not clean
   fit      each digit's own ink (its neighbours' removed) through the single digit's steps:
            preprocess.tighten, fit, normalise
 
 Every candidate of a round goes to the models in one batch, and the readings of the kept
 candidates are the answer: an image costs one run of the models per round, a second when a cut
-leaves a part as wide as a pair. Digits under ZOOM_HEIGHT px tall at working size are cut again
-from the decoded image (the number's region only) at up to ZOOM_TARGET px, where touching
-strokes part more clearly.
+leaves a part as wide as a pair or a narrow group reads unsure. Digits under ZOOM_HEIGHT px
+tall at working size are cut again from the decoded image (the number's region only) at up to
+ZOOM_TARGET px, where touching strokes part more clearly.
 python -m bench.numbers (bench/results/numbers.md) reads 93.5 % of its numbers exactly. Of the
 26 its main set misses, 10 have a digit too many or too few (a narrow 1 or a digit overlapping
 its neighbour left joined to it or cut in the wrong place, a 1 drawn in dots dropped); 8 misread
@@ -79,6 +80,7 @@ ABOVE = 0.45  # the widest gap between a short piece above another and the piece
 # Widths (relative to the height) of one MNIST test digit's ink box: median 0.8, 99th
 # percentile 1.43, 99.9th 1.67. Two digits side by side are at least about 1.0 wide.
 ADDS = 0.95  # how sure of both parts the models must be for a narrow digit beside another
+ADDS_LOOSE = 0.99  # the same through a cut that is not clean
 MAY_SPLIT = 0.6  # a group this wide may hold a narrow digit (a 1) touching another
 PAIR_WIDTH = 0.9  # this wide, any two touching digits; a part this wide is looked at again
 SPLIT_IF_SURER = 1.2  # this wide: cut when the models are surer of the cut than of the whole
@@ -147,6 +149,10 @@ class _Glyph:
     crop_box: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, left, bottom, right at work size
     reading: tuple[Outputs, int] | None = None
     cuts: list[_Cut] = field(default_factory=list)  # ways to cut it in two
+    # A narrow group's cuts that are not clean, read in the next round only when the models are
+    # unsure of it whole: a 1 leaning on its neighbour over many rows is cut through more than
+    # one stroke's width, and reading such cuts of every narrow digit costs 30 % more reads.
+    loose: list[_Cut] = field(default_factory=list)
     # The cuts that made it: (first row, each row's cut column, this part is left of it), all
     # at working size. Its faint rim stays on its side of them, its neighbour's on theirs.
     sides: list[tuple[int, np.ndarray, bool]] = field(default_factory=list)
@@ -581,9 +587,14 @@ def _choose(g: _Glyph) -> list[_Glyph] | None:
     ratio = g.width_ratio()
     # A narrow digit touching another (61, 91) is read whole as the other, with full
     # confidence: a clean cut whose wider part the models read as they read the whole, and
-    # whose narrower part they read as surely, adds that digit.
+    # whose narrower part they read as surely, adds that digit; so does a cut through one
+    # stroke that is not clean when they read both parts surer still.
     wider = max((best.left, best.right), key=lambda p: p.mask.shape[1])
     adds_one = clean and sure >= ADDS and _label(wider) == _label(g)
+    for c in g.cuts if not adds_one else []:
+        wide = max((c.left, c.right), key=lambda p: p.mask.shape[1])
+        if c.crossings <= 1 and _surest(c) >= ADDS_LOOSE and _label(wide) == _label(g):
+            return [c.left, c.right]
     if adds_one or (
         ratio >= PAIR_WIDTH
         and (
@@ -599,6 +610,17 @@ def _choose(g: _Glyph) -> list[_Glyph] | None:
     return None
 
 
+def _choose_loose(g: _Glyph) -> list[_Glyph] | None:
+    """The likeliest of a narrow group's loose cuts, once read, if its parts are likelier
+    digits than the whole by MARGIN."""
+    if not g.loose or g.loose[0].left.reading is None:
+        return None
+    likeliest = max(g.loose, key=lambda c: _evidence(c, g.height_ref))
+    if _evidence(likeliest, g.height_ref) > math.log(max(1e-4, _confidence(g))) + MARGIN:
+        return [likeliest.left, likeliest.right]
+    return None
+
+
 def _digits(page: _Page, spec: InputSpec, source_size, read: Reader) -> tuple[list[_Glyph], int]:
     """The page's glyphs with touching digits cut apart, each prepared and read."""
     final: list[_Glyph] = []
@@ -610,20 +632,30 @@ def _digits(page: _Page, spec: InputSpec, source_size, read: Reader) -> tuple[li
             if g.prepared is None:
                 _prepare(page, g, spec, source_size)
                 batch.append(g)
-            if g.width_ratio() >= MAY_SPLIT:
+            if g.loose:  # read whole, unsure: its loose cuts now
+                todo = g.loose
+            elif g.width_ratio() >= MAY_SPLIT:
                 g.cuts = _cuts(g)
-                if g.width_ratio() < PAIR_WIDTH:  # only a clean cut can add a narrow digit
+                if g.width_ratio() < PAIR_WIDTH:  # a clean cut adds a narrow digit, a loose one
+                    # only when the models are unsure of the whole
+                    g.loose = [c for c in g.cuts if not c.clean(g.height_ref)]
                     g.cuts = [c for c in g.cuts if c.clean(g.height_ref)]
-                for c in g.cuts:
-                    _prepare(page, c.left, spec, source_size)
-                    _prepare(page, c.right, spec, source_size)
-                    batch += [c.left, c.right]
+                todo = g.cuts
+            else:
+                todo = []
+            for c in todo:
+                _prepare(page, c.left, spec, source_size)
+                _prepare(page, c.right, spec, source_size)
+                batch += [c.left, c.right]
         _read(batch, read)
         again = []
         for g in pending:
-            chosen = _choose(g)
+            chosen = _choose(g) or _choose_loose(g)
             if chosen is None:
-                final.append(g)
+                if g.loose and g.loose[0].left.reading is None and _confidence(g) < SURE:
+                    again.append(g)  # a narrow group the models are unsure of: its loose cuts
+                else:
+                    final.append(g)
                 continue
             cuts += 1
             for part in chosen:

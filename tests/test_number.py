@@ -165,6 +165,23 @@ def test_touching_digits_are_cut_where_the_parts_read_likeliest(client, mnist):
     assert got == [f"{a}{b}" for a, b, _ in pairs]
 
 
+def test_a_1_touching_a_digit_through_no_clean_cut_is_cut_off_when_the_whole_reads_unsure(
+    client, mnist
+):
+    # Each pair is narrower than two digits and no cut through it is clean (the 1 leans on its
+    # neighbour over many rows): read whole, unsure, as one digit (11 as 4, 91 as 9, 01 as 0).
+    images, labels = mnist
+    pairs = ((1, 1, 11), (9, 1, 17), (0, 1, 29), (1, 9, 19), (6, 1, 15), (8, 1, 23))
+    got = []
+    for left, right, skip in pairs:
+        img = touching_pair(
+            images[first_of(labels, left, skip)], images[first_of(labels, right, skip)]
+        )
+        assert pieces(img) == 1
+        got.append(read(client, png(img)).get_json()["number"])
+    assert got == [f"{a}{b}" for a, b, _ in pairs]
+
+
 def test_a_straight_1_as_tall_as_the_digits_is_read_not_taken_for_a_forms_line(client):
     # A 1 drawn as one upright stroke, in a number that fills most of a wide picture's
     # height: as long as a form's upright line would be there, but no taller than the
