@@ -5,8 +5,10 @@ import io
 import json
 import shutil
 
+import numpy as np
 import pytest
 
+from bench import synth
 from server import create_app, manifest
 from server.config import ServerConfig
 from server.manifest import Uncertainty
@@ -85,3 +87,19 @@ def test_manifest_without_uncertainty_thresholds_is_refused(bundle, tmp_path):
     (dst / "manifest.json").write_text(json.dumps(raw))
     with pytest.raises(manifest.ManifestError, match="uncertainty"):
         manifest.load(dst)
+
+
+def test_printed_letters_that_only_a_font_tells_from_digits_are_flagged(bundle):
+    """B D G Q b q set in fonts training never used: taught as non-digits, they are flagged,
+    where models never shown them read a printed b as 6 and q as 9 at full confidence."""
+    app = create_app(ServerConfig(artifacts=bundle))
+    client = app.test_client()
+    rng = np.random.default_rng(0)
+    fonts = synth.held_out_fonts()[:8]
+    answers = [
+        client.post("/predict", data=synth.printed(c, f, rng), content_type="image/png").get_json()
+        for c in "BDGQbq"
+        for f in fonts
+    ]
+    flagged = [a["uncertain"] for a in answers]
+    assert np.mean(flagged) >= 0.8, [a["label"] for a in answers]
