@@ -22,10 +22,9 @@ candidates are the answer: an image costs one run of the models per round, a sec
 leaves a part as wide as a pair or a narrow group reads unsure. Digits under ZOOM_HEIGHT px
 tall at working size are cut again from the decoded image (the number's region only) at up to
 ZOOM_TARGET px, where touching strokes part more clearly.
-python -m bench.numbers (bench/results/numbers.md) reads 93.8 % of its main set's numbers
-exactly. Most of the 25 it misses hold digits that overlap rather than touch (46, 92, 906: no
-cut separates their strokes), a 4 or a 5 broken in pieces, a 1 drawn in dots, or a digit the
-models misread alone too.
+python -m bench.numbers (bench/results/numbers.md) reads 92.8 % of its main set's numbers
+exactly. Of the 29 it misses, 13 have a digit too many or too few; digits that overlap rather
+than touch (46, 92, 906) leave no cut that separates their strokes.
 """
 
 from __future__ import annotations
