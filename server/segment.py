@@ -166,6 +166,10 @@ class _Glyph:
         h = max(self.mask.shape[0], 0.8 * self.height_ref)
         return self.mask.shape[1] / h
 
+    def loose_unread(self) -> bool:
+        """It has loose cuts the models have not read yet."""
+        return bool(self.loose) and self.loose[0].left.reading is None
+
 
 @dataclass(frozen=True)
 class _Cut:
@@ -563,6 +567,16 @@ def _evidence(c: _Cut, height: float) -> float:
     return logs + CLEAN_BONUS * c.clean(height) - CROSSING_COST * max(0, c.crossings - 1)
 
 
+def _wider(c: _Cut) -> _Glyph:
+    return max((c.left, c.right), key=lambda p: p.mask.shape[1])
+
+
+def _whole_evidence(g: _Glyph) -> float:
+    """How likely the group is one digit, as _evidence weighs a cut's parts: the log of the
+    models' confidence, lowered for every bit of width beyond a pair's."""
+    return math.log(max(1e-4, _confidence(g))) - WIDE_COST * max(0.0, g.width_ratio() - PAIR_WIDTH)
+
+
 def _choose(g: _Glyph) -> list[_Glyph] | None:
     """The cut to make in a group, if its width, the cut's shape and the models' readings call
     for one.
@@ -586,12 +600,11 @@ def _choose(g: _Glyph) -> list[_Glyph] | None:
     # confidence: a clean cut whose wider part the models read as they read the whole, and
     # whose narrower part they read as surely, adds that digit; so does a cut through one
     # stroke that is not clean when they read both parts surer still.
-    wider = max((best.left, best.right), key=lambda p: p.mask.shape[1])
-    adds_one = clean and sure >= ADDS and _label(wider) == _label(g)
-    for c in g.cuts if not adds_one else []:
-        wide = max((c.left, c.right), key=lambda p: p.mask.shape[1])
-        if c.crossings <= 1 and _surest(c) >= ADDS_LOOSE and _label(wide) == _label(g):
-            return [c.left, c.right]
+    adds_one = clean and sure >= ADDS and _label(_wider(best)) == _label(g)
+    if not adds_one:
+        for c in g.cuts:
+            if c.crossings <= 1 and _surest(c) >= ADDS_LOOSE and _label(_wider(c)) == _label(g):
+                return [c.left, c.right]
     if adds_one or (
         ratio >= PAIR_WIDTH
         and (
@@ -601,8 +614,7 @@ def _choose(g: _Glyph) -> list[_Glyph] | None:
         )
     ):
         return [likeliest.left, likeliest.right]
-    whole_evidence = math.log(max(1e-4, whole)) - WIDE_COST * max(0.0, ratio - PAIR_WIDTH)
-    if _evidence(likeliest, height) > whole_evidence + MARGIN:
+    if _evidence(likeliest, height) > _whole_evidence(g) + MARGIN:
         return [likeliest.left, likeliest.right]
     return None
 
@@ -610,10 +622,10 @@ def _choose(g: _Glyph) -> list[_Glyph] | None:
 def _choose_loose(g: _Glyph) -> list[_Glyph] | None:
     """The likeliest of a narrow group's loose cuts, once read, if its parts are likelier
     digits than the whole by MARGIN."""
-    if not g.loose or g.loose[0].left.reading is None:
+    if not g.loose or g.loose_unread():
         return None
     likeliest = max(g.loose, key=lambda c: _evidence(c, g.height_ref))
-    if _evidence(likeliest, g.height_ref) > math.log(max(1e-4, _confidence(g))) + MARGIN:
+    if _evidence(likeliest, g.height_ref) > _whole_evidence(g) + MARGIN:
         return [likeliest.left, likeliest.right]
     return None
 
@@ -649,7 +661,7 @@ def _digits(page: _Page, spec: InputSpec, source_size, read: Reader) -> tuple[li
         for g in pending:
             chosen = _choose(g) or _choose_loose(g)
             if chosen is None:
-                if g.loose and g.loose[0].left.reading is None and _confidence(g) < SURE:
+                if g.loose_unread() and _confidence(g) < SURE:
                     again.append(g)  # a narrow group the models are unsure of: its loose cuts
                 else:
                     final.append(g)

@@ -120,6 +120,20 @@ def touching_pair(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     raise AssertionError("the digits never touched")
 
 
+def read_pairs(client, mnist, pairs) -> list[str]:
+    """The number read in each touching pair (left, right, which of their kind in MNIST's test
+    set), every pair one piece of ink."""
+    images, labels = mnist
+    got = []
+    for left, right, skip in pairs:
+        img = touching_pair(
+            images[first_of(labels, left, skip)], images[first_of(labels, right, skip)]
+        )
+        assert pieces(img) == 1
+        got.append(read(client, png(img)).get_json()["number"])
+    return got
+
+
 def test_two_touching_digits_are_split(client, mnist):
     images, labels = mnist
     got = []
@@ -137,32 +151,16 @@ def test_touching_digits_the_models_read_whole_are_split_when_the_parts_read_lik
 ):
     # Each pair read whole as one digit (17 as 7, 59 as 9) or cut in the wrong place by the
     # rules for clean cuts alone; the parts are likelier digits than the whole, by a margin.
-    images, labels = mnist
     pairs = ((1, 7, 2), (1, 9, 2), (5, 9, 0), (9, 3, 0), (3, 7, 0), (5, 0, 0))
-    got = []
-    for left, right, skip in pairs:
-        img = touching_pair(
-            images[first_of(labels, left, skip)], images[first_of(labels, right, skip)]
-        )
-        assert pieces(img) == 1
-        got.append(read(client, png(img)).get_json()["number"])
-    assert got == [f"{a}{b}" for a, b, _ in pairs]
+    assert read_pairs(client, mnist, pairs) == [f"{a}{b}" for a, b, _ in pairs]
 
 
 def test_touching_digits_are_cut_where_the_parts_read_likeliest(client, mnist):
     # Each pair was cut where the rules found their cleanest cut, or where a part still as wide
     # as a pair counted as a sure digit, and read as three digits or as the wrong two (50 as
     # 583, 30 as 3117, 54 as 514, 88 as 853, 02 as 62, 69 as 19).
-    images, labels = mnist
     pairs = ((5, 0, 3), (3, 0, 13), (5, 4, 17), (8, 8, 21), (0, 2, 20), (6, 9, 11))
-    got = []
-    for left, right, skip in pairs:
-        img = touching_pair(
-            images[first_of(labels, left, skip)], images[first_of(labels, right, skip)]
-        )
-        assert pieces(img) == 1
-        got.append(read(client, png(img)).get_json()["number"])
-    assert got == [f"{a}{b}" for a, b, _ in pairs]
+    assert read_pairs(client, mnist, pairs) == [f"{a}{b}" for a, b, _ in pairs]
 
 
 def test_a_1_touching_a_digit_through_no_clean_cut_is_cut_off_when_the_whole_reads_unsure(
@@ -170,16 +168,8 @@ def test_a_1_touching_a_digit_through_no_clean_cut_is_cut_off_when_the_whole_rea
 ):
     # Each pair is narrower than two digits and no cut through it is clean (the 1 leans on its
     # neighbour over many rows): read whole, unsure, as one digit (11 as 4, 91 as 9, 01 as 0).
-    images, labels = mnist
     pairs = ((1, 1, 11), (9, 1, 17), (0, 1, 29), (1, 9, 19), (6, 1, 15), (8, 1, 23))
-    got = []
-    for left, right, skip in pairs:
-        img = touching_pair(
-            images[first_of(labels, left, skip)], images[first_of(labels, right, skip)]
-        )
-        assert pieces(img) == 1
-        got.append(read(client, png(img)).get_json()["number"])
-    assert got == [f"{a}{b}" for a, b, _ in pairs]
+    assert read_pairs(client, mnist, pairs) == [f"{a}{b}" for a, b, _ in pairs]
 
 
 def test_a_straight_1_as_tall_as_the_digits_is_read_not_taken_for_a_forms_line(client):

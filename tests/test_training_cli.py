@@ -139,30 +139,11 @@ def test_recipes_trained_side_by_side_match_those_trained_in_turn(mnist_dir, tmp
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
 
 
-def test_a_worker_killed_from_outside_is_a_clear_error(mnist_dir, tmp_path):
-    # No non-digits: drawing the default 30,000 would take longer than the epoch it waits for.
-    args = ["--jobs", "2", "--threads", "1", "--subset", "2000", "--val-size", "500"]
-    args += ["--epochs", "50", "--outliers", "0"]
-    args += ["--variants", "lenet5-classic-sgd", "lenet5-bn-gelu"]
-    args += ["--data-dir", str(mnist_dir), "--out", str(tmp_path)]
-    proc = start_training(*args)
-    for line in proc.stdout:
-        if "epoch   1/50" in line:
-            break
-    workers = [
-        pid
-        for pid in procs.children(proc.pid)
-        if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    ]
-    assert len(workers) == 2
-    os.kill(workers[0], signal.SIGKILL)  # as the kernel's out-of-memory killer would
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 2, err
-    assert err.startswith("error: a training process died") and "--resume" in err
-    assert "Traceback" not in err
-
-
-def test_training_processes_stop_when_the_run_is_killed(mnist_dir, tmp_path):
+def two_recipes_training(mnist_dir, tmp_path) -> tuple[subprocess.Popen, list[int]]:
+    """A run of two recipes side by side, once both have finished an epoch, and the process
+    ids of their training processes."""
+    # No non-digits or typeset digits: drawing the defaults would take longer than the epoch
+    # it waits for.
     args = ["--jobs", "2", "--threads", "1", "--subset", "2000", "--val-size", "500"]
     args += ["--epochs", "50", "--outliers", "0", "--printed", "0"]
     args += ["--variants", "lenet5-classic-sgd", "lenet5-bn-gelu"]
@@ -177,6 +158,20 @@ def test_training_processes_stop_when_the_run_is_killed(mnist_dir, tmp_path):
         if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
     ]
     assert len(workers) == 2
+    return proc, workers
+
+
+def test_a_worker_killed_from_outside_is_a_clear_error(mnist_dir, tmp_path):
+    proc, workers = two_recipes_training(mnist_dir, tmp_path)
+    os.kill(workers[0], signal.SIGKILL)  # as the kernel's out-of-memory killer would
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, err
+    assert err.startswith("error: a training process died") and "--resume" in err
+    assert "Traceback" not in err
+
+
+def test_training_processes_stop_when_the_run_is_killed(mnist_dir, tmp_path):
+    proc, workers = two_recipes_training(mnist_dir, tmp_path)
     proc.kill()  # SIGKILL: the run itself gets no chance to stop them
     proc.communicate(timeout=30)
     deadline = time.monotonic() + 30

@@ -1,8 +1,8 @@
 """Digits typeset in the installed fonts, as labelled training images.
 
 MNIST is American handwriting: its 1 is a bare stroke. Printed in most sans-serif fonts a 1
-has a flag, and models trained on MNIST alone read it as 7 (in over 35 of the 165 fonts of
-`python -m bench.realworld`), while a typed number in a form field is what many uploads are.
+has a flag, and models trained on MNIST alone read it as 7 (in over 35 of the 165 fonts
+installed by scripts/test.sh), while a typed number in a form field is what many uploads are.
 A few thousand typeset digits among the 55,000 handwritten ones teach the models the printed
 forms. The fonts are split as the non-digits' are (training/nondigits.py): the held-out part
 is never trained on, and is what the benchmark prints its digits in.
