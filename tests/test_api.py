@@ -342,8 +342,13 @@ def test_the_page_form_post_takes_the_request_path_of_predict(client, samples):
     assert r.status_code == 400 and "Choose an image file first." in r.get_data(as_text=True)
 
 
-def test_flask_route_and_fast_path_give_the_same_answers(app, client, samples):
+def test_flask_route_and_fast_path_give_the_same_answers(app, client, samples, monkeypatch):
     """POST /predict is served in front of Flask; Flask's own route answers the same."""
+    dispatched = []
+    full_dispatch = app.full_dispatch_request
+    monkeypatch.setattr(
+        app, "full_dispatch_request", lambda: dispatched.append(1) or full_dispatch()
+    )
     for query, kwargs in (
         ("", {"data": samples[5][0], "content_type": "image/png"}),
         ("?include_image=1", {"data": samples[5][0], "content_type": "image/png"}),
@@ -352,10 +357,13 @@ def test_flask_route_and_fast_path_give_the_same_answers(app, client, samples):
         ("", {"data": {"image": [(io.BytesIO(s[0]), "a.png") for s in samples[:3]]}}),
     ):
         fast = client.post("/predict" + query, **kwargs)
+        # Answered before Flask: with the fast path gone, this would compare Flask with itself.
+        assert dispatched == [], query
         if isinstance(kwargs["data"], dict):  # the streams were read: a fresh copy
             kwargs = {"data": {"image": [(io.BytesIO(s[0]), "a.png") for s in samples[:3]]}}
         with app.test_request_context("/predict" + query, method="POST", **kwargs):
             routed = app.full_dispatch_request()
+        dispatched.clear()
         assert routed.status_code == fast.status_code
         assert routed.get_data() == fast.get_data()
         assert routed.mimetype == fast.mimetype == "application/json"
