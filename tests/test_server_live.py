@@ -49,7 +49,7 @@ def test_start_up_logs_providers_and_self_test(server):
     deadline = time.monotonic() + 10  # workers log as they finish loading
     while server.log.count("self-test passed") < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert server.log.count("self-test passed") == 2, server.log  # the wait alone never fails
+    assert server.log.count("self-test passed") >= 2, server.log  # the wait alone never fails
     assert server.log.count("onnxruntime providers active: CPUExecutionProvider") == 2
     assert re.search(r"serving on http://127\.0\.0\.1:\d+ \(2 worker\(s\); ", server.log)
 
