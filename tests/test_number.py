@@ -333,6 +333,27 @@ def test_boxes_are_in_the_uploads_pixels(client, mnist):
     assert a["preprocessing"]["source_size"] == [img.shape[1] * 20, img.shape[0] * 20]
 
 
+def test_a_small_number_on_a_large_page_is_read_from_the_uploads_own_pixels(client, mnist):
+    """Digits under ZOOM_HEIGHT at working size are looked at again on the upload's pixels
+    around them (at working size, 8 pixels tall, these misread: 6654074 as 6657074, 4235124
+    as 423514); their boxes are still in the upload's pixels."""
+    images, labels = mnist
+    for first in (21, 42):  # MNIST's test digits 6654074 and 4235124
+        ink = side_by_side([images[i] for i in range(first, first + 7)])
+        ink = np.asarray(Image.fromarray(ink).resize((ink.shape[1] * 2, ink.shape[0] * 2)))
+        page = np.full((1066, 1600), 235, dtype=np.uint8)
+        page -= np.linspace(0, 30, 1600).astype(np.uint8)[None, :]  # uneven light
+        top, left = 533, 533
+        region = page[top : top + ink.shape[0], left : left + ink.shape[1]]
+        np.minimum(region, 255 - ink, out=region)  # dark ink on the paper
+        a = read(client, encode(Image.fromarray(page))).get_json()
+        assert a["number"] == "".join(str(labels[i]) for i in range(first, first + 7))
+        for d in a["digits"]:
+            x0, y0, x1, y1 = d["box"]
+            assert left <= x0 < x1 <= left + ink.shape[1]
+            assert top <= y0 < y1 <= top + ink.shape[0]
+
+
 def test_the_openapi_document_describes_the_mode(client, mnist):
     images, _ = mnist
     doc = client.get("/openapi.json").get_json()
