@@ -113,10 +113,10 @@ class Decoded:
     format: str
 
 
-def decode(data: bytes, max_pixels: int) -> Decoded:
+def decode(data: bytes, max_pixels: int, draft: int = WORK_SIZE) -> Decoded:
     """Opens an upload. Pixels, memory and the decoder's work are checked from the headers,
     before any pixel is decoded (server/decode_budget.py); JPEGs decode already reduced
-    (draft mode) when they are large."""
+    (draft mode) when both sides are at least twice `draft`."""
     if not data:
         raise UndecodableImage("The image is empty (0 bytes).")
     structure = decode_budget.inspect(data)
@@ -144,7 +144,7 @@ def decode(data: bytes, max_pixels: int) -> Decoded:
     fmt = im.format or ""
     _check_pixels(w, h, max_pixels)
     if fmt == "JPEG":
-        im.draft("L", (WORK_SIZE, WORK_SIZE))  # DCT scaling: a 12 MP photo decodes at 1/8
+        im.draft("L", (draft, draft))  # DCT scaling: a 12 MP photo decodes at 1/8
     decode_budget.check_bytes(decode_budget.peak_bytes(im, structure), w, h, im.mode)
     try:
         im.load()
@@ -153,6 +153,23 @@ def decode(data: bytes, max_pixels: int) -> Decoded:
     with contextlib.suppress(Exception):  # a broken EXIF block is no reason to refuse pixels
         ImageOps.exif_transpose(im, in_place=True)  # in place: no copy of an upright image
     return Decoded(im, (w, h), fmt)
+
+
+def region(
+    data: bytes, upload: Decoded, max_pixels: int, box: tuple[int, int, int, int], finer: float
+) -> tuple[Image.Image, float]:
+    """`box` (left, top, right, bottom in upload.image's pixels) of the upload, with up to
+    `finer` times upload.image's resolution where the file holds more, and the scale of the
+    region's pixels to upload.image's. A JPEG that decode() reduced in draft mode is decoded
+    again, less reduced: a small number in a large photo has its own pixels there."""
+    if upload.format != "JPEG" or finer <= 1 or max(upload.image.size) >= max(upload.size):
+        return upload.image.crop(box), 1.0
+    try:
+        image = decode(data, max_pixels, draft=math.ceil(max(upload.image.size) * finer)).image
+    except ApiError:  # beyond the decode budget at that scale: the reduced pixels serve
+        return upload.image.crop(box), 1.0
+    scale = image.width / upload.image.width
+    return image.crop(tuple(round(v * scale) for v in box)), scale
 
 
 def _check_pixels(w: int, h: int, max_pixels: int) -> None:

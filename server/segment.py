@@ -20,8 +20,9 @@ dealt with, server/preprocess.py):
 Every candidate of a round goes to the models in one batch, and the readings of the kept
 candidates are the answer: an image costs one run of the models per round, a second when a cut
 leaves a part as wide as a pair or a narrow group reads unsure. Digits under ZOOM_HEIGHT px
-tall at working size are cut again from the decoded image (the number's region only) at up to
-ZOOM_TARGET px, where touching strokes part more clearly.
+tall at working size are cut again from the upload's pixels (the number's region only) at up
+to ZOOM_TARGET px, where touching strokes part more clearly; a JPEG that decoding reduced
+(draft mode) is decoded again for them, less reduced, when they are under DETAIL px there.
 python -m bench.numbers (bench/results/numbers.md) reads 92.8 % of its main set's numbers
 exactly. Of the 29 it misses, 13 have a digit too many or too few; digits that overlap rather
 than touch (46, 92, 906) leave no cut that separates their strokes.
@@ -56,6 +57,7 @@ from server.preprocess import (
     is_border,
     is_line_piece,
     normalise,
+    region,
     shape_of,
     stroke_contrast,
     tighten,
@@ -107,6 +109,7 @@ ROUNDS = 4  # rounds of cutting: a group of five touching digits needs three
 ZOOM_HEIGHT = 64  # px at working size: digits smaller are cut again from the decoded image
 ZOOM_TARGET = 96  # px: the digit height that second look is made at
 ZOOM_MAX_SIDE = 1024  # px: the largest working image of that second look
+DETAIL = 40  # px in the decoded image: a digit smaller has lost strokes to a JPEG's draft mode
 
 
 Reader = Callable[[np.ndarray], "Outputs"]  # normalised tensors [N, 1, H, W] -> the models' vote
@@ -707,7 +710,7 @@ def segment(data: bytes, spec: InputSpec, max_pixels: int, read: Reader) -> Numb
     origin = (0.0, 0.0)  # the look's top-left corner in the decoded image
     ratio = to_image
     zoomed = None
-    if page.height < ZOOM_HEIGHT and to_image > 1.25:
+    if page.height < ZOOM_HEIGHT and max(upload.size) / max(grey.shape) > 1.25:
         t = min(g.top for g in page.glyphs)
         b = max(g.bottom for g in page.glyphs)
         le = min(g.left for g in page.glyphs)
@@ -719,11 +722,12 @@ def segment(data: bytes, spec: InputSpec, max_pixels: int, read: Reader) -> Numb
             min(upload.image.width, round((r + margin) * to_image)),
             min(upload.image.height, round((b + margin) * to_image)),
         )
-        crop = upload.image.crop(box)
+        digit = page.height * to_image  # the digits' height in upload.image's pixels
+        # Digits this small in a JPEG decoded reduced are decoded again at a finer scale.
+        finer = ZOOM_TARGET / digit if digit < DETAIL else 1.0
+        crop, scale = region(data, upload, max_pixels, box, finer)
         size = min(
-            ZOOM_MAX_SIDE,
-            max(crop.size),
-            round(max(crop.size) * ZOOM_TARGET / (page.height * to_image)),
+            ZOOM_MAX_SIDE, max(crop.size), round(max(crop.size) * ZOOM_TARGET / (digit * scale))
         )
         if size > WORK_SIZE:
             grey = to_grey(crop, size)
@@ -731,9 +735,9 @@ def segment(data: bytes, spec: InputSpec, max_pixels: int, read: Reader) -> Numb
             try:
                 zm = ink_map(grey)
                 zs = stroke_contrast(zm)
-                zoomed = _look(zm, lossy, zs, _form_lines(zm, zs, page.height * to_image / zoom))
+                zoomed = _look(zm, lossy, zs, _form_lines(zm, zs, digit * scale / zoom))
                 origin = (box[0], box[1])
-                ratio = zoom
+                ratio = zoom / scale  # upload.image's pixels per pixel of this look
             except NoInk:
                 zoomed = None  # the first look stands
     if zoomed is not None:

@@ -8,9 +8,10 @@ import pytest
 from PIL import Image, ImageFile, ImageFilter
 
 from bench import synth
+from server import decode_budget
 from server.errors import NoInk, TooManyPixels, UndecodableImage, UnsupportedFormat
 from server.manifest import InputSpec
-from server.preprocess import InkMap, decode, find_digit, preprocess, shape_of
+from server.preprocess import InkMap, decode, find_digit, preprocess, region, shape_of
 
 SPEC = InputSpec("image", 28, 28, 0.1307, 0.3081, True, 20, (14.0, 14.0))
 CAP = 40_000_000
@@ -151,6 +152,33 @@ def test_large_jpeg_is_decoded_in_draft_mode():
     decoded = decode(data, CAP)
     assert decoded.size == (4000, 3000) and decoded.format == "JPEG"
     assert max(decoded.image.size) <= 1000  # DCT-scaled while decoding, never 12 MP in memory
+
+
+def test_a_region_of_a_reduced_jpeg_is_decoded_again_finer():
+    im = Image.new("L", (4000, 3000), 255)
+    im.paste(0, (2000, 1000, 2040, 1100))  # a stroke 40 px wide: 10 px in the reduced image
+    data = encode(im, "JPEG", quality=90)
+    upload = decode(data, CAP)
+    k = 4000 // upload.image.width  # the draft's reduction: 8
+    box = (237, 112, 267, 150)  # around the stroke, in the reduced image's pixels
+    crop, scale = region(data, upload, CAP, box, finer=k)
+    assert scale == k and crop.size == (30 * k, 38 * k)  # the file's own pixels, box for box
+    dark = np.flatnonzero((np.asarray(crop) < 128).any(0))
+    assert abs(dark[0] - (2000 - 237 * k)) <= 1 and abs(len(dark) - 40) <= 2
+    # No finer pixels wanted, or none to be had: the decoded image's own crop.
+    for image, finer in ((upload, 1.0), (decode(encode(im.resize((400, 300)), "PNG"), CAP), 4.0)):
+        crop, scale = region(data, image, CAP, (10, 10, 50, 60), finer)
+        assert scale == 1.0 and crop.size == (40, 50)
+
+
+def test_a_region_beyond_the_decode_budget_keeps_the_reduced_pixels(monkeypatch):
+    im = Image.new("L", (4000, 3000), 255)
+    data = encode(im, "JPEG", quality=90)
+    upload = decode(data, CAP)
+    # The reduced image fits the budget, the file's full 12 megapixels do not.
+    monkeypatch.setattr(decode_budget, "MAX_DECODE_BYTES", 4_000_000)
+    crop, scale = region(data, upload, CAP, (0, 0, 100, 100), finer=8.0)
+    assert scale == 1.0 and crop.size == (100, 100)
 
 
 @pytest.mark.parametrize("height", [50_000, 1_000])
