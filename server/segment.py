@@ -45,7 +45,6 @@ from server.preprocess import (
     FINE_EXTENT,
     LOSSY_FORMATS,
     MIN_EXTENT,
-    WORK_SIZE,
     Decoded,
     InkMap,
     Preprocessed,
@@ -729,7 +728,7 @@ def segment(data: bytes, spec: InputSpec, max_pixels: int, read: Reader) -> Numb
         size = min(
             ZOOM_MAX_SIDE, max(crop.size), round(max(crop.size) * ZOOM_TARGET / (digit * scale))
         )
-        if size > WORK_SIZE:
+        if size > 1.25 * max(crop.size) / (to_image * scale):  # finer than the first look
             grey = to_grey(crop, size)
             zoom = crop.width / grey.shape[1]
             try:

@@ -333,19 +333,30 @@ def test_boxes_are_in_the_uploads_pixels(client, mnist):
     assert a["preprocessing"]["source_size"] == [img.shape[1] * 20, img.shape[0] * 20]
 
 
-@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
-def test_a_small_number_on_a_large_page_is_read_from_the_uploads_own_pixels(client, mnist, fmt):
+@pytest.mark.parametrize(
+    "fmt, width, scale, firsts",
+    [
+        # At working size these digits are 8 pixels tall: read there, 6657074 and 423514; the
+        # JPEG decodes reduced (draft mode), its digits 10 pixels tall, and is decoded again.
+        ("PNG", 1600, 2, (21, 42)),
+        ("JPEG", 1600, 2, (21, 42)),
+        # The number's region is smaller than working size, yet finer than the first look
+        # (there: 6651074, 271217).
+        ("PNG", 800, 1, (21, 35)),
+    ],
+)
+def test_a_small_number_on_a_large_page_is_read_from_the_uploads_own_pixels(
+    client, mnist, fmt, width, scale, firsts
+):
     """Digits under ZOOM_HEIGHT at working size are looked at again on the upload's pixels
-    around them: at working size, 8 pixels tall, these read 6657074 and 423514. A JPEG that
-    large decodes reduced (draft mode), its digits then 10 pixels tall: it is decoded again
-    for them. Their boxes are in the upload's pixels."""
+    around them; their boxes are in the upload's pixels."""
     images, labels = mnist
-    for first in (21, 42):  # MNIST's test digits 6654074 and 4235124
+    for first in firsts:  # MNIST's test digits 6654074, 4235124 and 2712117
         ink = side_by_side([images[i] for i in range(first, first + 7)])
-        ink = np.asarray(Image.fromarray(ink).resize((ink.shape[1] * 2, ink.shape[0] * 2)))
-        page = np.full((1066, 1600), 235, dtype=np.uint8)
-        page -= np.linspace(0, 30, 1600).astype(np.uint8)[None, :]  # uneven light
-        top, left = 533, 533
+        ink = np.asarray(Image.fromarray(ink).resize((ink.shape[1] * scale, ink.shape[0] * scale)))
+        page = np.full((width * 2 // 3, width), 235, dtype=np.uint8)
+        page -= np.linspace(0, 30, width).astype(np.uint8)[None, :]  # uneven light
+        top, left = width // 3, width // 3
         region = page[top : top + ink.shape[0], left : left + ink.shape[1]]
         np.minimum(region, 255 - ink, out=region)  # dark ink on the paper
         buf = io.BytesIO()
