@@ -23,6 +23,8 @@ leaves a part as wide as a pair or a narrow group reads unsure. Digits under ZOO
 tall at working size are cut again from the upload's pixels (the number's region only) at up
 to ZOOM_TARGET px, where touching strokes part more clearly; a JPEG that decoding reduced
 (draft mode) is decoded again for them, less reduced, when they are under DETAIL px there.
+A number too small for the first look (digits under FINE_EXTENT of a large upload's side, as
+on a page photographed whole) is looked for at WIDE times the working size.
 python -m bench.numbers (bench/results/numbers.md) reads 92.8 % of its main set's numbers
 exactly. Of the 29 it misses, 13 have a digit too many or too few; digits that overlap rather
 than touch (46, 92, 906) leave no cut that separates their strokes.
@@ -45,6 +47,7 @@ from server.preprocess import (
     FINE_EXTENT,
     LOSSY_FORMATS,
     MIN_EXTENT,
+    WORK_SIZE,
     Decoded,
     InkMap,
     Preprocessed,
@@ -108,6 +111,7 @@ ROUNDS = 4  # rounds of cutting: a group of five touching digits needs three
 ZOOM_HEIGHT = 64  # px at working size: digits smaller are cut again from the upload's pixels
 ZOOM_TARGET = 96  # px: the digit height that second look is made at
 ZOOM_MAX_SIDE = 1024  # px: the largest working image of that second look
+WIDE = 2  # times the working size: a look for a number too small to be seen at that size
 DETAIL = 40  # px in the decoded image: a digit smaller has lost strokes to a JPEG's draft mode
 
 
@@ -271,9 +275,10 @@ def _form_lines(m: InkMap, strong: float, height: float) -> lines.Lines | None:
     return found
 
 
-def _look(m: InkMap, lossy: bool, strong: float, found: lines.Lines | None) -> _Page:
+def _look(m: InkMap, lossy: bool, strong: float, found: lines.Lines | None, side: int = 0) -> _Page:
     """The pieces of ink of one look at the upload (`strong`: its stroke contrast), grouped
-    into candidate digits; a form's lines, when `found`, removed first."""
+    into candidate digits; a form's lines, when `found`, removed first. The smallest digit is
+    a share of `side`, the ink map's longer side unless given."""
     threshold = ink_threshold(m, strong)
     binary = m.ink > threshold
     h, w = binary.shape
@@ -286,7 +291,7 @@ def _look(m: InkMap, lossy: bool, strong: float, found: lines.Lines | None) -> _
             i for i in pieces if i == pieces[0] or not is_line_piece(comps, i, pieces[0], found)
         ]
     extent = [max(comps.bottom[i] - comps.top[i], comps.right[i] - comps.left[i]) for i in pieces]
-    side = max(h, w)
+    side = side or max(h, w)
     # The single digit's smallest mark: MIN_EXTENT at analysis size, FINE_EXTENT at full size.
     smallest = MIN_EXTENT * side / ANALYSIS_SIZE if side <= 1.25 * ANALYSIS_SIZE else 0
     smallest = max(MIN_EXTENT, min(smallest or FINE_EXTENT * side, FINE_EXTENT * side))
@@ -696,13 +701,27 @@ def segment(data: bytes, spec: InputSpec, max_pixels: int, read: Reader) -> Numb
     preprocessing raises, NoInk when no mark is a digit, TooManyDigits beyond MAX_DIGITS."""
     upload = decode(data, max_pixels)
     lossy = upload.format in LOSSY_FORMATS
-    grey = to_grey(upload.image)
-    m = ink_map(grey)
-    strong = stroke_contrast(m)
     # Finding lines costs more than the rest of a look: this first look only places the
     # number and measures its digits. Without a second look it stands, unless the page holds
     # lines: then it is made again without them.
-    page = _look(m, lossy, strong, None)
+    side = 0  # the first look's smallest digit is a share of its own side
+    try:
+        grey = to_grey(upload.image)
+        m = ink_map(grey)
+        strong = stroke_contrast(m)
+        page = _look(m, lossy, strong, None)
+    except NoInk:
+        # Digits under FINE_EXTENT of a large upload's side (a number on a page photographed
+        # whole) are looked for at WIDE times the working size, as many pixels tall as before.
+        if max(upload.size) < WIDE * WORK_SIZE:
+            raise
+        if upload.format == "JPEG" and max(upload.image.size) < WIDE * WORK_SIZE:
+            upload = decode(data, max_pixels, draft=WIDE * WORK_SIZE)
+        grey = to_grey(upload.image, WIDE * WORK_SIZE)
+        m = ink_map(grey)
+        strong = stroke_contrast(m)
+        side = WORK_SIZE
+        page = _look(m, lossy, strong, None, side)
     full_w, full_h = _upright_size(upload)
     # Work-size pixels to the decoded image's and to the upload's.
     to_image = upload.image.width / grey.shape[1]
@@ -742,7 +761,7 @@ def segment(data: bytes, spec: InputSpec, max_pixels: int, read: Reader) -> Numb
     if zoomed is not None:
         page = zoomed
     elif (found := _form_lines(m, strong, page.height)) is not None:
-        page = _look(m, lossy, strong, found)  # again, without the form's lines
+        page = _look(m, lossy, strong, found, side)  # again, without the form's lines
     glyphs, cuts = _digits(page, spec, upload.size, read)
     sx = full_w / upload.image.width
     sy = full_h / upload.image.height

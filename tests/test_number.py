@@ -369,6 +369,35 @@ def test_a_small_number_on_a_large_page_is_read_from_the_uploads_own_pixels(
             assert top <= y0 < y1 <= top + ink.shape[0]
 
 
+def test_a_number_too_small_for_the_first_look_is_found_at_twice_its_size(client, mnist):
+    """Digits 1.5 % of a 12-megapixel photo's side (a number on a page photographed whole) are
+    5 pixels tall at working size, under the smallest digit there: looked for again at twice
+    that size. A page with nothing on it stays refused."""
+    images, labels = mnist
+    rng = np.random.default_rng(0)
+    ink = side_by_side([images[i] for i in range(3)])  # 7 2 1
+    ink = np.asarray(Image.fromarray(ink).resize((ink.shape[1] * 3, ink.shape[0] * 3)))
+    grain = rng.normal(0, 3, (3000, 4000))
+    page = np.clip(225 - np.linspace(0, 40, 4000)[None, :] + grain, 0, 255).astype(np.uint8)
+    blank = page.copy()
+    top, left = 1700, 2300
+    region = page[top : top + ink.shape[0], left : left + ink.shape[1]]
+    np.minimum(region, 255 - ink, out=region)
+    for im, number in ((page, "721"), (blank, None)):
+        buf = io.BytesIO()
+        Image.fromarray(im).save(buf, format="JPEG", quality=90)
+        r = read(client, buf.getvalue(), ctype="image/jpeg")
+        if number is None:
+            assert r.status_code == 422 and r.get_json()["code"] == "no_ink"
+            continue
+        a = r.get_json()
+        assert a["number"] == number == "".join(str(labels[i]) for i in range(3))
+        for d in a["digits"]:
+            x0, y0, x1, y1 = d["box"]
+            assert left <= x0 < x1 <= left + ink.shape[1]
+            assert top <= y0 < y1 <= top + ink.shape[0]
+
+
 def test_the_openapi_document_describes_the_mode(client, mnist):
     images, _ = mnist
     doc = client.get("/openapi.json").get_json()
