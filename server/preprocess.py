@@ -65,6 +65,7 @@ LEVELS = 1024  # histogram levels for the stroke contrast
 SHADE = 0.45  # the most that uneven light darkens paper, in ink units (bench/synth.py: 0.43)
 STROKE_PEAK = 0.5  # of the strongest mark's peak: a piece of the digit reaches at least this
 MIN_EXTENT = 5  # pixels at analysis size: a mark shorter than this is a speck, not a digit
+WIDE = 2  # times the working size: where marks too small at working size are looked for
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,19 @@ def region(
         return upload.image.crop(box), 1.0
     scale = image.width / upload.image.width
     return image.crop(tuple(round(v * scale) for v in box)), scale
+
+
+def larger_look(data: bytes, upload: Decoded, max_pixels: int) -> tuple[Decoded, np.ndarray] | None:
+    """For marks too small to be digits at working size (under FINE_EXTENT of the side: a digit
+    on a page photographed whole): the upload, decoded again if draft mode reduced it below
+    WIDE times the working size, and its grey at that size, where the same number of pixels is
+    a smaller share. None when the upload holds fewer pixels than that."""
+    size = WIDE * WORK_SIZE
+    if max(upload.size) < size:
+        return None
+    if upload.format == "JPEG" and max(upload.image.size) < size:
+        upload = decode(data, max_pixels, draft=size)
+    return upload, to_grey(upload.image, size)
 
 
 def _check_pixels(w: int, h: int, max_pixels: int) -> None:
@@ -489,12 +503,13 @@ def stroke_contrast(m: InkMap) -> float:
     return strong
 
 
-def find_digit(m: InkMap, lossy: bool = False) -> Found:
+def find_digit(m: InkMap, lossy: bool = False, least: int = 0) -> Found:
     """The ink cropped to the digit, with specks, page edges and a form's lines removed.
 
     The crop keeps every trace of ink, as MNIST's box includes the faintest anti-aliased rim;
     for lossy formats (JPEG, WebP) the ringing around strokes is not ink, so traces below a
-    tenth of the stroke contrast do not count.
+    tenth of the stroke contrast do not count. The smallest digit found at full size is `least`
+    pixels, FINE_EXTENT of the longer side unless given.
     """
     strong = stroke_contrast(m)
     h, w = m.ink.shape
@@ -509,7 +524,8 @@ def find_digit(m: InkMap, lossy: bool = False) -> Found:
     if fine and (found is None or found.extent < SMALL_EXTENT * side / ANALYSIS_SIZE):
         # A small digit (under a tenth of the side): found again at full working size,
         # where it is as many pixels as a speck at the coarse size is wide.
-        found = _find_at(m, strong, lossy, side, max(MIN_EXTENT, round(FINE_EXTENT * side)))
+        least = least or max(MIN_EXTENT, round(FINE_EXTENT * side))
+        found = _find_at(m, strong, lossy, side, least)
     return found
 
 
@@ -769,9 +785,17 @@ def _zoom_in(image: Image.Image, m: InkMap, found: Found, lossy: bool) -> Found:
 
 def preprocess(data: bytes, spec: InputSpec, max_pixels: int) -> Preprocessed:
     upload = decode(data, max_pixels)
-    m = ink_map(to_grey(upload.image))
     lossy = upload.format in LOSSY_FORMATS
-    found = _zoom_in(upload.image, m, find_digit(m, lossy), lossy)
+    try:
+        m = ink_map(to_grey(upload.image))
+        found = find_digit(m, lossy)
+    except NoInk:
+        if (larger := larger_look(data, upload, max_pixels)) is None:
+            raise
+        upload, grey = larger
+        m = ink_map(grey)
+        found = find_digit(m, lossy, least=round(FINE_EXTENT * WORK_SIZE))
+    found = _zoom_in(upload.image, m, found, lossy)
     pixels = fit(found.crop, spec)
     return Preprocessed(
         pixels=pixels,

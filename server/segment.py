@@ -24,7 +24,7 @@ tall at working size are cut again from the upload's pixels (the number's region
 to ZOOM_TARGET px, where touching strokes part more clearly; a JPEG that decoding reduced
 (draft mode) is decoded again for them, less reduced, when they are under DETAIL px there.
 A number too small for the first look (digits under FINE_EXTENT of a large upload's side, as
-on a page photographed whole) is looked for at WIDE times the working size.
+on a page photographed whole) is looked for at preprocess.WIDE times the working size.
 python -m bench.numbers (bench/results/numbers.md) reads 92.8 % of its main set's numbers
 exactly. Of the 29 it misses, 13 have a digit too many or too few; digits that overlap rather
 than touch (46, 92, 906) leave no cut that separates their strokes.
@@ -58,6 +58,7 @@ from server.preprocess import (
     ink_threshold,
     is_border,
     is_line_piece,
+    larger_look,
     normalise,
     region,
     shape_of,
@@ -111,7 +112,6 @@ ROUNDS = 4  # rounds of cutting: a group of five touching digits needs three
 ZOOM_HEIGHT = 64  # px at working size: digits smaller are cut again from the upload's pixels
 ZOOM_TARGET = 96  # px: the digit height that second look is made at
 ZOOM_MAX_SIDE = 1024  # px: the largest working image of that second look
-WIDE = 2  # times the working size: a look for a number too small to be seen at that size
 DETAIL = 40  # px in the decoded image: a digit smaller has lost strokes to a JPEG's draft mode
 
 
@@ -711,13 +711,9 @@ def segment(data: bytes, spec: InputSpec, max_pixels: int, read: Reader) -> Numb
         strong = stroke_contrast(m)
         page = _look(m, lossy, strong, None)
     except NoInk:
-        # Digits under FINE_EXTENT of a large upload's side (a number on a page photographed
-        # whole) are looked for at WIDE times the working size, as many pixels tall as before.
-        if max(upload.size) < WIDE * WORK_SIZE:
+        if (larger := larger_look(data, upload, max_pixels)) is None:
             raise
-        if upload.format == "JPEG" and max(upload.image.size) < WIDE * WORK_SIZE:
-            upload = decode(data, max_pixels, draft=WIDE * WORK_SIZE)
-        grey = to_grey(upload.image, WIDE * WORK_SIZE)
+        upload, grey = larger  # digits too small at working size
         m = ink_map(grey)
         strong = stroke_contrast(m)
         side = WORK_SIZE

@@ -154,6 +154,23 @@ def test_large_jpeg_is_decoded_in_draft_mode():
     assert max(decoded.image.size) <= 1000  # DCT-scaled while decoding, never 12 MP in memory
 
 
+def test_a_digit_too_small_for_working_size_is_found_at_twice_it(seven):
+    """A digit 1.5 % of a 12-megapixel photo's side (one digit on a page photographed whole)
+    is 5 pixels tall at working size, under the smallest digit there: it is looked for again at
+    twice that size, and fitted as the MNIST digit itself is. A blank page stays refused."""
+    rng = np.random.default_rng(0)
+    grain = rng.normal(0, 3, (3000, 4000))
+    page = np.clip(225 - np.linspace(0, 40, 4000)[None, :] + grain, 0, 255).astype(np.uint8)
+    blank = encode(Image.fromarray(page), "JPEG", quality=90)
+    ink = np.asarray(Image.fromarray(seven).resize((84, 84), Image.Resampling.BICUBIC))
+    region = page[1700:1784, 2300:2384]
+    np.minimum(region, 255 - ink, out=region)
+    found = pixels_of(encode(Image.fromarray(page), "JPEG", quality=90)).astype(int)
+    assert np.abs(found - pixels_of(encode(Image.fromarray(seven), "PNG"))).mean() < 12
+    with pytest.raises(NoInk):
+        preprocess(blank, SPEC, CAP)
+
+
 def test_a_region_of_a_reduced_jpeg_is_decoded_again_finer():
     im = Image.new("L", (4000, 3000), 255)
     im.paste(0, (2000, 1000, 2040, 1100))  # a stroke 40 px wide: 10 px in the reduced image
