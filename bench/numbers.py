@@ -6,9 +6,12 @@
 Numbers of 2 to 6 MNIST test digits side by side, with random gaps (some digits touching),
 baseline drift and slanted lines, in two styles: `photo` (ink on tinted paper, uneven light,
 camera noise and blur, JPEG) and `canvas` (thick strokes, white on black or black on white,
-PNG). Each is sent over HTTP to a `python -m server` started on 127.0.0.1, and scored: the
-share of numbers read exactly, per style and per kind (plain, touching, drift, slant), the
-share of digits read right, and the share of numbers flagged uncertain.
+PNG). `--styles page` adds, or measures alone, a third: a small number on a page photographed
+whole (digits 50-130 px in a 12-megapixel JPEG with the light, grain and blur of
+bench/synth.py's small_in_photo). Each is sent over HTTP to a `python -m server` started on
+127.0.0.1, and scored: the share of numbers read exactly, per style and per kind (plain,
+touching, drift, slant), the share of digits read right, and the share of numbers flagged
+uncertain.
 
 Two sets of statistics, each seeded: `main`, and `other`, with different gaps, more and deeper
 touching, more drift and slant, digits of uneven size each leaning its own way, drawn from
@@ -41,7 +44,8 @@ from bench import synth
 from training.data import load_split, resolve_data_dir
 
 ROOT = Path(__file__).resolve().parent.parent
-STYLES = ("photo", "canvas")
+STYLES = ("photo", "canvas")  # the default report
+PAGE = "page"  # a small number in a large photo: --styles
 
 
 @dataclass(frozen=True)
@@ -151,6 +155,24 @@ def _photo(ink: np.ndarray, rng: np.random.Generator) -> bytes:
     return synth._encode(im, "JPEG", quality=int(rng.integers(70, 92)))
 
 
+def _page(ink: np.ndarray, rng: np.random.Generator) -> bytes:
+    """The number small on a page photographed whole: a 12-megapixel JPEG, its light and grain
+    made at a quarter of the size and enlarged, as bench/synth.py's small_in_photo."""
+    h, w = (3000, 4000) if rng.random() < 0.7 else (4000, 3000)
+    ih, iw = ink.shape
+    top, left = int(rng.integers(100, h - ih - 100)), int(rng.integers(100, w - iw - 100))
+    quarter = synth._lighting(h // 4, w // 4, rng) * rng.uniform(0.8, 0.95)
+    quarter = quarter + rng.normal(0, 0.012, quarter.shape)
+    grey = np.asarray(
+        Image.fromarray(quarter.astype(np.float32), "F").resize((w, h), Image.Resampling.BILINEAR)
+    ).copy()
+    patch = grey[top : top + ih, left : left + iw]
+    patch[:] = patch * (1 - ink) + rng.uniform(0.05, 0.3) * ink
+    im = Image.fromarray((np.clip(grey, 0, 1) * 255).astype(np.uint8), "L")
+    im = im.filter(ImageFilter.GaussianBlur(rng.uniform(0.4, 1.2)))
+    return synth._encode(im.convert("RGB"), "JPEG", quality=int(rng.integers(75, 92)))
+
+
 def _canvas(ink: np.ndarray, rng: np.random.Generator) -> bytes:
     """A drawing on a web canvas: white on black or black on white, a margin around it, PNG."""
     ih = ink.shape[0]
@@ -166,6 +188,8 @@ def make(
     rng = np.random.default_rng(seed)
     if style == "photo":
         height, thicken = int(rng.integers(70, 130)), 0
+    elif style == PAGE:
+        height, thicken = int(rng.integers(50, 130)), 0
     else:
         height = int(rng.integers(60, 110))
         thicken = round(height * rng.uniform(0.025, 0.065))  # bench/synth.py's canvas: alike
@@ -173,6 +197,8 @@ def make(
     truth = "".join(str(d) for d in labels)
     if style == "photo":
         return Sample(_photo(ink, rng), "image/jpeg", truth, kinds)
+    if style == PAGE:
+        return Sample(_page(ink, rng), "image/jpeg", truth, kinds)
     return Sample(_canvas(ink, rng), "image/png", truth, kinds)
 
 
@@ -181,7 +207,7 @@ def samples(
 ) -> list[Sample]:
     out = []
     for k in range(n):
-        seed = stats.seed + 7919 * k + (0 if style == "photo" else 104_729)
+        seed = stats.seed + 7919 * k + {"photo": 0, "canvas": 104_729, PAGE: 209_459}[style]
         rng = np.random.default_rng(seed)
         count = int(rng.integers(lengths[0], lengths[1] + 1))
         idx = rng.choice(len(images), count, replace=False)
@@ -279,14 +305,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     p.add_argument("--samples", type=Path, help="write the first images of each set here")
     p.add_argument("--stats", default="main,other", help="main, other or both")
+    p.add_argument("--styles", default=",".join(STYLES), help=f"of {', '.join((*STYLES, PAGE))}")
     args = p.parse_args(argv)
+    styles = args.styles.split(",")
     test = load_split(resolve_data_dir(os.environ.get("MNIST_DIR")), "test")
     images, labels = test.images, test.labels
     sets = {}
     for name in args.stats.split(","):
         base = {"main": MAIN, "other": OTHER}[name]
         stats = Stats(**{**base.__dict__, "seed": base.seed + args.seed})
-        for style in STYLES:
+        for style in styles:
             sets[(name, style)] = samples(images, labels, style, stats, args.per_style)
     if args.samples:
         args.samples.mkdir(parents=True, exist_ok=True)
@@ -297,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     # Single digits for the cost baseline: one per number, made alike (same style, size).
     singles = {
         style: samples(images, labels, style, MAIN, args.per_style, lengths=(1, 1))
-        for style in STYLES
+        for style in styles
     }
     proc, url = start_server(args.artifacts)
     results: dict = {}
@@ -305,13 +333,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         session = requests.Session()
         # Warm-up: the first requests of a worker pay for lazy set-up.
-        for s in singles["canvas"][:5]:
+        for s in singles[styles[-1]][:5]:
             post(session, url, s, "number")
             post(session, url, s, None)
-        number_ms = {style: 0.0 for style in STYLES}
-        number_digits = {style: 0 for style in STYLES}
-        single_ms = {style: 0.0 for style in STYLES}
-        single_n = {style: 0 for style in STYLES}
+        number_ms = {style: 0.0 for style in styles}
+        number_digits = {style: 0 for style in styles}
+        single_ms = {style: 0.0 for style in styles}
+        single_n = {style: 0 for style in styles}
         answers: dict = {key: [] for key in sets}
         for (name, style), items in sets.items():
             for i, s in enumerate(items):
@@ -355,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
             "ms_per_digit": number_ms[style] / max(1, number_digits[style]),
             "ms_per_single": single_ms[style] / max(1, single_n[style]),
         }
-        for style in STYLES
+        for style in styles
     }
     for c in cost.values():
         c["ratio"] = c["ms_per_digit"] / c["ms_per_single"]
