@@ -577,9 +577,9 @@ def _find_at(m: InkMap, strong: float, lossy: bool, size: int, min_extent: int) 
         # A stroke's ink comes near the strongest somewhere; shade that uneven light leaves
         # past the background's estimate (a vignette's corners), or a trace of grime, stays
         # under half of it everywhere, however large.
-        peaks = _peaks(comps, small)
-        strongest = max(peaks[i] for i in candidates)
-        candidates = [i for i in candidates if peaks[i] >= STROKE_PEAK * strongest]
+        peak = peaks(comps, small)
+        strongest = max(peak[i] for i in candidates)
+        candidates = [i for i in candidates if peak[i] >= STROKE_PEAK * strongest]
     extent = [
         max(comps.bottom[i] - comps.top[i], comps.right[i] - comps.left[i]) for i in candidates
     ]
@@ -660,7 +660,7 @@ def tighten(
     return crop, (int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1)
 
 
-def _peaks(comps: components.Components, values: np.ndarray) -> list[float]:
+def peaks(comps: components.Components, values: np.ndarray) -> list[float]:
     """The highest of `values` in each component, from its runs."""
     flat = values.ravel()
     w = values.shape[1]

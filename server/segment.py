@@ -47,6 +47,7 @@ from server.preprocess import (
     FINE_EXTENT,
     LOSSY_FORMATS,
     MIN_EXTENT,
+    STROKE_PEAK,
     WORK_SIZE,
     Decoded,
     InkMap,
@@ -60,6 +61,7 @@ from server.preprocess import (
     is_line_piece,
     larger_look,
     normalise,
+    peaks,
     region,
     shape_of,
     stroke_contrast,
@@ -290,6 +292,12 @@ def _look(m: InkMap, lossy: bool, strong: float, found: lines.Lines | None, side
         pieces = [
             i for i in pieces if i == pieces[0] or not is_line_piece(comps, i, pieces[0], found)
         ]
+    if len(pieces) > 1:
+        # As for one digit: shade that uneven light leaves past the background's estimate (a
+        # vignette's corners, the edge of a page) stays under STROKE_PEAK of the strokes' ink.
+        peak = peaks(comps, m.ink)
+        strongest = max(peak[i] for i in pieces)
+        pieces = [i for i in pieces if peak[i] >= STROKE_PEAK * strongest]
     extent = [max(comps.bottom[i] - comps.top[i], comps.right[i] - comps.left[i]) for i in pieces]
     side = side or max(h, w)
     # The single digit's smallest mark: MIN_EXTENT at analysis size, FINE_EXTENT at full size.

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from bench import numbers
 from server import components, create_app
 from server.config import ServerConfig
 from server.segment import MAX_DIGITS
@@ -396,6 +397,21 @@ def test_a_number_too_small_for_the_first_look_is_found_at_twice_its_size(client
             x0, y0, x1, y1 = d["box"]
             assert left <= x0 < x1 <= left + ink.shape[1]
             assert top <= y0 < y1 <= top + ink.shape[0]
+
+
+def test_a_page_photos_shaded_corners_are_not_taken_for_the_number(client, mnist):
+    """bench.numbers' page style: a small number in a 12-megapixel photo whose light falls off
+    towards its corners and edges. That shade stays under half the strokes' ink and is not
+    read as digits (these read 44, 3218 and 0, the number itself unseen)."""
+    images, labels = mnist
+    for k in (6, 52, 56):  # the page style's samples of the main set that showed it
+        seed = numbers.MAIN.seed + 7919 * k + 209_459  # as numbers.samples draws them
+        rng = np.random.default_rng(seed)
+        idx = rng.choice(len(images), int(rng.integers(2, 7)), replace=False)
+        sample = numbers.make(
+            [images[i] for i in idx], [int(labels[i]) for i in idx], "page", numbers.MAIN, seed
+        )
+        assert read(client, sample.data, ctype="image/jpeg").get_json()["number"] == sample.truth
 
 
 def test_the_openapi_document_describes_the_mode(client, mnist):
