@@ -3,8 +3,9 @@
 On the preprocessing's own ink map (polarity, lighting, paper colour and a form's lines already
 dealt with, server/preprocess.py):
 
-  pieces   connected pieces of ink above the digit threshold; page borders, a form's lines
-           and their scraps dropped, as for one digit
+  pieces   connected pieces of ink above the digit threshold; page borders, shade (ink that
+           peaks under half the strongest piece's), a form's lines and their scraps dropped,
+           as for one digit
   groups   pieces that share columns (a 5's flag, a dot above, a 7's bar drawn apart) or a
            short piece close beside another (a 4 drawn in two strokes) make one digit;
            specks are attached to the digit they lie at, or dropped
