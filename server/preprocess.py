@@ -573,13 +573,7 @@ def _find_at(m: InkMap, strong: float, lossy: bool, size: int, min_extent: int) 
             for i in candidates
             if i == candidates[0] or not is_line_piece(comps, i, candidates[0], found)
         ]
-    if len(candidates) > 1:
-        # A stroke's ink comes near the strongest somewhere; shade that uneven light leaves
-        # past the background's estimate (a vignette's corners), or a trace of grime, stays
-        # under half of it everywhere, however large.
-        peak = peaks(comps, small)
-        strongest = max(peak[i] for i in candidates)
-        candidates = [i for i in candidates if peak[i] >= STROKE_PEAK * strongest]
+    candidates = strokes(comps, small, candidates)
     extent = [
         max(comps.bottom[i] - comps.top[i], comps.right[i] - comps.left[i]) for i in candidates
     ]
@@ -660,7 +654,19 @@ def tighten(
     return crop, (int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1)
 
 
-def peaks(comps: components.Components, values: np.ndarray) -> list[float]:
+def strokes(comps: components.Components, values: np.ndarray, pieces: list[int]) -> list[int]:
+    """The `pieces` that are strokes, not shade. A stroke's ink comes near the strongest
+    somewhere; shade that uneven light leaves past the background's estimate (a vignette's
+    corners, a page's edge), or a trace of grime, stays under STROKE_PEAK of it everywhere,
+    however large."""
+    if len(pieces) < 2:
+        return pieces
+    peak = _peaks(comps, values)
+    strongest = max(peak[i] for i in pieces)
+    return [i for i in pieces if peak[i] >= STROKE_PEAK * strongest]
+
+
+def _peaks(comps: components.Components, values: np.ndarray) -> list[float]:
     """The highest of `values` in each component, from its runs."""
     flat = values.ravel()
     w = values.shape[1]

@@ -52,6 +52,11 @@ def _glyph(digit: int, font: ImageFont.FreeTypeFont, rng: np.random.Generator) -
     return np.asarray(im, dtype=np.float32) / 255.0
 
 
+def empty() -> tuple[np.ndarray, np.ndarray]:
+    """No typeset digits: images uint8 [0, 28, 28], labels int64 [0]."""
+    return np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.int64)
+
+
 def generate(
     count: int, seed: int, part: str = "train", font_dirs: tuple[Path, ...] = FONT_DIRS
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -68,5 +73,5 @@ def generate(
             images.append(fitted)
             labels.append(digit)
     if not images:
-        return np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.int64)
+        return empty()
     return np.stack(images), np.array(labels, dtype=np.int64)

@@ -136,7 +136,7 @@ def printed_for(cfg: RunConfig) -> Typeset:
     """The typeset digits added to training (training/printed.py); seeded, so every process
     would make the same, but they are made once and handed to the training processes."""
     if not cfg.printed:
-        return np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.int64)
+        return printed.empty()
     return printed.generate(cfg.printed, seed=cfg.split_seed, part="train")
 
 
