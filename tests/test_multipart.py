@@ -72,6 +72,22 @@ def test_agrees_with_werkzeug_whenever_it_reads_a_body(parts, preamble, closing,
         assert werkzeug_images(body, BOUNDARY) == fast
 
 
+@settings(max_examples=200, deadline=None)
+@given(contents=st.lists(st.binary(max_size=64), min_size=1, max_size=3))
+def test_reads_every_plain_body_as_werkzeug_does(contents):
+    # The agreement above holds for any body file_parts declines; on plain ones it must read.
+    plain = {
+        "name": "image",
+        "filename": "digit.png",
+        "ctype": "image/png",
+        "header_case": "Content-Disposition",
+        "extra_header": None,
+    }
+    body = build([{**plain, "content": c} for c in contents], b"", b"--\r\n", b"\r\n")
+    assert file_parts(body, BOUNDARY, max_parts=3, field="image") == contents
+    assert werkzeug_images(body, BOUNDARY) == contents
+
+
 def test_reads_what_clients_send():
     files = [
         ("image", (f"{i}.png", bytes([i]) * 50 + b"\r\n--x\r\n", "image/png")) for i in range(3)
