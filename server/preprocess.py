@@ -17,7 +17,9 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
@@ -66,6 +68,7 @@ SHADE = 0.45  # the most that uneven light darkens paper, in ink units (bench/sy
 STROKE_PEAK = 0.5  # of the strongest mark's peak: a piece of the digit reaches at least this
 MIN_EXTENT = 5  # pixels at analysis size: a mark shorter than this is a speck, not a digit
 WIDE = 2  # times the working size: where marks too small at working size are looked for
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -173,17 +176,25 @@ def region(
     return image.crop(tuple(round(v * scale) for v in box)), scale
 
 
-def larger_look(data: bytes, upload: Decoded, max_pixels: int) -> tuple[Decoded, np.ndarray] | None:
-    """For marks too small to be digits at working size (under FINE_EXTENT of the side: a digit
-    on a page photographed whole): the upload, decoded again if draft mode reduced it below
-    WIDE times the working size, and its grey at that size, where the same number of pixels is
-    a smaller share. None when the upload holds fewer pixels than that."""
-    size = WIDE * WORK_SIZE
-    if max(upload.size) < size:
-        return None
-    if upload.format == "JPEG" and max(upload.image.size) < size:
-        upload = decode(data, max_pixels, draft=size)
-    return upload, to_grey(upload.image, size)
+def look_at(
+    data: bytes, upload: Decoded, max_pixels: int, look: Callable[[np.ndarray, bool], T]
+) -> tuple[Decoded, np.ndarray, T]:
+    """`look(grey, larger)` at the upload's grey at working size and what it found. When it
+    finds no ink and the upload holds more pixels than that, marks may be too small to be
+    digits there (under FINE_EXTENT of the side: a digit on a page photographed whole): the
+    look is made again (`larger` true) at WIDE times the working size, where the same number of
+    pixels is a smaller share, the upload decoded again if draft mode reduced it below that."""
+    try:
+        grey = to_grey(upload.image)
+        return upload, grey, look(grey, False)
+    except NoInk:
+        size = WIDE * WORK_SIZE
+        if max(upload.size) < size:
+            raise
+        if upload.format == "JPEG" and max(upload.image.size) < size:
+            upload = decode(data, max_pixels, draft=size)
+        grey = to_grey(upload.image, size)
+        return upload, grey, look(grey, True)
 
 
 def _check_pixels(w: int, h: int, max_pixels: int) -> None:
@@ -792,15 +803,12 @@ def _zoom_in(image: Image.Image, m: InkMap, found: Found, lossy: bool) -> Found:
 def preprocess(data: bytes, spec: InputSpec, max_pixels: int) -> Preprocessed:
     upload = decode(data, max_pixels)
     lossy = upload.format in LOSSY_FORMATS
-    try:
-        m = ink_map(to_grey(upload.image))
-        found = find_digit(m, lossy)
-    except NoInk:
-        if (larger := larger_look(data, upload, max_pixels)) is None:
-            raise
-        upload, grey = larger
+
+    def look(grey: np.ndarray, larger: bool) -> tuple[InkMap, Found]:
         m = ink_map(grey)
-        found = find_digit(m, lossy, least=round(FINE_EXTENT * WORK_SIZE))
+        return m, find_digit(m, lossy, least=round(FINE_EXTENT * WORK_SIZE) if larger else 0)
+
+    upload, _, (m, found) = look_at(data, upload, max_pixels, look)
     found = _zoom_in(upload.image, m, found, lossy)
     pixels = fit(found.crop, spec)
     return Preprocessed(

@@ -60,7 +60,7 @@ from server.preprocess import (
     ink_threshold,
     is_border,
     is_line_piece,
-    larger_look,
+    look_at,
     normalise,
     region,
     shape_of,
@@ -705,23 +705,18 @@ def segment(data: bytes, spec: InputSpec, max_pixels: int, read: Reader) -> Numb
     preprocessing raises, NoInk when no mark is a digit, TooManyDigits beyond MAX_DIGITS."""
     upload = decode(data, max_pixels)
     lossy = upload.format in LOSSY_FORMATS
+
     # Finding lines costs more than the rest of a look: this first look only places the
     # number and measures its digits. Without a second look it stands, unless the page holds
     # lines: then it is made again without them.
-    side = 0  # the first look's smallest digit is a share of its own side
-    try:
-        grey = to_grey(upload.image)
+    def look(grey: np.ndarray, larger: bool) -> tuple[InkMap, float, int, _Page]:
         m = ink_map(grey)
         strong = stroke_contrast(m)
-        page = _look(m, lossy, strong, None)
-    except NoInk:
-        if (larger := larger_look(data, upload, max_pixels)) is None:
-            raise
-        upload, grey = larger  # digits too small at working size
-        m = ink_map(grey)
-        strong = stroke_contrast(m)
-        side = WORK_SIZE
-        page = _look(m, lossy, strong, None, side)
+        # The larger look's smallest digit is a share of the working size, not of its side.
+        side = WORK_SIZE if larger else 0
+        return m, strong, side, _look(m, lossy, strong, None, side)
+
+    upload, grey, (m, strong, side, page) = look_at(data, upload, max_pixels, look)
     full_w, full_h = _upright_size(upload)
     # Work-size pixels to the decoded image's and to the upload's.
     to_image = upload.image.width / grey.shape[1]
