@@ -46,6 +46,7 @@ from training.data import load_split, resolve_data_dir
 ROOT = Path(__file__).resolve().parent.parent
 STYLES = ("photo", "canvas")  # the default report
 PAGE = "page"  # a small number in a large photo: --styles
+SINGLES = 1000  # single digits per style read alone
 
 
 @dataclass(frozen=True)
@@ -322,9 +323,10 @@ def main(argv: list[str] | None = None) -> int:
             for i, s in enumerate(items[:6]):
                 ext = "jpg" if s.media_type == "image/jpeg" else "png"
                 (args.samples / f"{name}-{style}-{i}-{s.truth}.{ext}").write_bytes(s.data)
-    # Single digits for the cost baseline: one per number, made alike (same style, size).
+    # Single digits made alike (same style, size): the cost baseline, one per number, and
+    # how well a digit of each style is read alone, on SINGLES of them.
     singles = {
-        style: samples(images, labels, style, MAIN, args.per_style, lengths=(1, 1))
+        style: samples(images, labels, style, MAIN, max(SINGLES, args.per_style), lengths=(1, 1))
         for style in styles
     }
     proc, url = start_server(args.artifacts)
@@ -340,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         number_digits = {style: 0 for style in styles}
         single_ms = {style: 0.0 for style in styles}
         single_n = {style: 0 for style in styles}
+        single_right: dict[tuple[str, int], bool] = {}
         answers: dict = {key: [] for key in sets}
         for (name, style), items in sets.items():
             for i, s in enumerate(items):
@@ -358,10 +361,16 @@ def main(argv: list[str] | None = None) -> int:
                             "kinds": s.kinds,
                         }
                     )
-                single = singles[style][i % len(singles[style])]
-                _, t = post(session, url, single, None)
+                b, t = post(session, url, singles[style][i], None)
                 single_ms[style] += 1000 * t
                 single_n[style] += 1
+                single_right[(style, i)] = b.get("label") == int(singles[style][i].truth)
+        for style, items in singles.items():
+            for i, s in enumerate(items):
+                if (style, i) not in single_right:
+                    single_right[(style, i)] = post(session, url, s, None)[0].get("label") == int(
+                        s.truth
+                    )
     finally:
         proc.terminate()
         proc.wait(30)
@@ -378,6 +387,17 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.stats.split(","):
         got = [x for (n, _), v in answers.items() if n == name for x in v]
         results[f"{name}/all"] = score(got)
+    # How well the same kind of image of one digit is read alone, and what that makes of a
+    # number whose digits were each read as well: where reading numbers is bounded by reading
+    # digits, not by finding them.
+    alone = {
+        style: float(np.mean([v for (s, _), v in single_right.items() if s == style]))
+        for style in styles
+    }
+    bound = {
+        f"{name}/{style}": float(np.mean([alone[style] ** len(s.truth) for s, _ in got]))
+        for (name, style), got in answers.items()
+    }
     cost = {
         style: {
             "ms_per_digit": number_ms[style] / max(1, number_digits[style]),
@@ -388,7 +408,14 @@ def main(argv: list[str] | None = None) -> int:
     for c in cost.values():
         c["ratio"] = c["ms_per_digit"] / c["ms_per_single"]
     command = "python -m bench.numbers " + " ".join(argv if argv is not None else sys.argv[1:])
-    report = {"command": command.strip(), "results": results, "cost": cost, "misses": misses}
+    report = {
+        "command": command.strip(),
+        "results": results,
+        "alone": alone,
+        "bound": bound,
+        "cost": cost,
+        "misses": misses,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "numbers.json").write_text(json.dumps(report, indent=1) + "\n")
     md = table(report)
@@ -416,6 +443,12 @@ def table(report: dict) -> str:
             f"{100 * r['flagged']:.1f} % | {100 * r['wrong_flagged']:.0f} % |"
         )
     lines += [
+        "",
+        "Single digits alone, the same kinds of image (one digit each, made as main's, posted "
+        "without `mode`): "
+        + ", ".join(f"{s} {100 * a:.1f} % right" for s, a in report["alone"].items())
+        + ". Were each digit of a number read as well as alone, the numbers read exactly "
+        "would be: " + ", ".join(f"{k} {100 * b:.1f} %" for k, b in report["bound"].items()) + ".",
         "",
         "Cost, in the same run (single-digit requests of each style interleaved with the "
         "numbers, one connection):",
