@@ -68,7 +68,6 @@ SHADE = 0.45  # the most that uneven light darkens paper, in ink units (bench/sy
 STROKE_PEAK = 0.5  # of the strongest mark's peak: a piece of the digit reaches at least this
 MIN_EXTENT = 5  # pixels at analysis size: a mark shorter than this is a speck, not a digit
 WIDE = 2  # times the working size: where marks too small at working size are looked for
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -174,6 +173,9 @@ def region(
         return upload.image.crop(box), 1.0
     scale = image.width / upload.image.width
     return image.crop(tuple(round(v * scale) for v in box)), scale
+
+
+T = TypeVar("T")  # what a look finds
 
 
 def look_at(
