@@ -164,6 +164,13 @@ def test_touching_digits_are_cut_where_the_parts_read_likeliest(client, mnist):
     assert read_pairs(client, mnist, pairs) == [f"{a}{b}" for a, b, _ in pairs]
 
 
+def test_a_1_leaning_on_a_digit_is_cut_straight_where_the_paths_of_least_ink_miss_it(client, mnist):
+    # Each pair read whole as its other digit or cut through it (10 as 17) along a path that
+    # follows the ink's valleys; a straight cut, read once the whole reads unsure, parts them.
+    pairs = ((1, 0, 5), (1, 4, 3), (1, 6, 2), (4, 1, 2))
+    assert read_pairs(client, mnist, pairs) == ["10", "14", "16", "41"]
+
+
 def test_a_1_touching_a_digit_through_no_clean_cut_is_cut_off_when_the_whole_reads_unsure(
     client, mnist
 ):
