@@ -483,7 +483,7 @@ def _cuts(g: _Glyph) -> list[_Cut]:
             starts.append(x)
     band = max(1, round(BAND * height))
     # Each start is cut along its path of least ink, and straight down: a path may follow
-    # the ink's valleys into a digit (where a 1 leans on a 4, a 7's foot meets a 0).
+    # the ink's valleys into a digit (where a 1 leans on its neighbour).
     paths = [(p, False) for p in _cut_paths(mask, starts, band)] if starts else []
     paths += [(np.full(h, x, dtype=np.int64), True) for x in starts]
     # A cut as each row's count of ink left of it: two cuts' parts differ by the sum of
@@ -695,7 +695,7 @@ def _digits(page: _Page, spec: InputSpec, source_size, read: Reader) -> tuple[li
             chosen = _choose(g) or _choose_loose(g)
             if chosen is None:
                 if g.loose_unread() and _confidence(g) < SURE:
-                    again.append(g)  # a narrow group the models are unsure of: its loose cuts
+                    again.append(g)  # a group the models are unsure of: its loose cuts
                 else:
                     final.append(g)
                 continue
