@@ -46,7 +46,7 @@ from training.data import load_split, resolve_data_dir
 ROOT = Path(__file__).resolve().parent.parent
 STYLES = ("photo", "canvas")  # the default report
 PAGE = "page"  # a small number in a large photo: --styles
-SINGLES = 1000  # single digits per style read alone
+SINGLES = 1000  # single digits of each default style read alone
 
 
 @dataclass(frozen=True)
@@ -324,9 +324,17 @@ def main(argv: list[str] | None = None) -> int:
                 ext = "jpg" if s.media_type == "image/jpeg" else "png"
                 (args.samples / f"{name}-{style}-{i}-{s.truth}.{ext}").write_bytes(s.data)
     # Single digits made alike (same style, size): the cost baseline, one per number, and
-    # how well a digit of each style is read alone, on SINGLES of them.
+    # how well a digit of each style is read alone, on SINGLES of the default styles' (a
+    # page's 12-megapixel photos only one per number).
     singles = {
-        style: samples(images, labels, style, MAIN, max(SINGLES, args.per_style), lengths=(1, 1))
+        style: samples(
+            images,
+            labels,
+            style,
+            MAIN,
+            max(SINGLES if style in STYLES else 0, args.per_style),
+            lengths=(1, 1),
+        )
         for style in styles
     }
     proc, url = start_server(args.artifacts)
@@ -368,9 +376,8 @@ def main(argv: list[str] | None = None) -> int:
         for style, items in singles.items():
             for i, s in enumerate(items):
                 if (style, i) not in single_right:
-                    single_right[(style, i)] = post(session, url, s, None)[0].get("label") == int(
-                        s.truth
-                    )
+                    a, _ = post(session, url, s, None)
+                    single_right[(style, i)] = a.get("label") == int(s.truth)
     finally:
         proc.terminate()
         proc.wait(30)
