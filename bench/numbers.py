@@ -397,13 +397,16 @@ def main(argv: list[str] | None = None) -> int:
     # How well the same kind of image of one digit is read alone, and what that makes of a
     # number whose digits were each read as well: where reading numbers is bounded by reading
     # digits, not by finding them.
+    # Only the default styles' singles are digits of a number's size (a page's are smaller).
     alone = {
         style: float(np.mean([v for (s, _), v in single_right.items() if s == style]))
         for style in styles
+        if style in STYLES
     }
     bound = {
         f"{name}/{style}": float(np.mean([alone[style] ** len(s.truth) for s, _ in got]))
         for (name, style), got in answers.items()
+        if style in alone
     }
     cost = {
         style: {
@@ -449,13 +452,18 @@ def table(report: dict) -> str:
             f"{100 * r['digit_accuracy']:.2f} % | {100 * r['wrong_count']:.1f} % | "
             f"{100 * r['flagged']:.1f} % | {100 * r['wrong_flagged']:.0f} % |"
         )
+    if report["alone"]:
+        lines += [
+            "",
+            "Single digits alone, the same kinds of image (one digit each, made as main's, "
+            "posted without `mode`): "
+            + ", ".join(f"{s} {100 * a:.1f} % right" for s, a in report["alone"].items())
+            + ". Were each digit of a number read as well as alone, the numbers read exactly "
+            "would be: "
+            + ", ".join(f"{k} {100 * b:.1f} %" for k, b in report["bound"].items())
+            + ".",
+        ]
     lines += [
-        "",
-        "Single digits alone, the same kinds of image (one digit each, made as main's, posted "
-        "without `mode`): "
-        + ", ".join(f"{s} {100 * a:.1f} % right" for s, a in report["alone"].items())
-        + ". Were each digit of a number read as well as alone, the numbers read exactly "
-        "would be: " + ", ".join(f"{k} {100 * b:.1f} %" for k, b in report["bound"].items()) + ".",
         "",
         "Cost, in the same run (single-digit requests of each style interleaved with the "
         "numbers, one connection):",

@@ -179,16 +179,17 @@ T = TypeVar("T")  # what a look finds
 
 
 def look_at(
-    data: bytes, upload: Decoded, max_pixels: int, look: Callable[[np.ndarray, bool], T]
+    data: bytes, upload: Decoded, max_pixels: int, look: Callable[[np.ndarray, int], T]
 ) -> tuple[Decoded, np.ndarray, T]:
-    """`look(grey, larger)` at the upload's grey at working size and what it found. When it
+    """`look(grey, side)` at the upload's grey at working size and what it found; `side` is
+    the length the smallest digit is FINE_EXTENT of, 0 for the grey's own longer side. When it
     finds no ink and the upload holds more pixels than that, marks may be too small to be
-    digits there (under FINE_EXTENT of the side: a digit on a page photographed whole): the
-    look is made again (`larger` true) at WIDE times the working size, where the same number of
-    pixels is a smaller share, the upload decoded again if draft mode reduced it below that."""
+    digits there (a digit on a page photographed whole): the look is made again at WIDE times
+    the working size with `side` the working size, so the smallest digit is as many pixels
+    tall, the upload decoded again if draft mode reduced it below that."""
     try:
         grey = to_grey(upload.image)
-        return upload, grey, look(grey, False)
+        return upload, grey, look(grey, 0)
     except NoInk:
         size = WIDE * WORK_SIZE
         if max(upload.size) < size:
@@ -196,7 +197,7 @@ def look_at(
         if upload.format == "JPEG" and max(upload.image.size) < size:
             upload = decode(data, max_pixels, draft=size)
         grey = to_grey(upload.image, size)
-        return upload, grey, look(grey, True)
+        return upload, grey, look(grey, WORK_SIZE)
 
 
 def _check_pixels(w: int, h: int, max_pixels: int) -> None:
@@ -806,9 +807,9 @@ def preprocess(data: bytes, spec: InputSpec, max_pixels: int) -> Preprocessed:
     upload = decode(data, max_pixels)
     lossy = upload.format in LOSSY_FORMATS
 
-    def look(grey: np.ndarray, larger: bool) -> tuple[InkMap, Found]:
+    def look(grey: np.ndarray, side: int) -> tuple[InkMap, Found]:
         m = ink_map(grey)
-        return m, find_digit(m, lossy, least=round(FINE_EXTENT * WORK_SIZE) if larger else 0)
+        return m, find_digit(m, lossy, least=round(FINE_EXTENT * side))
 
     upload, _, (m, found) = look_at(data, upload, max_pixels, look)
     found = _zoom_in(upload.image, m, found, lossy)

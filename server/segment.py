@@ -52,7 +52,6 @@ from server.preprocess import (
     FINE_EXTENT,
     LOSSY_FORMATS,
     MIN_EXTENT,
-    WORK_SIZE,
     Decoded,
     InkMap,
     Preprocessed,
@@ -731,11 +730,9 @@ def segment(data: bytes, spec: InputSpec, max_pixels: int, read: Reader) -> Numb
     # Finding lines costs more than the rest of a look: this first look only places the
     # number and measures its digits. Without a second look it stands, unless the page holds
     # lines: then it is made again without them.
-    def look(grey: np.ndarray, larger: bool) -> tuple[InkMap, float, int, _Page]:
+    def look(grey: np.ndarray, side: int) -> tuple[InkMap, float, int, _Page]:
         m = ink_map(grey)
         strong = stroke_contrast(m)
-        # The larger look's smallest digit is a share of the working size, not of its side.
-        side = WORK_SIZE if larger else 0
         return m, strong, side, _look(m, lossy, strong, None, side)
 
     upload, grey, (m, strong, side, page) = look_at(data, upload, max_pixels, look)
