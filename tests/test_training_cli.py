@@ -23,13 +23,16 @@ from training.train import jobs_for, predict_probs, threads_per_job
 
 
 def start_training(*args) -> subprocess.Popen:
-    """A run in the background, its output read line by line as it comes."""
+    """A run in the background, its output read line by line as it comes, that an interrupt
+    stops as it would stop a run in a terminal: a suite started as a background job (`cmd &`
+    in a script) ignores SIGINT, and a child inherits that, so the run's is set back."""
     return subprocess.Popen(
         [sys.executable, "-u", "-m", "training", *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
