@@ -9,7 +9,9 @@ task at a time from the front, handed the next as soon as it answers; the reques
 first chunk, then from the back. The work is shared by what each side gets done, not by a
 fixed split: on a machine whose other cores are busy the request thread does nearly all of it
 and waits at most for one task per helper; on an idle one the helpers do their share. Each
-chunk goes to the models as soon as it and those before it are ready.
+chunk goes to the models as soon as it is ready, in whatever order: the request thread runs
+the models on what the helpers hand back before it prepares more itself, so that the models'
+share of the batch overlaps the helpers' work instead of following it.
 
 The pool starts its processes (fork server, resource tracker, helpers) in the background on
 the first batch large enough to be cut, so a server that never gets one never runs them. Until
@@ -72,6 +74,9 @@ class Shared:
         self.work = work
         self.lost = lost
         self.todo = deque(range(1, len(chunks)))  # taken by nobody yet; chunk 0 is the thread's
+        self.starts = [0]  # the batch index of each chunk's first image
+        for chunk in chunks[:-1]:
+            self.starts.append(self.starts[-1] + len(chunk))
         self.results: dict[int, Prepared] = {}
         self.cond = threading.Condition()
         self.broken = False
@@ -119,26 +124,29 @@ class Shared:
         if lost:
             self.lost()
 
-    def prepared(self, prepare: Callable[[list[bytes]], Prepared]) -> Iterator[Prepared]:
-        """Each chunk's preparation in order; the request thread runs `prepare` on the first
-        chunk, then on chunks from the back while the next one in order is not ready."""
-        for i in range(len(self.chunks)):
-            while True:
-                with self.cond:
-                    if i in self.results:
-                        part = self.results.pop(i)
-                        break
-                    if i == 0:
-                        j = 0
-                    elif self.todo:
-                        j = self.todo.pop()
-                    else:  # chunk i is with a helper, and nothing else is left to do
-                        self.cond.wait()
-                        continue
-                done = prepare(self.chunks[j])
-                with self.cond:
-                    self.results[j] = done
-            yield part
+    def prepared(
+        self, prepare: Callable[[list[bytes]], Prepared]
+    ) -> Iterator[tuple[int, Prepared]]:
+        """Each chunk's preparation with the batch index of its first image, as soon as it is
+        ready, in no set order. The request thread runs `prepare` on the first chunk; after
+        that it hands out each chunk a helper has done as it comes, so the models read it
+        while the helpers go on, and runs `prepare` on a chunk from the back only while none
+        is waiting."""
+        left = len(self.chunks)
+        own: int | None = 0  # the request thread's chunk to prepare next
+        while left:
+            ready = None
+            with self.cond:
+                while own is None and not self.results and not self.todo:
+                    self.cond.wait()  # every chunk left is with a helper
+                if own is None and self.results:
+                    ready = self.results.popitem()
+                elif own is None:
+                    own = self.todo.pop()
+            if ready is None:
+                ready, own = (own, prepare(self.chunks[own])), None
+            left -= 1
+            yield self.starts[ready[0]], ready[1]
 
 
 def _init_helper(worker: int) -> None:
@@ -207,14 +215,15 @@ class BatchPool:
 
     def slices(
         self, images: list[bytes], prepare: Callable[[list[bytes]], Prepared]
-    ) -> Iterator[Prepared]:
-        """The batch preprocessed, part by part in order, shared between the request thread
-        (`prepare`) and the helpers (`Shared`)."""
+    ) -> Iterator[tuple[int, Prepared]]:
+        """The batch preprocessed, part by part as each is ready, with the batch index of
+        each part's first image, shared between the request thread (`prepare`) and the
+        helpers (`Shared`)."""
         executor = self._executor
         if len(images) >= SHARED_FROM and executor is None:
             self.start()  # this batch runs in the request thread; later ones get the helpers
         if len(images) < SHARED_FROM or executor is None:
-            yield prepare(images)
+            yield 0, prepare(images)
             return
         chunks = chunks_of(images)
         work = functools.partial(preprocess_many, spec=self._args[0], max_pixels=self._args[1])

@@ -105,11 +105,11 @@ class Predictor:
         slices = (
             self.helpers.slices(images, self.prepare_many)
             if self.helpers is not None
-            else [self.prepare_many(images)]
+            else [(0, self.prepare_many(images))]
         )
-        answers: list[Prediction | ApiError] = []
-        for prepared in slices:
-            answers += self._answer_all(prepared, include_image)
+        answers: list = [None] * len(images)
+        for start, prepared in slices:
+            answers[start : start + len(prepared)] = self._answer_all(prepared, include_image)
         return answers
 
     def _answer_all(

@@ -8,11 +8,15 @@ from server.batch_pool import CHUNK, HELPER_CHUNKS, Shared, chunks_of
 
 
 def _run(images, helper_work, prepare, lost=lambda: None):
-    """A batch shared with one helper, a thread standing in for its process: the answers, in
-    the order they came, flattened."""
+    """A batch shared with one helper, a thread standing in for its process: the answers put
+    back in the batch's order, as the predictor does."""
+    answers = [None] * len(images)
     with ThreadPoolExecutor(1) as helper:
         shared = Shared(chunks_of(images), helper, helper_work, 1, lost)
-        return [x for part in shared.prepared(prepare) for x in part]
+        for start, part in shared.prepared(prepare):
+            assert answers[start : start + len(part)] == [None] * len(part)  # once each
+            answers[start : start + len(part)] = part
+    return answers
 
 
 def _by(who):
@@ -92,3 +96,38 @@ def test_a_fault_in_the_helpers_work_is_redone_by_the_request_thread():
     lost = []
     answers = _run(list(range(5 * CHUNK)), faulty, _by("thread"), lambda: lost.append(1))
     assert answers == _by("thread")(range(5 * CHUNK)) and not lost
+
+
+def test_what_the_helper_has_done_goes_to_the_models_before_the_thread_prepares_more():
+    """The models read each chunk as soon as it is ready, whatever its place: the request
+    thread hands out the helper's chunks before it prepares one more of its own, so that the
+    models' share of the batch runs while the helper works, not after it."""
+    images = list(range(8 * CHUNK))
+    second_task = threading.Event()
+    order = []
+
+    def helper_work(chunk):
+        if chunk[0] // CHUNK > HELPER_CHUNKS:
+            second_task.wait(30)  # the helper's next task is not done before the test says
+        return _by("helper")(chunk)
+
+    with ThreadPoolExecutor(1) as helper:
+        shared = Shared(chunks_of(images), helper, helper_work, 1)
+
+        def prepare(chunk):
+            i = chunk[0] // CHUNK
+            order.append(("prepared", i))
+            if i == 0:  # the helper's first task is back before the thread's first chunk
+                while len(shared.results) < HELPER_CHUNKS:
+                    threading.Event().wait(0.01)
+            if i == 5:
+                second_task.set()
+            return _by("thread")(chunk)
+
+        for start, _ in shared.prepared(prepare):
+            order.append(("read", start // CHUNK))
+    assert order[:2] == [("prepared", 0), ("read", 0)]
+    assert set(order[2:4]) == {("read", 1), ("read", 2)}
+    # In order, chunk 7 would wait for 3 to 6: here it is read as soon as it is prepared.
+    assert order[4:6] == [("prepared", 7), ("read", 7)]
+    assert sorted(i for what, i in order if what == "read") == list(range(8))
