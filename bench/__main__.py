@@ -12,7 +12,9 @@ Servers loaded by `wrk` (a separate process) on 127.0.0.1:
                 virtualenv is set up (bench/torchserve/; `python -m bench.torchserve` for more)
 Payloads: a 28x28 PNG digit, a 280x280 RGBA canvas PNG, a 1000x1000 JPEG photo; concurrency
 1, 8 and 32. Every figure is the median of --repeats runs, with min-max, after one discarded
-warm-up run per server. Also: a batch of 256 images, RSS idle and after load, the PSS of the
+warm-up run per server. Also: a batch of 256 images (and the same batch in process on one core,
+beside how much two busy processes get done at once on this machine: what bounds the
+server's figure), RSS idle and after load, the PSS of the
 whole process tree and its process count at rest after load (AT_REST), the size of a serve
 virtualenv made for the current requirements-serve.txt, start-to-ready time (from compiled
 bytecode, as the container starts),
@@ -198,6 +200,52 @@ def batch_throughput(url: str, digit_png: bytes, repeats: int, size: int = 256) 
         "images_per_s": {"median": statistics.median(rates), "min": min(rates), "max": max(rates)},
         "batch": size,
     }
+
+
+def batch_in_process(artifacts: Path, digit_png: bytes, repeats: int, size: int = 256) -> dict:
+    """The same batch through the request path (preprocessing, the models, the answers, JSON)
+    in this process, on one core, without HTTP or batch helpers, in images per CPU second:
+    what one core does alone. The server's batch figure over it is what HTTP, the second core
+    and the helpers make of it."""
+    from server.answers import to_json
+    from server.config import ServerConfig
+    from server.ensemble import Ensemble
+    from server.manifest import load
+    from server.predict import answer
+    from server.predictor import Predictor
+
+    manifest = load(artifacts)
+    predictor = Predictor(manifest, Ensemble(manifest, device="cpu"), ServerConfig.max_pixels)
+    images = [digit_png] * size
+    to_json(answer(predictor, images))
+    rates = []
+    for _ in range(repeats):
+        t0 = time.process_time()
+        to_json(answer(predictor, images))
+        rates.append(size / (time.process_time() - t0))
+    return {"median": statistics.median(rates), "min": min(rates), "max": max(rates)}
+
+
+def parallel_capacity(rounds: int = 5, loops: int = 5_000_000) -> dict:
+    """Work two processes get done at once, in units of one process alone, on a fixed
+    CPU-bound loop (median of `rounds`, with min-max: on a shared machine one round says
+    little): 2 on two free cores, less where they are busy or are two threads of one physical
+    core. The server's batch rate, a worker with its helper, is at most that many times what
+    one core does alone."""
+    code = (
+        "import time\nt = time.perf_counter()\nx = 0\n"
+        f"for i in range({loops}):\n    x += i\nprint(time.perf_counter() - t)"
+    )
+
+    def loop_seconds(n: int) -> float:
+        running = [
+            subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+            for _ in range(n)
+        ]
+        return max(float(p.communicate()[0]) for p in running)
+
+    values = [2 * loop_seconds(1) / loop_seconds(2) for _ in range(rounds)]
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 def serve_venv_size(cache: Path) -> dict:
@@ -495,6 +543,10 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             server.stop()
     torchserve_contender(args, payloads["digit_28_png"], scratch, result["http"])
+    result["other"]["batch_256_one_core_in_process"] = batch_in_process(
+        args.artifacts, payloads["digit_28_png"][0].read_bytes(), args.repeats
+    )
+    result["other"]["parallel_capacity"] = parallel_capacity()
     result["other"]["start_to_ready_s/ours"] = start_to_ready(servers["ours"], 5)
     result["other"]["start_to_ready_s/seed"] = start_to_ready(servers["seed"], 3)
     result["other"]["install"] = serve_venv_size(ROOT / "bench" / "results" / "tmp")
