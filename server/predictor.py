@@ -146,7 +146,7 @@ class Predictor:
     def _verdicts(self, out: Outputs, shapes: list[Shape], first: int = 0) -> list[dict]:
         """The fields of an answers.Verdict for images first, first + 1, ... of `out`, one per
         shape: the vote, its doubts, each model. Figured for all of them at once: numpy's cost
-        per call, not per image, is what a batch would pay image by image."""
+        is per call, and a batch pays it once instead of once an image."""
         rows = slice(first, first + len(shapes))
         probs = out.probabilities[rows]  # [images, models, classes]
         labels = out.label[rows]
