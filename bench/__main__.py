@@ -13,11 +13,10 @@ Servers loaded by `wrk` (a separate process) on 127.0.0.1:
 Payloads: a 28x28 PNG digit, a 280x280 RGBA canvas PNG, a 1000x1000 JPEG photo; concurrency
 1, 8 and 32. Every figure is the median of --repeats runs, with min-max, after one discarded
 warm-up run per server. Also: a batch of 256 images (and the same batch in process on one core,
-beside how much two busy processes get done at once on this machine: what bounds the
-server's figure), RSS idle and after load, the PSS of the
-whole process tree and its process count at rest after load (AT_REST), the size of a serve
-virtualenv made for the current requirements-serve.txt, start-to-ready time (from compiled
-bytecode, as the container starts),
+beside how much two busy processes get done at once on this machine just then), RSS idle and
+after load, the PSS of the whole process tree and its process count at rest after load
+(AT_REST), the size of a serve virtualenv made for the current requirements-serve.txt,
+start-to-ready time (from compiled bytecode, as the container starts),
 onnxruntime vs torch inference, training images/s.
 Writes bench/results/bench.json and bench/results/bench.md.
 """
@@ -230,8 +229,7 @@ def parallel_capacity(rounds: int = 5, loops: int = 5_000_000) -> dict:
     """Work two processes get done at once, in units of one process alone, on a fixed
     CPU-bound loop (median of `rounds`, with min-max: on a shared machine one round says
     little): 2 on two free cores, less where they are busy or are two threads of one physical
-    core. The server's batch rate, a worker with its helper, is at most that many times what
-    one core does alone."""
+    core: how far a worker with its batch helper can go beyond one core at that time."""
     code = (
         "import time\nt = time.perf_counter()\nx = 0\n"
         f"for i in range({loops}):\n    x += i\nprint(time.perf_counter() - t)"

@@ -98,7 +98,7 @@ SURE = 0.9  # the models' mean probability above which a narrow group read whole
 NARROWEST = 0.15  # a cut leaves parts at least this wide
 LOWEST = 0.5  # and at least this tall
 CUTS = 3  # column profile minima tried as cuts per group
-NEAR = 0.1  # of a group's ink: a straight cut whose parts differ less from a path's is not made
+NEAR = 0.1  # of a group's ink: a straight cut whose parts differ less from a cut made is not
 # Where else cuts start, of the group's width: where a narrow digit (a 1) or an even pair meet.
 EVEN_CUTS = (0.5, 0.4, 0.6, 0.3, 0.7, 0.2, 0.8)
 # The weighing of a cut against the whole group, in log-likelihood terms (_choose).
