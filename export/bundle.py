@@ -163,11 +163,11 @@ def uncertainty_spec(rule: dict, report: dict) -> dict:
         "split_vote_below": rule["split_vote_below"],
         **SHAPE_LIMITS,
         "rule": "not_a_digit when the mean over the models of each one's highest probability is "
-        "below not_a_digit_below; models_disagree when they do not all vote for the same digit "
-        "and their mean probability for the voted digit is below split_vote_below; "
-        "low_confidence when it is below low_confidence_below; filled_shape when the fitted "
-        "image's edge ratio is below min_edge_ratio; too_much_ink when its mean ink is above "
-        "max_ink",
+        "below not_a_digit_below's threshold for the voted digit; models_disagree when they do "
+        "not all vote for the same digit and their mean probability for the voted digit is "
+        "below split_vote_below; low_confidence when it is below low_confidence_below; "
+        "filled_shape when the fitted image's edge ratio is below min_edge_ratio; "
+        "too_much_ink when its mean ink is above max_ink",
         "chosen_for": f"at most {report['aim']:.0%} of genuine digits flagged, as many "
         "held-out generated non-digits as possible (give or take half a point), then as many "
         "wrong answers on validation as possible",
@@ -338,7 +338,8 @@ all three: {overlap["all_wrong"]}; at least one: {overlap["any_wrong"]}.
 ## Uncertainty: digits and non-digits
 {training} An answer is flagged `uncertain` with reasons:
 {u["rule"]}. Thresholds (in `manifest.json`, chosen by export for {u["chosen_for"]}):
-not_a_digit below {u["not_a_digit_below"]:.4f}, low_confidence below
+not_a_digit below {" / ".join(f"{t:.3f}" for t in u["not_a_digit_below"])} (for the voted
+digit, 0 to 9), low_confidence below
 {u["low_confidence_below"]:.4f}, split votes below {u["split_vote_below"]:.4f}. Flag rates
 (the held-out non-digits use fonts and Fashion-MNIST test images that training never saw;
 "distorted" digits are validation digits with tilt, pen width, blur, low resolution and

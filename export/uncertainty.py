@@ -4,7 +4,10 @@ Two scores, both from the ensemble's probabilities [N, models, 10]:
 
   typicality  the mean over the models of each one's highest probability. Outlier exposure
               trained the models to spread their probability on non-digits, so a low value
-              says "not a digit".
+              says "not a digit". How low depends on the digit voted: the models read a
+              genuine 0 or 4 surer than a 5 or 8, and a doodle read as 0 less surely than a
+              real 0. So each voted digit has its own threshold, each just above the same
+              share of the validation digits voted that digit.
   confidence  the mean over the models of the probability of the voted digit (what the
               server's answer calls confidence). Low while typicality is high: the models
               see a digit but are unsure which.
@@ -27,6 +30,9 @@ import numpy as np
 REASONS = ("not_a_digit", "models_disagree", "low_confidence")
 # Share of the held-out non-digits the rule may give up for catching more wrong answers.
 ND_SLACK = 0.005
+# The shares of each voted digit's validation digits below its not_a_digit threshold tried,
+# from none to the whole aim, in this many steps.
+SHARE_STEPS = 40
 
 
 def scores(probs: np.ndarray) -> dict[str, np.ndarray]:
@@ -50,7 +56,7 @@ def scores(probs: np.ndarray) -> dict[str, np.ndarray]:
 def flags(rule: dict, probs: np.ndarray) -> dict[str, np.ndarray]:
     """Each reason's flags [N] bool under `rule` (the manifest's `uncertainty` section)."""
     s = scores(probs)
-    not_a_digit = s["typicality"] < rule["not_a_digit_below"]
+    not_a_digit = s["typicality"] < np.asarray(rule["not_a_digit_below"])[s["label"]]
     return {
         "not_a_digit": not_a_digit,
         "models_disagree": (s["agreement"] < probs.shape[1])
@@ -63,6 +69,18 @@ def flags(rule: dict, probs: np.ndarray) -> dict[str, np.ndarray]:
 def flagged(rule: dict, probs: np.ndarray) -> np.ndarray:
     f = flags(rule, probs)
     return f["not_a_digit"] | f["models_disagree"] | f["low_confidence"]
+
+
+def _per_digit(sets: list[dict], share: float, classes: int) -> np.ndarray:
+    """For each digit, a threshold just above the lowest `share` of the typicalities of the
+    images voted that digit, in the set where it is lowest; 0 where no image is voted it."""
+    t = np.zeros(classes)
+    for c in range(classes):
+        below = [np.sort(s["typicality"][s["label"] == c]) for s in sets]
+        below = [v[: int(np.floor(share * len(v)))] for v in below if len(v)]
+        if below:
+            t[c] = min(np.nextafter(v[-1], 2.0) if len(v) else 0.0 for v in below)
+    return t
 
 
 def _just_above(values: np.ndarray, share: float) -> np.ndarray:
@@ -81,15 +99,17 @@ def choose(
     """The rule meeting `aim` on every digit set (probs [N, M, 10] each) that flags the most
     wrong answers on the digit set `truth` names (with its true labels) among those within
     ND_SLACK of the most of `outliers` (probs [K, M, 10]) flagged; ties go to more
-    outliers, then the higher thresholds. All thresholds at 0 flag nothing, so a rule always
-    exists."""
+    outliers, then the larger share below not_a_digit, then the higher split threshold. All
+    thresholds at 0 flag nothing, so a rule always exists. `not_a_digit_below` is a list,
+    one threshold per voted digit."""
     m = outliers.shape[1]
     d = {k: scores(p) for k, p in digit_sets.items()}
     o = scores(outliers)
     named, labels = truth
     wrong = d[named]["label"] != labels
     split = {k: s["agreement"] < m for k, s in d.items()}
-    t_nd_cands = np.unique(np.concatenate([_just_above(s["typicality"], aim) for s in d.values()]))
+    classes = outliers.shape[2]
+    shares = np.linspace(0.0, aim, SHARE_STEPS + 1)
     t_split_cands = np.unique(
         np.concatenate(
             [
@@ -101,12 +121,15 @@ def choose(
         )
     )
     found = []
-    for t_nd in t_nd_cands:
+    for share in shares:
+        t_nd = _per_digit(list(d.values()), share, classes)
         for t_split in t_split_cands:
             # The highest low-confidence threshold that keeps every set within the aim.
             t_low = 1.0
             for k, s in d.items():
-                base = (s["typicality"] < t_nd) | (split[k] & (s["confidence"] < t_split))
+                base = (s["typicality"] < t_nd[s["label"]]) | (
+                    split[k] & (s["confidence"] < t_split)
+                )
                 budget = int(np.floor(aim * len(base))) - int(base.sum())
                 if budget < 0:
                     break
@@ -117,21 +140,21 @@ def choose(
                 caught = _flagged(o, m, t_nd, t_split, t_low).mean()
                 v = _flagged(d[named], m, t_nd, t_split, t_low)
                 errors = v[wrong].mean() if wrong.any() else 0.0
-                found.append((float(caught), float(errors), t_nd, t_split, t_low))
+                found.append((float(caught), float(errors), share, t_split, t_nd, t_low))
     most = max(f[0] for f in found)
-    _, _, t_nd, t_split, t_low = max(
+    _, _, _, t_split, t_nd, t_low = max(
         (f for f in found if f[0] >= most - ND_SLACK), key=lambda f: (f[1], f[0], f[2], f[3])
     )
     return {
-        "not_a_digit_below": float(t_nd),
+        "not_a_digit_below": t_nd.tolist(),
         "low_confidence_below": float(t_low),
         "split_vote_below": float(min(t_split, 1.0)),
     }
 
 
-def _flagged(s: dict, m: int, t_nd: float, t_split: float, t_low: float) -> np.ndarray:
+def _flagged(s: dict, m: int, t_nd: np.ndarray, t_split: float, t_low: float) -> np.ndarray:
     return (
-        (s["typicality"] < t_nd)
+        (s["typicality"] < t_nd[s["label"]])
         | ((s["agreement"] < m) & (s["confidence"] < t_split))
         | (s["confidence"] < t_low)
     )

@@ -31,7 +31,7 @@ class InputSpec:
 class Uncertainty:
     """When an answer is flagged, as export chose it from data (see the manifest's text)."""
 
-    not_a_digit_below: float  # the models' mean highest probability
+    not_a_digit_below: tuple[float, ...]  # the models' mean highest probability, by voted digit
     low_confidence_below: float  # their mean probability for the voted digit
     split_vote_below: float  # a split vote's mean probability for the voted digit
     min_edge_ratio: float  # of the fitted image: below is a filled shape
@@ -90,20 +90,21 @@ def _summary(raw: dict) -> dict:
     }
 
 
-def _uncertainty(u: dict) -> Uncertainty:
+def _uncertainty(u: dict, classes: int) -> Uncertainty:
     limits = {
         k: float(u[k])
-        for k in (
-            "not_a_digit_below",
-            "low_confidence_below",
-            "split_vote_below",
-            "min_edge_ratio",
-            "max_ink",
-        )
+        for k in ("low_confidence_below", "split_vote_below", "min_edge_ratio", "max_ink")
     }
-    if not all(0.0 <= v <= 1.0 for v in limits.values()):
-        raise ValueError(f"uncertainty thresholds must lie in [0, 1]: {limits}")
-    return Uncertainty(**limits, rule=str(u["rule"]))
+    by_digit = u["not_a_digit_below"]
+    if not isinstance(by_digit, list) or len(by_digit) != classes:
+        raise ValueError(
+            f"uncertainty: not_a_digit_below must list one threshold per class ({classes}); "
+            "`python -m export.calibrate --out BUNDLE` chooses them for an older bundle"
+        )
+    by_digit = tuple(float(v) for v in by_digit)
+    if not all(0.0 <= v <= 1.0 for v in (*limits.values(), *by_digit)):
+        raise ValueError(f"uncertainty thresholds must lie in [0, 1]: {u}")
+    return Uncertainty(not_a_digit_below=by_digit, **limits, rule=str(u["rule"]))
 
 
 def load(root: Path) -> Manifest:
@@ -159,7 +160,7 @@ def load(root: Path) -> Manifest:
             golden_file=golden,
             golden_atol=float(raw["golden"]["atol"]),
             output_order=list(raw["ensemble"]["output_order"]),
-            uncertainty=_uncertainty(raw["uncertainty"]),
+            uncertainty=_uncertainty(raw["uncertainty"], len(classes)),
             summary=_summary(raw),
         )
     except (KeyError, TypeError, ValueError, IndexError) as e:

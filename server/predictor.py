@@ -39,19 +39,25 @@ class UncertaintyRule:
     """When an answer is flagged `uncertain`, and why, with the thresholds the manifest holds.
 
     `not_a_digit`: the models, trained to spread their probability on non-digits, do (their
-    mean highest probability is low). Unsure which digit: the models disagree with a low
-    enough mean probability for the voted digit, or that probability is low whatever the
-    vote. And the fitted image's shape: a more filled-in
-    shape, or more ink, than MNIST's digits have.
+    mean highest probability is low for the digit they vote). Unsure which digit: the models
+    disagree with a low enough mean probability for the voted digit, or that probability is
+    low whatever the vote. And the fitted image's shape: a more filled-in shape, or more ink,
+    than MNIST's digits have.
     """
 
     spec: Uncertainty
 
     def reasons(
-        self, confidence: float, typicality: float, agreement: int, models: int, shape: Shape
+        self,
+        label: int,
+        confidence: float,
+        typicality: float,
+        agreement: int,
+        models: int,
+        shape: Shape,
     ) -> list[str]:
         u = self.spec
-        not_a_digit = typicality < u.not_a_digit_below
+        not_a_digit = typicality < u.not_a_digit_below[label]
         checks = {
             "not_a_digit": not_a_digit,
             "models_disagree": agreement < models and confidence < u.split_vote_below,
@@ -65,7 +71,8 @@ class UncertaintyRule:
     def describe(self) -> str:
         u = self.spec
         return (
-            f"uncertain with a reason: {u.rule}; not_a_digit_below {u.not_a_digit_below:.4f}, "
+            f"uncertain with a reason: {u.rule}; not_a_digit_below "
+            f"{' '.join(f'{t:.4f}' for t in u.not_a_digit_below)} (by voted digit, 0 first), "
             f"low_confidence_below {u.low_confidence_below:.4f}, split_vote_below "
             f"{u.split_vote_below:.4f}, min_edge_ratio {u.min_edge_ratio:g}, max_ink "
             f"{u.max_ink:g}"
@@ -164,7 +171,9 @@ class Predictor:
         verdicts = []
         for i, label in enumerate(labels.tolist()):
             agreement = votes[i][label]
-            reasons = self.rule.reasons(confidence[i], typicality[i], agreement, models, shapes[i])
+            reasons = self.rule.reasons(
+                label, confidence[i], typicality[i], agreement, models, shapes[i]
+            )
             verdicts.append(
                 dict(
                     label=label,

@@ -21,7 +21,7 @@ DIGIT_SHAPE = Shape(0.12, 1, 0.8)  # ink, pieces, edge ratio of an ordinary digi
 
 def _rule(**kw) -> UncertaintyRule:
     spec = {
-        "not_a_digit_below": 0.5,
+        "not_a_digit_below": (0.5,) * 10,
         "low_confidence_below": 0.8,
         "split_vote_below": 1.0,
         "min_edge_ratio": 0.33,
@@ -32,14 +32,20 @@ def _rule(**kw) -> UncertaintyRule:
 
 
 def test_spread_probabilities_are_not_a_digit_and_said_once():
-    assert _rule().reasons(0.2, 0.25, 3, 3, DIGIT_SHAPE) == ["not_a_digit"]
+    assert _rule().reasons(7, 0.2, 0.25, 3, 3, DIGIT_SHAPE) == ["not_a_digit"]
+
+
+def test_the_not_a_digit_threshold_is_the_voted_digits():
+    rule = _rule(not_a_digit_below=(0.9,) + (0.5,) * 9, low_confidence_below=0.6)
+    assert rule.reasons(0, 0.8, 0.8, 3, 3, DIGIT_SHAPE) == ["not_a_digit"]
+    assert rule.reasons(1, 0.8, 0.8, 3, 3, DIGIT_SHAPE) == []
 
 
 def test_an_unsure_digit_is_not_called_a_non_digit():
     rule = _rule()
-    assert rule.reasons(0.6, 0.9, 3, 3, DIGIT_SHAPE) == ["low_confidence"]
-    assert rule.reasons(0.6, 0.95, 2, 3, DIGIT_SHAPE) == ["models_disagree", "low_confidence"]
-    assert rule.reasons(0.99, 0.99, 3, 3, DIGIT_SHAPE) == []
+    assert rule.reasons(3, 0.6, 0.9, 3, 3, DIGIT_SHAPE) == ["low_confidence"]
+    assert rule.reasons(3, 0.6, 0.95, 2, 3, DIGIT_SHAPE) == ["models_disagree", "low_confidence"]
+    assert rule.reasons(3, 0.99, 0.99, 3, 3, DIGIT_SHAPE) == []
 
 
 @pytest.fixture
@@ -71,12 +77,18 @@ def _page_and_answer(bundle_dir, image: bytes) -> tuple[str, dict]:
 
 def test_server_takes_the_not_a_digit_threshold_from_the_manifest(bundle_with, mnist_test):
     digit = png(mnist_test[0][0])
-    page, answer = _page_and_answer(bundle_with(not_a_digit_below=1.0), digit)
+    page, answer = _page_and_answer(bundle_with(not_a_digit_below=[1.0] * 10), digit)
     assert answer["uncertain"] and answer["uncertain_reasons"] == ["not_a_digit"]
     assert "This does not look like a digit" in page and "The digit is" not in page
-    page, answer = _page_and_answer(bundle_with(not_a_digit_below=0.0), digit)
+    page, answer = _page_and_answer(bundle_with(not_a_digit_below=[0.0] * 10), digit)
     assert "not_a_digit" not in answer["uncertain_reasons"]
     assert "The digit is" in page and "does not look like a digit" not in page
+
+
+@pytest.mark.parametrize("thresholds", [0.5, [0.5] * 9])
+def test_manifest_without_one_not_a_digit_threshold_per_class_is_refused(bundle_with, thresholds):
+    with pytest.raises(manifest.ManifestError, match=r"one threshold per class.*export\.calibrate"):
+        manifest.load(bundle_with(not_a_digit_below=thresholds))
 
 
 def test_manifest_without_uncertainty_thresholds_is_refused(bundle, tmp_path):
