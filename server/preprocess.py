@@ -191,13 +191,24 @@ def look_at(
         grey = to_grey(upload.image)
         return upload, grey, look(grey, 0)
     except NoInk:
-        size = WIDE * WORK_SIZE
-        if max(upload.size) < size:
+        wide = look_wide(data, upload, max_pixels, look)
+        if wide is None:
             raise
-        if upload.format == "JPEG" and max(upload.image.size) < size:
-            upload = decode(data, max_pixels, draft=size)
-        grey = to_grey(upload.image, size)
-        return upload, grey, look(grey, WORK_SIZE)
+        return wide
+
+
+def look_wide(
+    data: bytes, upload: Decoded, max_pixels: int, look: Callable[[np.ndarray, int], T]
+) -> tuple[Decoded, np.ndarray, T] | None:
+    """look_at's second look, at WIDE times the working size; None when the upload holds no
+    more pixels than the first look had."""
+    size = WIDE * WORK_SIZE
+    if max(upload.size) < size:
+        return None
+    if upload.format == "JPEG" and max(upload.image.size) < size:
+        upload = decode(data, max_pixels, draft=size)
+    grey = to_grey(upload.image, size)
+    return upload, grey, look(grey, WORK_SIZE)
 
 
 def _check_pixels(w: int, h: int, max_pixels: int) -> None:
@@ -803,39 +814,124 @@ def _zoom_in(image: Image.Image, m: InkMap, found: Found, lossy: bool) -> Found:
         return found
 
 
-def preprocess(data: bytes, spec: InputSpec, max_pixels: int) -> Preprocessed:
-    upload = decode(data, max_pixels)
-    lossy = upload.format in LOSSY_FORMATS
+# preprocess_many takes a batch step by step, each step over a group of uploads: the step's
+# code then stays in the CPU's caches from one upload to the next (256 28x28 PNGs: about a
+# fifth less CPU for the whole request than image after image). A group ends once its decoded
+# pixels reach this, so a batch of large images holds a few at a time, as one large image.
+GROUP_PIXELS = 1_000_000
+
+
+@dataclass
+class _Work:
+    """An upload on its way through the steps; each step fills in its field."""
+
+    data: bytes
+    upload: Decoded
+    grey: np.ndarray | None = None
+    m: InkMap | None = None
+    blank: NoInk | None = None  # why the look at working size found no digit
+    found: Found | None = None
+    done: Preprocessed | None = None
+
+    @property
+    def lossy(self) -> bool:
+        return self.upload.format in LOSSY_FORMATS
+
+
+def _grey(w: _Work, spec: InputSpec, max_pixels: int) -> None:
+    w.grey = to_grey(w.upload.image)
+
+
+def _ink(w: _Work, spec: InputSpec, max_pixels: int) -> None:
+    try:
+        w.m = ink_map(w.grey)
+    except NoInk as e:
+        w.blank = as_value(e)  # _find looks again, wider
+
+
+def _find(w: _Work, spec: InputSpec, max_pixels: int) -> None:
+    """The digit at working size; where there is none, look_at's second look, wider."""
+    if w.blank is None:
+        try:
+            w.found = find_digit(w.m, w.lossy)
+            return
+        except NoInk as e:
+            w.blank = as_value(e)
 
     def look(grey: np.ndarray, side: int) -> tuple[InkMap, Found]:
         m = ink_map(grey)
-        return m, find_digit(m, lossy, least=round(FINE_EXTENT * side))
+        return m, find_digit(m, w.lossy, least=round(FINE_EXTENT * side))
 
-    upload, _, (m, found) = look_at(data, upload, max_pixels, look)
-    found = _zoom_in(upload.image, m, found, lossy)
-    pixels = fit(found.crop, spec)
-    return Preprocessed(
+    wide = look_wide(w.data, w.upload, max_pixels, look)
+    if wide is None:
+        raise w.blank
+    w.upload, w.grey, (w.m, w.found) = wide
+
+
+def _zoom(w: _Work, spec: InputSpec, max_pixels: int) -> None:
+    w.found = _zoom_in(w.upload.image, w.m, w.found, w.lossy)
+
+
+def _fitted(w: _Work, spec: InputSpec, max_pixels: int) -> None:
+    pixels = fit(w.found.crop, spec)
+    w.done = Preprocessed(
         pixels=pixels,
         tensor=normalise(pixels, spec),
-        source_size=upload.size,
-        inverted=m.inverted,
-        components_kept=found.kept,
-        components_dropped=found.dropped,
-        lines_removed=found.lines,
-        shape=shape_of(pixels, found.kept),
+        source_size=w.upload.size,
+        inverted=w.m.inverted,
+        components_kept=w.found.kept,
+        components_dropped=w.found.dropped,
+        lines_removed=w.found.lines,
+        shape=shape_of(pixels, w.found.kept),
     )
+
+
+# After decoding: the look at working size (a second one, wider, where it finds no ink), a
+# small digit found again on the decoded pixels, the fit.
+STEPS = (_grey, _ink, _find, _zoom, _fitted)
+
+
+def preprocess(data: bytes, spec: InputSpec, max_pixels: int) -> Preprocessed:
+    w = _Work(data, decode(data, max_pixels))
+    for step in STEPS:
+        step(w, spec, max_pixels)
+    return w.done
 
 
 def preprocess_many(
     images: list[bytes], spec: InputSpec, max_pixels: int
 ) -> list[Preprocessed | ApiError]:
-    """One Preprocessed per image, or the ApiError that image raised, in order."""
-    out: list[Preprocessed | ApiError] = []
-    for data in images:
+    """One Preprocessed per image, or the ApiError that image raised, in order: what
+    preprocess gives each, step by step over groups of uploads (GROUP_PIXELS)."""
+    out: list[Preprocessed | ApiError | None] = [None] * len(images)
+
+    def finish(group: list[tuple[int, _Work]]) -> None:
+        for step in STEPS:
+            live = []
+            for i, w in group:
+                try:
+                    step(w, spec, max_pixels)
+                    live.append((i, w))
+                except ApiError as e:
+                    out[i] = as_value(e)
+            group = live
+        for i, w in group:
+            out[i] = w.done
+
+    group: list[tuple[int, _Work]] = []
+    pixels = 0
+    for i, data in enumerate(images):
         try:
-            out.append(preprocess(data, spec, max_pixels))
+            w = _Work(data, decode(data, max_pixels))
         except ApiError as e:
-            out.append(as_value(e))
+            out[i] = as_value(e)
+            continue
+        group.append((i, w))
+        pixels += w.upload.image.width * w.upload.image.height
+        if pixels >= GROUP_PIXELS:
+            finish(group)
+            group, pixels = [], 0
+    finish(group)
     return out
 
 

@@ -1,5 +1,6 @@
 """Preprocessing: every accepted mode and format, the errors, and the train/serve contract."""
 
+import dataclasses
 import io
 import zlib
 
@@ -9,9 +10,18 @@ from PIL import Image, ImageFile, ImageFilter
 
 from bench import synth
 from server import decode_budget
-from server.errors import NoInk, TooManyPixels, UndecodableImage, UnsupportedFormat
+from server import preprocess as preprocess_module
+from server.errors import ApiError, NoInk, TooManyPixels, UndecodableImage, UnsupportedFormat
 from server.manifest import InputSpec
-from server.preprocess import InkMap, decode, find_digit, preprocess, region, shape_of
+from server.preprocess import (
+    InkMap,
+    decode,
+    find_digit,
+    preprocess,
+    preprocess_many,
+    region,
+    shape_of,
+)
 
 SPEC = InputSpec("image", 28, 28, 0.1307, 0.3081, True, 20, (14.0, 14.0))
 CAP = 40_000_000
@@ -529,3 +539,46 @@ def test_fat_digit_in_a_box_the_picture_is_cut_at_keeps_its_polarity(zero):
     p = preprocess(data, SPEC, CAP)
     assert p.inverted
     assert _agreement(p.pixels, pixels_of(_on_paper(np.pad(digit, 20)))) > 0.9
+
+
+@pytest.mark.parametrize("group_pixels", [1, 10**6])
+def test_a_batch_is_preprocessed_as_each_image_alone(digits, seven, monkeypatch, group_pixels):
+    """preprocess_many takes its batch step by step over groups of uploads: every image,
+    refused or not, comes back as preprocess gives it alone, in order, whether each image is
+    a group of its own or all are one."""
+    images = digits[0]
+    page = np.full((900, 1200), 230, np.uint8)  # larger than the working size's twice
+    page[400:405, 600:604] = 40  # a speck: no digit at working size, looked for wider
+    small = np.full((1000, 1000), 230, np.uint8)
+    ink = np.asarray(Image.fromarray(seven).resize((18, 18), Image.Resampling.BICUBIC))
+    np.minimum(small[600:618, 700:718], 255 - ink, out=small[600:618, 700:718])
+    uploads = [
+        encode(Image.fromarray(images[1]), "PNG"),
+        b"\x89PNG\r\n\x1a\n" + b"\x00" * 40,  # corrupt
+        encode(Image.fromarray(page), "PNG"),  # blank but for a speck: refused after two looks
+        encode(Image.fromarray(small), "PNG"),  # a digit found only by the second look
+        synth.make("canvas", images[2], 2),
+        b"plain text",  # not an image
+        encode(Image.new("L", (60, 60), 255), "PNG"),  # blank
+        synth.make("photo", images[3], 3),
+        encode(Image.fromarray(seven), "PNG"),
+    ]
+    alone = []
+    for data in uploads:
+        try:
+            alone.append(preprocess(data, SPEC, CAP))
+        except ApiError as e:
+            alone.append(e)
+    monkeypatch.setattr(preprocess_module, "GROUP_PIXELS", group_pixels)
+    batch = preprocess_many(uploads, SPEC, CAP)
+    assert len(batch) == len(uploads)
+    for a, b in zip(alone, batch, strict=True):
+        assert type(a) is type(b)
+        if isinstance(a, ApiError):
+            assert (a.status, a.message) == (b.status, b.message)
+        else:
+            assert np.array_equal(a.pixels, b.pixels) and np.array_equal(a.tensor, b.tensor)
+            assert dataclasses.replace(a, pixels=None, tensor=None) == dataclasses.replace(
+                b, pixels=None, tensor=None
+            )
+    assert [type(a).__name__ for a in alone].count("Preprocessed") == 5
