@@ -847,6 +847,7 @@ def _ink(w: _Work, spec: InputSpec, max_pixels: int) -> None:
         w.m = ink_map(w.grey)
     except NoInk as e:
         w.blank = as_value(e)  # _find looks again, wider
+    w.grey = None  # the later steps need the ink map only: a group holds less
 
 
 def _find(w: _Work, spec: InputSpec, max_pixels: int) -> None:
@@ -865,7 +866,7 @@ def _find(w: _Work, spec: InputSpec, max_pixels: int) -> None:
     wide = look_wide(w.data, w.upload, max_pixels, look)
     if wide is None:
         raise w.blank
-    w.upload, w.grey, (w.m, w.found) = wide
+    w.upload, _, (w.m, w.found) = wide
 
 
 def _zoom(w: _Work, spec: InputSpec, max_pixels: int) -> None:
