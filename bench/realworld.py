@@ -105,13 +105,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     fonts = synth.digit_fonts()
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(args.seed)
     printed = [(synth.printed(str(d), f, rng), d) for f in fonts for d in range(10)]
     rows[f"printed ({len(fonts)} held-out fonts)"] = score(predictor, printed)
 
     not_digits = {
         kind: score(
-            predictor, [(fn(np.random.default_rng(i)), None) for i in range(args.not_digits)]
+            predictor,
+            [
+                (fn(np.random.default_rng(i + args.seed * args.not_digits)), None)
+                for i in range(args.not_digits)
+            ],
         )
         for kind, fn in synth.NOT_DIGITS.items()
     }
