@@ -71,15 +71,20 @@ def flagged(rule: dict, probs: np.ndarray) -> np.ndarray:
     return f["not_a_digit"] | f["models_disagree"] | f["low_confidence"]
 
 
-def _per_digit(sets: list[dict], share: float, classes: int) -> np.ndarray:
+def _per_digit(sorted_by_digit: list[list[np.ndarray]], share: float) -> np.ndarray:
     """For each digit, a threshold just above the lowest `share` of the typicalities of the
-    images voted that digit, in the set where it is lowest; 0 where no image is voted it."""
-    t = np.zeros(classes)
-    for c in range(classes):
-        below = [np.sort(s["typicality"][s["label"] == c]) for s in sets]
-        below = [v[: int(np.floor(share * len(v)))] for v in below if len(v)]
-        if below:
-            t[c] = min(np.nextafter(v[-1], 2.0) if len(v) else 0.0 for v in below)
+    images voted that digit (`sorted_by_digit[set][digit]`, sorted), in the set where it is
+    lowest; 0 where no image is voted it."""
+    t = np.zeros(len(sorted_by_digit[0]))
+    for c in range(len(t)):
+        lows = []
+        for by_digit in sorted_by_digit:
+            v = by_digit[c]
+            if len(v):
+                n = int(np.floor(share * len(v)))
+                lows.append(np.nextafter(v[n - 1], 2.0) if n else 0.0)
+        if lows:
+            t[c] = min(lows)
     return t
 
 
@@ -108,7 +113,10 @@ def choose(
     named, labels = truth
     wrong = d[named]["label"] != labels
     split = {k: s["agreement"] < m for k, s in d.items()}
-    classes = outliers.shape[2]
+    sorted_by_digit = [
+        [np.sort(s["typicality"][s["label"] == c]) for c in range(outliers.shape[2])]
+        for s in d.values()
+    ]
     shares = np.linspace(0.0, aim, SHARE_STEPS + 1)
     t_split_cands = np.unique(
         np.concatenate(
@@ -122,7 +130,7 @@ def choose(
     )
     found = []
     for share in shares:
-        t_nd = _per_digit(list(d.values()), share, classes)
+        t_nd = _per_digit(sorted_by_digit, share)
         for t_split in t_split_cands:
             # The highest low-confidence threshold that keeps every set within the aim.
             t_low = 1.0

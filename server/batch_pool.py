@@ -24,6 +24,7 @@ process holds their pipes, follow: nothing outlives the worker.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import multiprocessing
 import os
@@ -74,9 +75,8 @@ class Shared:
         self.work = work
         self.lost = lost
         self.todo = deque(range(1, len(chunks)))  # taken by nobody yet; chunk 0 is the thread's
-        self.starts = [0]  # the batch index of each chunk's first image
-        for chunk in chunks[:-1]:
-            self.starts.append(self.starts[-1] + len(chunk))
+        # The batch index of each chunk's first image.
+        self.starts = [0, *itertools.accumulate(len(c) for c in chunks[:-1])]
         self.results: dict[int, Prepared] = {}
         self.cond = threading.Condition()
         self.broken = False
