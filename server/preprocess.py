@@ -5,6 +5,8 @@ PNGs, in either polarity and at any size. Each step below undoes one way they di
 
   decode      accepted formats only, pixel cap before the full decode, JPEG draft mode,
               first frame, EXIF orientation
+  as_fitted   an upload that already is a fitted digit (an MNIST digit as stored) is taken
+              as it is: the steps below would only resample it
   to_grey     any mode to one grey channel; transparent pixels become background
   ink_map     ink polarity, uneven lighting and paper colour removed: ink is 1, background 0
   find_digit  connected components; specks and page borders dropped
@@ -66,6 +68,7 @@ TWO_TONED = 0.3  # share of an image at most in the middle third of its range: p
 LEVELS = 1024  # histogram levels for the stroke contrast
 SHADE = 0.45  # the most that uneven light darkens paper, in ink units (bench/synth.py: 0.43)
 STROKE_PEAK = 0.5  # of the strongest mark's peak: a piece of the digit reaches at least this
+FITTED_INK = 128  # the strongest pixel of a digit already fitted reaches this (MNIST: 255)
 MIN_EXTENT = 5  # pixels at analysis size: a mark shorter than this is a speck, not a digit
 WIDE = 2  # times the working size: where marks too small at working size are looked for
 
@@ -838,6 +841,48 @@ class _Work:
         return self.upload.format in LOSSY_FORMATS
 
 
+def as_fitted(image: Image.Image, spec: InputSpec) -> np.ndarray | None:
+    """The image's pixels, ink high, when it already is a digit as the models take it: the
+    input's size, one grey channel, its background all round, ink as strong as a stroke, the
+    ink's box `digit_box` on its longer side and its centre of mass within half a pixel of the
+    input's (a whole-pixel shift moves it there). An MNIST digit as stored is one; fitting it
+    again would only resample it. Otherwise None."""
+    if image.mode != "L" or image.size != (spec.width, spec.height):
+        return None
+    pixels = np.asarray(image)
+    if not spec.ink_high:
+        pixels = 255 - pixels
+    rows, cols = pixels.any(1), pixels.any(0)
+    if pixels.max() < FITTED_INK or max(rows.sum(), cols.sum()) > spec.digit_box:
+        return None
+    rows, cols = np.flatnonzero(rows), np.flatnonzero(cols)
+    if max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 != spec.digit_box:
+        return None
+    ink = pixels.astype(np.float32)
+    mass = float(ink.sum())
+    cy = float(ink.sum(1) @ np.arange(spec.height, dtype=np.float32)) / mass
+    cx = float(ink.sum(0) @ np.arange(spec.width, dtype=np.float32)) / mass
+    if abs(cy - spec.centre_of_mass[0]) > 0.5 or abs(cx - spec.centre_of_mass[1]) > 0.5:
+        return None
+    return pixels
+
+
+def _as_given(w: _Work, spec: InputSpec, max_pixels: int) -> None:
+    pixels = as_fitted(w.upload.image, spec)
+    if pixels is None:
+        return
+    kept = len(components.label(pixels > 127))
+    w.done = Preprocessed(
+        pixels=pixels,
+        tensor=normalise(pixels, spec),
+        source_size=w.upload.size,
+        inverted=not spec.ink_high,
+        components_kept=kept,
+        components_dropped=0,
+        shape=shape_of(pixels, kept),
+    )
+
+
 def _grey(w: _Work, spec: InputSpec, max_pixels: int) -> None:
     w.grey = to_grey(w.upload.image)
 
@@ -887,15 +932,18 @@ def _fitted(w: _Work, spec: InputSpec, max_pixels: int) -> None:
     )
 
 
-# After decoding: the look at working size (a second one, wider, where it finds no ink), a
-# small digit found again on the decoded pixels, the fit.
-STEPS = (_grey, _ink, _find, _zoom, _fitted)
+# After decoding: an upload already fitted is done; the others go through the look at working
+# size (a second one, wider, where it finds no ink), a small digit found again on the decoded
+# pixels, the fit.
+STEPS = (_as_given, _grey, _ink, _find, _zoom, _fitted)
 
 
 def preprocess(data: bytes, spec: InputSpec, max_pixels: int) -> Preprocessed:
     w = _Work(data, decode(data, max_pixels))
     for step in STEPS:
         step(w, spec, max_pixels)
+        if w.done is not None:
+            break
     return w.done
 
 
@@ -912,12 +960,14 @@ def preprocess_many(
             for i, w in group:
                 try:
                     step(w, spec, max_pixels)
-                    live.append((i, w))
                 except ApiError as e:
                     out[i] = as_value(e)
+                    continue
+                if w.done is None:
+                    live.append((i, w))
+                else:
+                    out[i] = w.done
             group = live
-        for i, w in group:
-            out[i] = w.done
 
     group: list[tuple[int, _Work]] = []
     pixels = 0
