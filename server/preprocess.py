@@ -830,6 +830,8 @@ class _Work:
 
     data: bytes
     upload: Decoded
+    spec: InputSpec
+    max_pixels: int
     grey: np.ndarray | None = None
     m: InkMap | None = None
     blank: NoInk | None = None  # why the look at working size found no digit
@@ -852,10 +854,9 @@ def as_fitted(image: Image.Image, spec: InputSpec) -> np.ndarray | None:
     pixels = np.asarray(image)
     if not spec.ink_high:
         pixels = 255 - pixels
-    rows, cols = pixels.any(1), pixels.any(0)
-    if pixels.max() < FITTED_INK or max(rows.sum(), cols.sum()) > spec.digit_box:
+    if pixels.max() < FITTED_INK:
         return None
-    rows, cols = np.flatnonzero(rows), np.flatnonzero(cols)
+    rows, cols = np.flatnonzero(pixels.any(1)), np.flatnonzero(pixels.any(0))
     if max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 != spec.digit_box:
         return None
     ink = pixels.astype(np.float32)
@@ -867,27 +868,27 @@ def as_fitted(image: Image.Image, spec: InputSpec) -> np.ndarray | None:
     return pixels
 
 
-def _as_given(w: _Work, spec: InputSpec, max_pixels: int) -> None:
-    pixels = as_fitted(w.upload.image, spec)
+def _as_given(w: _Work) -> None:
+    pixels = as_fitted(w.upload.image, w.spec)
     if pixels is None:
         return
     kept = len(components.label(pixels > 127))
     w.done = Preprocessed(
         pixels=pixels,
-        tensor=normalise(pixels, spec),
+        tensor=normalise(pixels, w.spec),
         source_size=w.upload.size,
-        inverted=not spec.ink_high,
+        inverted=not w.spec.ink_high,
         components_kept=kept,
         components_dropped=0,
         shape=shape_of(pixels, kept),
     )
 
 
-def _grey(w: _Work, spec: InputSpec, max_pixels: int) -> None:
+def _grey(w: _Work) -> None:
     w.grey = to_grey(w.upload.image)
 
 
-def _ink(w: _Work, spec: InputSpec, max_pixels: int) -> None:
+def _ink(w: _Work) -> None:
     try:
         w.m = ink_map(w.grey)
     except NoInk as e:
@@ -895,7 +896,7 @@ def _ink(w: _Work, spec: InputSpec, max_pixels: int) -> None:
     w.grey = None  # the later steps need the ink map only: a group holds less
 
 
-def _find(w: _Work, spec: InputSpec, max_pixels: int) -> None:
+def _find(w: _Work) -> None:
     """The digit at working size; where there is none, look_at's second look, wider."""
     if w.blank is None:
         try:
@@ -908,21 +909,21 @@ def _find(w: _Work, spec: InputSpec, max_pixels: int) -> None:
         m = ink_map(grey)
         return m, find_digit(m, w.lossy, least=round(FINE_EXTENT * side))
 
-    wide = look_wide(w.data, w.upload, max_pixels, look)
+    wide = look_wide(w.data, w.upload, w.max_pixels, look)
     if wide is None:
         raise w.blank
     w.upload, _, (w.m, w.found) = wide
 
 
-def _zoom(w: _Work, spec: InputSpec, max_pixels: int) -> None:
+def _zoom(w: _Work) -> None:
     w.found = _zoom_in(w.upload.image, w.m, w.found, w.lossy)
 
 
-def _fitted(w: _Work, spec: InputSpec, max_pixels: int) -> None:
-    pixels = fit(w.found.crop, spec)
+def _fitted(w: _Work) -> None:
+    pixels = fit(w.found.crop, w.spec)
     w.done = Preprocessed(
         pixels=pixels,
-        tensor=normalise(pixels, spec),
+        tensor=normalise(pixels, w.spec),
         source_size=w.upload.size,
         inverted=w.m.inverted,
         components_kept=w.found.kept,
@@ -939,9 +940,9 @@ STEPS = (_as_given, _grey, _ink, _find, _zoom, _fitted)
 
 
 def preprocess(data: bytes, spec: InputSpec, max_pixels: int) -> Preprocessed:
-    w = _Work(data, decode(data, max_pixels))
+    w = _Work(data, decode(data, max_pixels), spec, max_pixels)
     for step in STEPS:
-        step(w, spec, max_pixels)
+        step(w)
         if w.done is not None:
             break
     return w.done
@@ -959,7 +960,7 @@ def preprocess_many(
             live = []
             for i, w in group:
                 try:
-                    step(w, spec, max_pixels)
+                    step(w)
                 except ApiError as e:
                     out[i] = as_value(e)
                     continue
@@ -973,7 +974,7 @@ def preprocess_many(
     pixels = 0
     for i, data in enumerate(images):
         try:
-            w = _Work(data, decode(data, max_pixels))
+            w = _Work(data, decode(data, max_pixels), spec, max_pixels)
         except ApiError as e:
             out[i] = as_value(e)
             continue
