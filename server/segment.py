@@ -639,7 +639,7 @@ def _choose(g: _Glyph) -> list[_Glyph] | None:
         and (
             (ratio >= SPLIT_IF_SURER and (sure > whole or (clean and sure >= 0.5 and whole < SURE)))
             or (clean and sure >= SURE and sure >= whole)
-            or (whole < SURE and sure > whole + 0.1)
+            or (whole < SURE and max(_surest(c) for c in g.cuts) > whole + 0.1)
         )
     ):
         return [likeliest.left, likeliest.right]
