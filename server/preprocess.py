@@ -845,10 +845,10 @@ class _Work:
 
 def as_fitted(image: Image.Image, spec: InputSpec) -> np.ndarray | None:
     """The image's pixels, ink high, when it already is a digit as the models take it: the
-    input's size, one grey channel, its background all round, ink as strong as a stroke, the
-    ink's box `digit_box` on its longer side and its centre of mass within half a pixel of the
-    input's (a whole-pixel shift moves it there). An MNIST digit as stored is one; fitting it
-    again would only resample it. Otherwise None."""
+    input's size, one grey channel, ink as strong as a stroke, the background's exact value
+    outside the ink's box, that box `digit_box` on its longer side, and the centre of mass
+    within half a pixel of the input's (a whole-pixel shift moves it there). An MNIST digit as
+    stored is one; fitting it again would only resample it. Otherwise None."""
     if image.mode != "L" or image.size != (spec.width, spec.height):
         return None
     pixels = np.asarray(image)
