@@ -872,16 +872,7 @@ def _as_given(w: _Work) -> None:
     pixels = as_fitted(w.upload.image, w.spec)
     if pixels is None:
         return
-    kept = len(components.label(pixels > 127))
-    w.done = Preprocessed(
-        pixels=pixels,
-        tensor=normalise(pixels, w.spec),
-        source_size=w.upload.size,
-        inverted=not w.spec.ink_high,
-        components_kept=kept,
-        components_dropped=0,
-        shape=shape_of(pixels, kept),
-    )
+    w.done = _prepared(w, pixels, not w.spec.ink_high, len(components.label(pixels > 127)))
 
 
 def _grey(w: _Work) -> None:
@@ -920,16 +911,23 @@ def _zoom(w: _Work) -> None:
 
 
 def _fitted(w: _Work) -> None:
-    pixels = fit(w.found.crop, w.spec)
-    w.done = Preprocessed(
+    f = w.found
+    w.done = _prepared(w, fit(f.crop, w.spec), w.m.inverted, f.kept, f.dropped, f.lines)
+
+
+def _prepared(
+    w: _Work, pixels: np.ndarray, inverted: bool, kept: int, dropped: int = 0, lines: int = 0
+) -> Preprocessed:
+    """The fitted pixels of `w`'s upload as the models take them, with what was found."""
+    return Preprocessed(
         pixels=pixels,
         tensor=normalise(pixels, w.spec),
         source_size=w.upload.size,
-        inverted=w.m.inverted,
-        components_kept=w.found.kept,
-        components_dropped=w.found.dropped,
-        lines_removed=w.found.lines,
-        shape=shape_of(pixels, w.found.kept),
+        inverted=inverted,
+        components_kept=kept,
+        components_dropped=dropped,
+        lines_removed=lines,
+        shape=shape_of(pixels, kept),
     )
 
 

@@ -623,6 +623,7 @@ def _choose(g: _Glyph) -> list[_Glyph] | None:
     best = max(g.cuts, key=lambda c: (c.clean(height), _surest(c)))
     likeliest = max(g.cuts, key=lambda c: _evidence(c, height))
     sure, clean = _surest(best), best.clean(height)
+    surest = max(_surest(c) for c in g.cuts)  # of any cut, clean or not
     whole = _confidence(g)
     ratio = g.width_ratio()
     # A narrow digit touching another (61, 91) is read whole as the other, with full
@@ -639,7 +640,7 @@ def _choose(g: _Glyph) -> list[_Glyph] | None:
         and (
             (ratio >= SPLIT_IF_SURER and (sure > whole or (clean and sure >= 0.5 and whole < SURE)))
             or (clean and sure >= SURE and sure >= whole)
-            or (whole < SURE and max(_surest(c) for c in g.cuts) > whole + 0.1)
+            or (whole < SURE and surest > whole + 0.1)
         )
     ):
         return [likeliest.left, likeliest.right]
