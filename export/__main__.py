@@ -177,7 +177,7 @@ def build(run_dir: Path, out: Path, data_dir: Path, command: str, force: bool = 
     # Checked on the PyTorch models first, to refuse before minutes of export; checked again
     # below on what onnxruntime measures.
     ref = torch.stack([predict_probs(m, data.val_x, **norm) for m in models])
-    guard(out, float((vote(ref)[0] == data.val_y).float().mean()), force)
+    guard(out, float((vote(ref)[0] == data.val_y).double().mean()), force)
 
     out.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
