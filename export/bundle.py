@@ -23,13 +23,6 @@ from training.vote import RULE
 SCHEMA_VERSION = 1
 CLASSES = list(SPEC.classes)
 
-# How MNIST itself was made (LeCun et al.), measured again on the training set: the longer
-# side of every digit's ink box is 20 pixels (99.98 %), and the centre of mass sits at pixel
-# (14.0, 14.0), row and column, 0-based (mean over 20k digits, sd 0.29).
-DIGIT_BOX = 20
-CENTRE_OF_MASS = [14.0, 14.0]
-
-
 # The fitted image's shape, measured by the server's preprocessing on MNIST digits saved as
 # PNGs: 0.25 % have an edge ratio (share of inked pixels on the ink's edge) below 0.33, 0.08 %
 # more ink than 0.30. Lower or higher is a filled shape or a blot, not a pen's stroke.
@@ -53,10 +46,10 @@ def input_spec(mean: float, std: float) -> dict:
         "std": std,
         "ink": "high",  # ink is 255 before normalisation: a white digit on a black background
         "background": 0,
-        "digit_box": DIGIT_BOX,
+        "digit_box": SPEC.digit_box,
         "fit": "scale so the longer side of the ink's bounding box is digit_box pixels, "
         "keeping the aspect ratio, with anti-aliasing",
-        "centre_of_mass": CENTRE_OF_MASS,
+        "centre_of_mass": list(SPEC.centre_of_mass),
         "centring": "translate so the intensity-weighted centre of mass of the fitted digit lands "
         "on centre_of_mass (row, column, 0-based pixel indices)",
     }
