@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from export import bundle, uncertainty
+from export import bundle, uncertainty, whole_digit
 from export.to_onnx import export_ensemble, export_model, export_vote
 from export.verify import VerificationError, run_batched, session, verify
 from training import checkpoint
@@ -84,6 +84,7 @@ def _bundle_files(out: Path) -> set[str]:
         m.get("ensemble", {}).get("file"),
         m.get("vote", {}).get("file"),
         m.get("golden", {}).get("file"),
+        m.get("whole_digit", {}).get("file"),
         *PLOTS,
         RISK_PLOT,
         "manifest.json",
@@ -161,7 +162,14 @@ def golden_indices(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     return np.array(first + extra + rest[: GOLDEN_SIZE - len(first) - len(extra)])
 
 
-def build(run_dir: Path, out: Path, data_dir: Path, command: str, force: bool = False) -> dict:
+def build(
+    run_dir: Path,
+    out: Path,
+    data_dir: Path,
+    command: str,
+    force: bool = False,
+    whole_digit_dir: Path | None = None,
+) -> dict:
     steps = tqdm(total=7, desc="export", unit="step", disable=None)
 
     def step(text: str) -> None:
@@ -169,6 +177,10 @@ def build(run_dir: Path, out: Path, data_dir: Path, command: str, force: bool = 
         steps.update(1)
 
     run, models, ckpts = load_run(run_dir)
+    check = None
+    if whole_digit_dir is not None:
+        split = {k: run[k] for k in ("val_size", "split_seed")}
+        check = whole_digit.load(whole_digit_dir, split)
     norm = ckpts[0]["normalisation"]
     data = load_mnist(data_dir, torch.device("cpu"), run["val_size"], 0, run["split_seed"])
     test_x, test_y = normalise(data.test_x, **norm).numpy(), data.test_y.numpy()
@@ -220,6 +232,11 @@ def build(run_dir: Path, out: Path, data_dir: Path, command: str, force: bool = 
         guard(out, metrics["vote"]["val_acc"], force)
         rule, metrics["uncertainty"] = calibrate(ens, data.val_x.numpy(), val_y, val_out[3], norm)
         bundle.risk_coverage_plot(metrics["uncertainty"], stage / RISK_PLOT)
+        check_entry = None
+        if check is not None:
+            check_entry, metrics["whole_digit"] = whole_digit.build(
+                *check, stage, norm, data.val_x[:, 0].numpy()
+            )
         metrics["vote"]["ties_broken"] = int(test_out[2].sum())
         metrics["error_overlap"] = error_overlap(
             [p.stem for p in files], (truth != t_probs.argmax(2).T)
@@ -250,6 +267,7 @@ def build(run_dir: Path, out: Path, data_dir: Path, command: str, force: bool = 
             },
             golden_path=golden_path,
             uncertainty=bundle.uncertainty_spec(rule, metrics["uncertainty"]),
+            whole_digit=check_entry,
             run=run,
             export_command=command,
         )
@@ -290,6 +308,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--data-dir", help="MNIST IDX files (default: $MNIST_DIR, then data/mnist)")
     p.add_argument(
+        "--whole-digit",
+        type=Path,
+        metavar="DIR",
+        help="a run of python -m training.whole_digit to ship beside the models: the number "
+        "mode uses it to cut and flag digits that are not one whole digit (without it, the "
+        "bundle has none and the number mode reads without)",
+    )
+    p.add_argument(
         "--force",
         action="store_true",
         help="replace the bundle in --out even when its validation vote is higher",
@@ -297,7 +323,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     command = shlex.join(["python", "-m", "export", *(argv if argv is not None else sys.argv[1:])])
     try:
-        m = build(args.run, args.out, resolve_data_dir(args.data_dir), command, args.force)
+        m = build(
+            args.run,
+            args.out,
+            resolve_data_dir(args.data_dir),
+            command,
+            args.force,
+            args.whole_digit,
+        )
     except (ExportError, checkpoint.CheckpointError, MnistDataError, VerificationError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -311,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{ens['file']:<28} test {100 * ens['test_acc']:.2f}%  val {100 * ens['val_acc']:.2f}%  "
         f"(vote)"
     )
+    if "whole_digit" in m:
+        c = m["whole_digit"]
+        print(f"{c['file']:<28} not one whole digit below {c['below']:.3f}")
     return 0
 
 

@@ -83,6 +83,7 @@ def manifest(
     ensemble_scores: dict,
     golden_path: Path,
     uncertainty: dict,
+    whole_digit: dict | None,
     run: dict,
     export_command: str,
 ) -> dict:
@@ -122,6 +123,7 @@ def manifest(
             "atol": SPEC.parity_atol,
         },
         "uncertainty": uncertainty,
+        **({"whole_digit": whole_digit} if whole_digit else {}),
         "metrics": "metrics.json",
         "provenance": {
             "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -275,6 +277,25 @@ def model_card(m: dict, metrics: dict, parity: dict) -> str:
             "probabilities say little about images that are not digits."
         )
 
+    check = m.get("whole_digit")
+    if check:
+        w = metrics["whole_digit"]
+        right = ", ".join(f"{k} {_pct(v)}" for k, v in w["right_by_kind"].items())
+        flagged = ", ".join(f"{k} {_pct(v)}" for k, v in w["flagged_by_kind"].items())
+        check_text = f"""
+## Reading a number: the whole-digit check
+`{check["file"]}` ({check["bytes"] / 1024:.0f} KiB) scores how likely a fitted image is one
+whole digit rather than two touching digits (pair), a part of one (part) or a digit with a
+slice of its neighbour (sliver), examples made from training digits. On
+{w["images"]:,} such examples made from validation digits, right at 0.5: {right}. The number
+mode tries to cut a digit scored under {check["below"]:.3f} (where {_pct(check["aim"])} of
+whole validation digits fall), and flags it when no cut reads better; under that threshold:
+{flagged}. The single-digit answer does not use it.
+"""
+        check_cmd = "\n" + check["train_command"]
+    else:
+        check_text = check_cmd = ""
+
     def commit(g: dict | None) -> str:
         if not g or not g.get("commit"):
             return "not recorded"
@@ -346,7 +367,7 @@ stray strokes):
 {missing}
 Risk-coverage on validation digits (accuracy of the answers not flagged against the share
 answered, as the threshold moves): ![risk-coverage](risk_coverage.png)
-
+{check_text}
 ## ONNX parity with PyTorch
 On all {parity["images"]:,} test images, at batch sizes 1, 7 and 256:
 
@@ -374,7 +395,7 @@ to PyTorch {parity["ensemble"]["max_abs_diff"]:.1e}).
 ```
 pip install -r requirements-train.txt
 export MNIST_DIR=path/to/mnist   # the four IDX files
-{p["train_command"]}
+{p["train_command"]}{check_cmd}
 {p["export_command"]}
 ```
 Data sha256: {", ".join(f"`{k}` {v[:12]}…" for k, v in p["data_sha256"].items())}.

@@ -17,6 +17,7 @@ from torch import nn
 from export.spec import SPEC
 from training.model import LeNet5
 from training.vote import vote
+from training.whole_digit import Scored, WholeDigitNet
 
 # 21 is the newest opset that onnxruntime 1.19+ runs, which covers Triton 2.51's backend.
 OPSET = 21
@@ -24,6 +25,7 @@ INPUT = SPEC.input_name  # float32 [N, 1, H, W], normalised as the manifest says
 MODEL_OUTPUTS = ("probabilities", "logits")  # float32 [N, 10] each
 ENSEMBLE_OUTPUTS = ("label", "votes", "tie_broken", "probabilities")
 # label int64 [N]; votes int64 [N, 10]; tie_broken bool [N]; probabilities float32 [N, M, 10]
+WHOLE_OUTPUT = "whole"  # float32 [N]: the whole-digit check's probability of one whole digit
 
 
 class _WithProbabilities(nn.Module):
@@ -95,6 +97,15 @@ def export_model(model: LeNet5, path: Path, doc: str) -> onnx.ModelProto:
 
 def export_ensemble(models: list[LeNet5], path: Path, doc: str) -> onnx.ModelProto:
     onnx_model = _export(Ensemble(models), ENSEMBLE_OUTPUTS, doc)
+    onnx.save(onnx_model, path)
+    return onnx_model
+
+
+def export_whole_digit(
+    net: WholeDigitNet, trained: dict, given: dict, path: Path, doc: str
+) -> onnx.ModelProto:
+    """The check taking the bundle's input (normalised as `given`) and answering its score."""
+    onnx_model = _export(Scored(net, trained, given), (WHOLE_OUTPUT,), doc)
     onnx.save(onnx_model, path)
     return onnx_model
 

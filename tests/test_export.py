@@ -45,6 +45,14 @@ def snapshot(folder: Path) -> dict[str, str]:
     }
 
 
+def train_check(folder: Path, mnist_dir: Path, *extra: str) -> Path:
+    """A smoke run of `python -m training.whole_digit` in `folder`."""
+    args = ["--smoke", "--data-dir", str(mnist_dir), "--out", str(folder), *extra]
+    proc = live.run("training.whole_digit", *args, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return folder
+
+
 @pytest.fixture(scope="module")
 def exported(smoke_run, bundle, mnist_dir, tmp_path_factory):
     """The smoke run exported into a folder holding a previous bundle; (out, process, the
@@ -59,8 +67,14 @@ def exported(smoke_run, bundle, mnist_dir, tmp_path_factory):
     (out / "manifest.json").write_text(json.dumps(previous))
     (out / UNLISTED).write_text("the operator's notes\n")
     before = {p.name for p in out.iterdir()}
+    split = json.loads((run / "run.json").read_text())
+    check = train_check(
+        tmp_path_factory.mktemp("whole-digit"),
+        mnist_dir,
+        *("--val-size", str(split["val_size"]), "--split-seed", str(split["split_seed"])),
+    )
     # --force: the smoke run's models vote far worse on validation than the shipped ones.
-    proc = run_export(run, out, mnist_dir, "--force")
+    proc = run_export(run, out, mnist_dir, "--force", "--whole-digit", str(check))
     assert proc.returncode == 0, proc.stderr
     return out, proc, before
 
@@ -113,6 +127,37 @@ def test_exported_bundle_loads_passes_the_self_test_and_serves(exported, smoke_r
     assert served == Ensemble(m, device="cpu").run(tensors).label.tolist()
 
 
+def test_the_whole_digit_check_ships_proven_and_with_its_threshold(exported, mnist_test):
+    out, proc, _ = exported
+    m = manifest.load(out)  # its file present and matching its sha256
+    check = json.loads((out / "metrics.json").read_text())["whole_digit"]
+    assert m.whole_digit is not None and 0.0 < m.whole_digit.below < 1.0
+    assert check["parity_max_abs_diff"] <= m.golden_atol
+    # The threshold leaves the aim's share of whole validation digits under it, no more.
+    assert check["flagged_by_kind"]["whole"] <= 0.01 + 1e-9
+    assert "not one whole digit below" in proc.stdout
+    # The server's session of it scores the bundle's own input, and the model card says how.
+    images, _ = mnist_test
+    tensors = np.stack([preprocess(png(img), m.input, 10**8).tensor for img in images[:8]])
+    scores = Ensemble(m, device="cpu").wholeness(tensors)
+    assert scores.shape == (8,) and ((scores >= 0) & (scores <= 1)).all()
+    assert "## Reading a number: the whole-digit check" in (out / "MODEL_CARD.md").read_text()
+
+
+def test_a_whole_digit_check_trained_on_another_split_is_refused(
+    smoke_run, bundle, mnist_dir, tmp_path
+):
+    out = tmp_path / "artifacts"
+    shutil.copytree(bundle, out)
+    before = snapshot(out)
+    check = train_check(tmp_path / "check", mnist_dir, "--val-size", "4000")
+    proc = run_export(smoke_run[0], out, mnist_dir, "--force", "--whole-digit", str(check))
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: whole-digit check: trained on the split"), proc.stderr
+    assert snapshot(out) == before
+
+
 def test_files_of_the_previous_bundle_that_the_new_one_lacks_are_removed(exported):
     out, _, before = exported
     after = {p.name for p in out.iterdir()}
@@ -121,7 +166,7 @@ def test_files_of_the_previous_bundle_that_the_new_one_lacks_are_removed(exporte
     assert not [n for n in after if n.startswith(".export-")]  # no staging folder left
     listed = json.loads((out / "manifest.json").read_text())
     files = {e["file"] for e in listed["models"]} | {
-        listed[k]["file"] for k in ("ensemble", "vote")
+        listed[k]["file"] for k in ("ensemble", "vote", "whole_digit")
     }
     assert files <= after and {f for f in after if f.endswith(".onnx")} == files
 
