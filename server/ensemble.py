@@ -86,6 +86,8 @@ class Ensemble:
         self.run_images = CPU_RUN_IMAGES if self.device == "cpu" else None
         self.input_name = manifest.input.name
         self.output_names = manifest.output_order
+        check = manifest.whole_digit
+        self.check = self.open(check.file) if check is not None else None
 
     def open(self, path) -> ort.InferenceSession:
         """A session on the same device and with the same settings as the ensemble's."""
@@ -105,6 +107,12 @@ class Ensemble:
             parts[0] if len(parts) == 1 else [np.concatenate(p) for p in zip(*parts, strict=True)]
         )
         return Outputs(label, votes, tie_broken.astype(bool), probabilities)
+
+    def wholeness(self, batch: np.ndarray) -> np.ndarray:
+        """The whole-digit check's probability that each image of `batch` is one whole digit,
+        float32 [N]; the bundle must have the check (`self.check`)."""
+        (scores,) = self.check.run(None, {self.input_name: batch})  # type: ignore[union-attr]
+        return scores
 
     def self_test(self, manifest: Manifest) -> dict:
         """Runs the golden digits shipped with the models and compares every output.

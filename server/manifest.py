@@ -40,6 +40,15 @@ class Uncertainty:
 
 
 @dataclass(frozen=True)
+class WholeDigitCheck:
+    """The number mode's check that a digit is one whole digit (export/whole_digit.py)."""
+
+    file: Path
+    output: str  # its one output: float32 [N], the probability of one whole digit
+    below: float  # a digit scored under this is not one whole digit
+
+
+@dataclass(frozen=True)
 class Manifest:
     input: InputSpec
     classes: list[str]
@@ -52,6 +61,7 @@ class Manifest:
     output_order: list[str]  # the ensemble graph's outputs, in the order it returns them
     uncertainty: Uncertainty
     summary: dict  # what GET /models answers, taken from the manifest once, at load
+    whole_digit: WholeDigitCheck | None = None  # a bundle may ship without it
 
 
 def _sha256(path: Path) -> str:
@@ -87,6 +97,11 @@ def _summary(raw: dict) -> dict:
         "models": [{k: m[k] for k in MODEL_FIELDS + SCORES} for m in raw["models"]],
         "ensemble": {k: e[k] for k in ("file", "sha256", "members", "vote_rule", *SCORES)},
         "provenance": {k: raw["provenance"][k] for k in ("created", "git", "versions")},
+        **(
+            {"whole_digit": {k: raw["whole_digit"][k] for k in ("file", "sha256", "below", "rule")}}
+            if "whole_digit" in raw
+            else {}
+        ),
     }
 
 
@@ -105,6 +120,18 @@ def _uncertainty(u: dict, classes: int) -> Uncertainty:
     if not all(0.0 <= v <= 1.0 for v in (*limits.values(), *by_digit)):
         raise ValueError(f"uncertainty thresholds must lie in [0, 1]: {u}")
     return Uncertainty(not_a_digit_below=by_digit, **limits, rule=str(u["rule"]))
+
+
+def _whole_digit(root: Path, entry: dict | None, spec: dict) -> WholeDigitCheck | None:
+    if entry is None:
+        return None
+    if entry["inputs"].get(spec["name"]) != [None, 1, spec["height"], spec["width"]]:
+        raise ManifestError(f"whole_digit: its input is not the models' ({entry['inputs']})")
+    (output,) = entry["outputs"]
+    below = float(entry["below"])
+    if not 0.0 <= below <= 1.0:
+        raise ValueError(f"whole_digit: below must lie in [0, 1], not {below}")
+    return WholeDigitCheck(_checked(root, entry, "whole_digit"), output, below)
 
 
 def load(root: Path) -> Manifest:
@@ -162,6 +189,7 @@ def load(root: Path) -> Manifest:
             output_order=list(raw["ensemble"]["output_order"]),
             uncertainty=_uncertainty(raw["uncertainty"], len(classes)),
             summary=_summary(raw),
+            whole_digit=_whole_digit(root, raw.get("whole_digit"), spec),
         )
     except (KeyError, TypeError, ValueError, IndexError) as e:
         raise ManifestError(f"{path}: malformed manifest ({type(e).__name__}: {e})") from None

@@ -34,6 +34,7 @@ DEFAULT_MODE = "number"
 REASONS = {
     "not_a_digit": "does not look like a digit",
     "models_disagree": "the models disagree",
+    "not_one_digit": "may be two digits touching, or part of one",
     "low_confidence": "the models are not sure",
     "filled_shape": "a filled shape, not a stroke",
     "too_much_ink": "too much ink for a digit",

@@ -217,11 +217,28 @@ class Predictor:
             log.exception("inference failed on a batch of %d", len(batch))
             raise InferenceFailed("The models could not run; try again later.") from e
 
+    def _not_whole(self, number: segment.Number) -> list[bool]:
+        """Which of the number's digits the whole-digit check doubts (none without it): two
+        touching digits read as one, a part of a digit, a digit with a slice of another."""
+        check = self.manifest.whole_digit
+        if check is None or self.ensemble.check is None:
+            return [False] * len(number.digits)
+        batch = np.stack([d.prepared.tensor for d in number.digits])
+        try:
+            scores = self.ensemble.wholeness(batch)
+        except Exception as e:  # a fault in the runtime, not in the request
+            log.exception("the whole-digit check failed on %d digits", len(batch))
+            raise InferenceFailed("The models could not run; try again later.") from e
+        return (scores < check.below).tolist()
+
     def _number(self, number: segment.Number, include_image: bool) -> NumberReading:
         digits: list[Digit | DigitWithImage] = []
-        for d in number.digits:
+        for d, not_whole in zip(number.digits, self._not_whole(number), strict=True):
             p = d.prepared
             fields = self._verdicts(d.out, [p.shape], d.index)[0]
+            if not_whole:
+                fields["uncertain_reasons"].append("not_one_digit")
+                fields["uncertain"] = True
             fields["box"] = list(d.box)
             fields["shape"] = DigitShape(
                 pieces=p.shape.parts,

@@ -187,6 +187,9 @@ def test_health_readiness_and_models(client, bundle):
     assert [m["sha256"] for m in models["models"]] == [m["sha256"] for m in manifest["models"]]
     assert models["ensemble"]["test_acc"] == manifest["ensemble"]["test_acc"]
     assert "uncertain" in models["uncertainty"]
+    check = manifest["whole_digit"]
+    assert models["whole_digit"]["sha256"] == check["sha256"]
+    assert models["whole_digit"]["below"] == check["below"]
 
 
 def _metric(text: str, name: str) -> float:

@@ -65,6 +65,8 @@ def test_file_names_cannot_escape_the_bundle(copy_of_bundle):
         (lambda m: m["ensemble"].pop("output_order"), "malformed manifest.*output_order"),
         (lambda m: m["models"][0].pop("test_acc"), "malformed manifest.*test_acc"),
         (lambda m: m["provenance"].pop("git"), "malformed manifest.*git"),
+        (lambda m: m["whole_digit"].update(below=1.5), "below must lie in"),
+        (lambda m: m["whole_digit"]["outputs"].update(extra=[None]), "malformed manifest"),
     ],
 )
 def test_manifest_this_server_cannot_read_is_refused(copy_of_bundle, edit, message):
@@ -73,6 +75,34 @@ def test_manifest_this_server_cannot_read_is_refused(copy_of_bundle, edit, messa
     (copy_of_bundle / "manifest.json").write_text(json.dumps(raw))
     with pytest.raises(manifest.ManifestError, match=message):
         manifest.load(copy_of_bundle)
+
+
+def test_an_altered_whole_digit_check_is_refused(copy_of_bundle):
+    path = copy_of_bundle / "whole-digit.onnx"
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(manifest.ManifestError, match=r"whole-digit\.onnx does not match"):
+        manifest.load(copy_of_bundle)
+
+
+def test_a_bundle_without_the_whole_digit_check_reads_numbers_without_it(
+    copy_of_bundle, mnist_test
+):
+    from server import create_app
+    from server.config import ServerConfig
+    from tests.test_number import first_of, touching_pair
+    from tests.uploads import png
+
+    raw = json.loads((copy_of_bundle / "manifest.json").read_text())
+    del raw["whole_digit"]
+    (copy_of_bundle / "manifest.json").write_text(json.dumps(raw))
+    (copy_of_bundle / "whole-digit.onnx").unlink()
+    assert manifest.load(copy_of_bundle).whole_digit is None
+    client = create_app(ServerConfig(artifacts=copy_of_bundle, batch_helpers=0)).test_client()
+    images, labels = mnist_test
+    # 01 written into each other: read as one digit, and without the check not flagged at all.
+    img = touching_pair(images[first_of(labels, 0)], images[first_of(labels, 1)], 2)
+    a = client.post("/predict?mode=number", data=png(img), content_type="image/png").get_json()
+    assert len(a["digits"]) == 1 and not a["uncertain"]
 
 
 def test_missing_or_broken_manifest(tmp_path):
@@ -99,6 +129,7 @@ def test_shipped_manifest_holds_the_facts_of_the_export_spec(bundle):
         (lambda m: m["classes"].pop(), "9 classes, but the ensemble votes over 10"),
         (lambda m: m["input"].update(name="pixels"), "input 'pixels'"),
         (lambda m: m["input"].update(height=32), "is not the ensemble's input"),
+        (lambda m: m["whole_digit"]["inputs"].update(image=[None, 1, 32, 32]), "not the models'"),
     ],
 )
 def test_facts_that_disagree_with_the_graph_are_refused(copy_of_bundle, edit, message):
