@@ -312,8 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         metavar="DIR",
         help="a run of python -m training.whole_digit to ship beside the models: the number "
-        "mode uses it to cut and flag digits that are not one whole digit (without it, the "
-        "bundle has none and the number mode reads without)",
+        "mode flags the digits it scores as not one whole digit (without it, the bundle has "
+        "no check and nothing is flagged so)",
     )
     p.add_argument(
         "--force",

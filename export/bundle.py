@@ -288,9 +288,9 @@ def model_card(m: dict, metrics: dict, parity: dict) -> str:
 whole digit rather than two touching digits (pair), a part of one (part) or a digit with a
 slice of its neighbour (sliver), examples made from training digits. On
 {w["images"]:,} such examples made from validation digits, right at 0.5: {right}. The number
-mode tries to cut a digit scored under {check["below"]:.3f} (where {_pct(check["aim"])} of
-whole validation digits fall), and flags it when no cut reads better; under that threshold:
-{flagged}. The single-digit answer does not use it.
+mode flags a digit scored under {check["below"]:.3f} (where {_pct(check["aim"])} of whole
+validation digits fall) `not_one_digit`; under that threshold: {flagged}. The single-digit
+answer does not use it.
 """
         check_cmd = "\n" + check["train_command"]
     else:

@@ -23,9 +23,9 @@ AIM = 0.01
 EXAMPLES = 5_000
 SEED = 1
 RULE = (
-    "a digit of a number that the check scores under below is not one whole digit: the "
-    "number mode tries cutting it in two, and flags it (not_one_digit) when no cut reads "
-    "better; `below` is the score under which `aim` of whole validation digits fall"
+    "a digit of a number that the check scores under below is flagged not_one_digit (two "
+    "touching digits read as one, a part of one, or a digit with a slice of its neighbour); "
+    "`below` is the score under which `aim` of whole validation digits fall"
 )
 
 
