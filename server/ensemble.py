@@ -37,6 +37,9 @@ class Outputs:
     votes: np.ndarray  # int64 [N, 10]
     tie_broken: np.ndarray  # bool [N]
     probabilities: np.ndarray  # float32 [N, models, 10]
+    # The whole-digit check's probability that each image is one whole digit, float32 [N]:
+    # asked for by the number mode, when the bundle has the check.
+    whole: np.ndarray | None = None
 
 
 def _providers(device: str) -> list:
@@ -96,23 +99,26 @@ class Ensemble:
         except Exception as e:  # onnxruntime raises its own hierarchy for broken graphs
             raise DeviceError(f"cannot load {path.name}: {e}") from None
 
-    def run(self, batch: np.ndarray) -> Outputs:
-        """batch: float32 [N, 1, H, W], normalised."""
+    def run(self, batch: np.ndarray, whole: bool = False) -> Outputs:
+        """batch: float32 [N, 1, H, W], normalised. `whole`: the whole-digit check's scores
+        too, when the bundle has it."""
+        label, votes, tie_broken, probabilities = self._runs(self.session, self.output_names, batch)
+        scores = None
+        if whole and self.check is not None:
+            (scores,) = self._runs(self.check, None, batch)
+        return Outputs(label, votes, tie_broken.astype(bool), probabilities, scores)
+
+    def _runs(
+        self, session: ort.InferenceSession, names: list[str] | None, batch: np.ndarray
+    ) -> list[np.ndarray]:
         step = self.run_images or max(1, len(batch))
         parts = [
-            self.session.run(self.output_names, {self.input_name: batch[i : i + step]})
+            session.run(names, {self.input_name: batch[i : i + step]})
             for i in range(0, len(batch), step)
         ]
-        label, votes, tie_broken, probabilities = (
-            parts[0] if len(parts) == 1 else [np.concatenate(p) for p in zip(*parts, strict=True)]
-        )
-        return Outputs(label, votes, tie_broken.astype(bool), probabilities)
-
-    def wholeness(self, batch: np.ndarray) -> np.ndarray:
-        """The whole-digit check's probability that each image of `batch` is one whole digit,
-        float32 [N]; the bundle must have the check (`self.check`)."""
-        (scores,) = self.check.run(None, {self.input_name: batch})  # type: ignore[union-attr]
-        return scores
+        if len(parts) == 1:
+            return parts[0]
+        return [np.concatenate(p) for p in zip(*parts, strict=True)]
 
     def self_test(self, manifest: Manifest) -> dict:
         """Runs the golden digits shipped with the models and compares every output.

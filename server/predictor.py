@@ -201,7 +201,7 @@ class Predictor:
         answers: list[NumberReading | ApiError] = []
         for data in images:
             try:
-                number = segment.segment(data, self.manifest.input, self.max_pixels, self._run)
+                number = segment.segment(data, self.manifest.input, self.max_pixels, self._read)
             except ApiError as e:
                 if isinstance(e, InferenceFailed):
                     raise
@@ -210,33 +210,26 @@ class Predictor:
             answers.append(self._number(number, include_image))
         return answers
 
-    def _run(self, batch: np.ndarray) -> Outputs:
+    def _read(self, batch: np.ndarray) -> Outputs:
+        """A number's candidate digits: the models' reading and the whole-digit check's."""
+        return self._run(batch, whole=True)
+
+    def _run(self, batch: np.ndarray, whole: bool = False) -> Outputs:
         try:
-            return self.ensemble.run(batch)
+            return self.ensemble.run(batch, whole=whole)
         except Exception as e:  # a fault in the runtime, not in the request
             log.exception("inference failed on a batch of %d", len(batch))
             raise InferenceFailed("The models could not run; try again later.") from e
 
-    def _not_whole(self, number: segment.Number) -> list[bool]:
-        """Which of the number's digits the whole-digit check doubts (none without it): two
-        touching digits read as one, a part of a digit, a digit with a slice of another."""
-        check = self.manifest.whole_digit
-        if check is None or self.ensemble.check is None:
-            return [False] * len(number.digits)
-        batch = np.stack([d.prepared.tensor for d in number.digits])
-        try:
-            scores = self.ensemble.wholeness(batch)
-        except Exception as e:  # a fault in the runtime, not in the request
-            log.exception("the whole-digit check failed on %d digits", len(batch))
-            raise InferenceFailed("The models could not run; try again later.") from e
-        return (scores < check.below).tolist()
-
     def _number(self, number: segment.Number, include_image: bool) -> NumberReading:
         digits: list[Digit | DigitWithImage] = []
-        for d, not_whole in zip(number.digits, self._not_whole(number), strict=True):
+        below = self.manifest.whole_digit.below if self.manifest.whole_digit else 0.0
+        for d in number.digits:
             p = d.prepared
             fields = self._verdicts(d.out, [p.shape], d.index)[0]
-            if not_whole:
+            # The whole-digit check doubts it: two touching digits read as one, a part of a
+            # digit, a digit with a slice of another.
+            if d.out.whole is not None and d.out.whole[d.index] < below:
                 fields["uncertain_reasons"].append("not_one_digit")
                 fields["uncertain"] = True
             fields["box"] = list(d.box)

@@ -107,6 +107,9 @@ CROSSING_COST = 0.25  # for each stroke the cut goes through beyond the first (t
 # digits may meet twice: a 5's bar and its bowl both on the 0 beside it)
 WIDE_COST = 1.0  # against the whole, per unit of width over PAIR_WIDTH
 MARGIN = 0.5  # by which the cut must win
+# Of the log of the whole-digit check's score, in the likelihood of a part and of a whole.
+CHECK_WEIGHT = 0.15
+CHECK_NARROW = 0.5
 # The confidence a part as wide as SPLIT_IF_SURER counts with: it is cut again, and what the
 # models make of it whole says nothing of this cut. A part still to be cut is a less likely
 # digit than one read surely (bench.numbers reads the same at 0.5 to 0.7, less at SURE).
@@ -589,10 +592,20 @@ def _surest(c: _Cut) -> float:
     return min(_part_confidence(c.left), _part_confidence(c.right))
 
 
+def _checked(g: _Glyph) -> float:
+    """The whole-digit check's say in how likely the glyph is one digit: CHECK_WEIGHT times
+    the log of its score (0 without the check)."""
+    out, i = g.reading  # type: ignore[misc]
+    if out.whole is None or g.width_ratio() < CHECK_NARROW:
+        return 0.0
+    return CHECK_WEIGHT * math.log(max(1e-4, float(out.whole[i])))
+
+
 def _evidence(c: _Cut, height: float) -> float:
     """How likely the cut's parts are two digits: the log of the models' confidence in each
-    part, more for a clean cut, less for each stroke beyond the first it goes through."""
-    logs = sum(math.log(max(1e-4, _part_confidence(p))) for p in (c.left, c.right))
+    part and the check's say, more for a clean cut, less for each stroke beyond the first it
+    goes through."""
+    logs = sum(math.log(max(1e-4, _part_confidence(p))) + _checked(p) for p in (c.left, c.right))
     return logs + CLEAN_BONUS * c.clean(height) - CROSSING_COST * max(0, c.crossings - 1)
 
 
@@ -602,8 +615,9 @@ def _wider(c: _Cut) -> _Glyph:
 
 def _whole_evidence(g: _Glyph) -> float:
     """How likely the group is one digit, as _evidence weighs a cut's parts: the log of the
-    models' confidence, lowered for every bit of width beyond a pair's."""
-    return math.log(max(1e-4, _confidence(g))) - WIDE_COST * max(0.0, g.width_ratio() - PAIR_WIDTH)
+    models' confidence and the check's say, lowered for every bit of width beyond a pair's."""
+    wide = WIDE_COST * max(0.0, g.width_ratio() - PAIR_WIDTH)
+    return math.log(max(1e-4, _confidence(g))) + _checked(g) - wide
 
 
 def _choose(g: _Glyph) -> list[_Glyph] | None:

@@ -255,11 +255,11 @@ def test_inference_failure_is_503_and_the_server_keeps_serving(app, client, samp
     real = ensemble.run
     calls = {"n": 0}
 
-    def flaky(batch):
+    def flaky(batch, **options):
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("simulated onnxruntime failure")
-        return real(batch)
+        return real(batch, **options)
 
     monkeypatch.setattr(ensemble, "run", flaky)
     r = client.post("/predict", data=samples[0][0], content_type="image/png")

@@ -99,8 +99,8 @@ def test_a_bundle_without_the_whole_digit_check_reads_numbers_without_it(
     assert manifest.load(copy_of_bundle).whole_digit is None
     client = create_app(ServerConfig(artifacts=copy_of_bundle, batch_helpers=0)).test_client()
     images, labels = mnist_test
-    # 01 written into each other: read as one digit, and without the check not flagged at all.
-    img = touching_pair(images[first_of(labels, 0)], images[first_of(labels, 1)], 2)
+    # 10 written into each other: read as one digit, and without the check not flagged at all.
+    img = touching_pair(images[first_of(labels, 1)], images[first_of(labels, 0)], 2)
     a = client.post("/predict?mode=number", data=png(img), content_type="image/png").get_json()
     assert len(a["digits"]) == 1 and not a["uncertain"]
 
