@@ -13,7 +13,8 @@ dealt with, server/preprocess.py):
            at minima of its column profile (and where a narrow digit would meet a wide one),
            and straight down from the same columns;
            the models read the group whole and cut, and the group's width, the cut's shape
-           (through one stroke, into parts standing on one baseline) and the readings decide;
+           (through one stroke, into parts standing on one baseline) and the readings decide,
+           the models' beside the bundle's whole-digit check (is it one whole digit?);
            a part as wide as a pair is looked at again, and so is a group that the models
            read unsure whole, with its straight cuts (and if too narrow for a pair, its cuts
            that are not clean)
@@ -28,11 +29,11 @@ to ZOOM_TARGET px, where touching strokes part more clearly; a JPEG that decodin
 (draft mode) is decoded again for them, less reduced, when they are under DETAIL px there.
 A number too small for the first look (digits under FINE_EXTENT of a large upload's side, as
 on a page photographed whole) is looked for at preprocess.WIDE times the working size.
-python -m bench.numbers (bench/results/numbers.md) reads 93.5 % of its main set's numbers
-exactly. Of the 26 it misses, 10 have a digit too many or too few; the others a digit read
+python -m bench.numbers (bench/results/numbers.md) reads 94.2 % of its main set's numbers
+exactly. Of the 23 it misses, 8 have a digit too many or too few; the others a digit read
 wrong, often where touching digits were cut in the wrong place (a 6 losing its stem, a 4's arm
-given to its neighbour), whose parts the models read as surely as the right ones. Its digits
-read alone are right 99.4 % of the time: about 97.6 % of its numbers at best.
+given to its neighbour), or one that MNIST's writer made look like another. Its digits read
+alone are right 99.4 % of the time: about 97.6 % of its numbers at best.
 """
 
 from __future__ import annotations
