@@ -110,6 +110,8 @@ WIDE_COST = 1.0  # against the whole, per unit of width over PAIR_WIDTH
 MARGIN = 0.5  # by which the cut must win
 # Of the log of the whole-digit check's score, in the likelihood of a part and of a whole.
 CHECK_WEIGHT = 0.15
+# Of the digit height: a narrower glyph goes without the check's say, which takes a 1 for a
+# part of a digit (41 was read as 4).
 CHECK_NARROW = 0.5
 # The confidence a part as wide as SPLIT_IF_SURER counts with: it is cut again, and what the
 # models make of it whole says nothing of this cut. A part still to be cut is a less likely
@@ -593,7 +595,7 @@ def _surest(c: _Cut) -> float:
     return min(_part_confidence(c.left), _part_confidence(c.right))
 
 
-def _checked(g: _Glyph) -> float:
+def _wholeness(g: _Glyph) -> float:
     """The whole-digit check's say in how likely the glyph is one digit: CHECK_WEIGHT times
     the log of its score (0 without the check)."""
     out, i = g.reading  # type: ignore[misc]
@@ -606,7 +608,7 @@ def _evidence(c: _Cut, height: float) -> float:
     """How likely the cut's parts are two digits: the log of the models' confidence in each
     part and the check's say, more for a clean cut, less for each stroke beyond the first it
     goes through."""
-    logs = sum(math.log(max(1e-4, _part_confidence(p))) + _checked(p) for p in (c.left, c.right))
+    logs = sum(math.log(max(1e-4, _part_confidence(p))) + _wholeness(p) for p in (c.left, c.right))
     return logs + CLEAN_BONUS * c.clean(height) - CROSSING_COST * max(0, c.crossings - 1)
 
 
@@ -618,7 +620,7 @@ def _whole_evidence(g: _Glyph) -> float:
     """How likely the group is one digit, as _evidence weighs a cut's parts: the log of the
     models' confidence and the check's say, lowered for every bit of width beyond a pair's."""
     wide = WIDE_COST * max(0.0, g.width_ratio() - PAIR_WIDTH)
-    return math.log(max(1e-4, _confidence(g))) + _checked(g) - wide
+    return math.log(max(1e-4, _confidence(g))) + _wholeness(g) - wide
 
 
 def _choose(g: _Glyph) -> list[_Glyph] | None:

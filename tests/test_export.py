@@ -139,8 +139,10 @@ def test_the_whole_digit_check_ships_proven_and_with_its_threshold(exported, mni
     # The server's session of it scores the bundle's own input, and the model card says how.
     images, _ = mnist_test
     tensors = np.stack([preprocess(png(img), m.input, 10**8).tensor for img in images[:8]])
-    scores = Ensemble(m, device="cpu").wholeness(tensors)
+    ensemble = Ensemble(m, device="cpu")
+    scores = ensemble.run(tensors, whole=True).whole
     assert scores.shape == (8,) and ((scores >= 0) & (scores <= 1)).all()
+    assert ensemble.run(tensors).whole is None  # a single digit's answer does not run it
     assert "## Reading a number: the whole-digit check" in (out / "MODEL_CARD.md").read_text()
 
 
