@@ -75,3 +75,16 @@ def test_a_refused_image_stays_beside_its_error(client):
     assert 'id="upload-preview"' in html and "60&times;40" in html
     r = _post(client, b"just notes", mode="number")
     assert r.status_code == 415 and 'id="upload-preview"' not in r.get_data(as_text=True)
+
+
+def test_a_digit_the_whole_digit_check_doubts_is_marked_with_its_reason(client, mnist_test):
+    from tests.test_number import first_of, touching_pair
+
+    images, labels = mnist_test
+    # 1 and 0 written into each other, and a 7 beside them: the pair is read as one digit.
+    pair = touching_pair(images[first_of(labels, 1)], images[first_of(labels, 0)], 2)
+    seven = np.zeros((pair.shape[0], 36), np.uint8)
+    seven[8:36, 4:32] = images[first_of(labels, 7)]
+    html = _post(client, png(255 - np.hstack([seven, pair])), mode="number").get_data(as_text=True)
+    assert "Read as a number: 2 digits found." in html
+    assert html.count("may be two digits touching, or part of one") == 1
