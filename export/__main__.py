@@ -312,8 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         metavar="DIR",
         help="a run of python -m training.whole_digit to ship beside the models: the number "
-        "mode flags the digits it scores as not one whole digit (without it, the bundle has "
-        "no check and nothing is flagged so)",
+        "mode weighs cuts with it and flags the digits it scores as not one whole digit "
+        "(without it, numbers are read by the models alone)",
     )
     p.add_argument(
         "--force",
