@@ -43,8 +43,7 @@ class Uncertainty:
 class WholeDigitCheck:
     """The number mode's check that a digit is one whole digit (export/whole_digit.py)."""
 
-    file: Path
-    output: str  # its one output: float32 [N], the probability of one whole digit
+    file: Path  # one output: float32 [N], the probability of one whole digit
     below: float  # a digit scored under this is not one whole digit
 
 
@@ -127,11 +126,12 @@ def _whole_digit(root: Path, entry: dict | None, spec: dict) -> WholeDigitCheck 
         return None
     if entry["inputs"].get(spec["name"]) != [None, 1, spec["height"], spec["width"]]:
         raise ManifestError(f"whole_digit: its input is not the models' ({entry['inputs']})")
-    (output,) = entry["outputs"]
+    if len(entry["outputs"]) != 1:
+        raise ValueError(f"whole_digit: one output, not {list(entry['outputs'])}")
     below = float(entry["below"])
     if not 0.0 <= below <= 1.0:
         raise ValueError(f"whole_digit: below must lie in [0, 1], not {below}")
-    return WholeDigitCheck(_checked(root, entry, "whole_digit"), output, below)
+    return WholeDigitCheck(_checked(root, entry, "whole_digit"), below)
 
 
 def load(root: Path) -> Manifest:

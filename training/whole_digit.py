@@ -7,8 +7,8 @@ image one whole digit, or two touching digits, a part of one, or a digit with a 
 neighbour? Its examples are made from MNIST training digits (never the validation or test
 ones), fitted by the server's own preprocessing (server/preprocess.fit), so it sees what the
 number mode hands it. Export ships it beside the models (export/whole_digit.py), and the
-number mode flags a digit it scores low (`not_one_digit`, server/predictor.py). It trains on
-the CPU in about 4 minutes.
+number mode weighs its cuts with it (server/segment.py) and flags a digit it scores low
+(`not_one_digit`, server/predictor.py). It trains on the CPU in about 4 minutes.
 
 Writes into --out: whole-digit.pt (weights, normalisation, settings) and metrics.json.
 """
@@ -42,6 +42,7 @@ from training.data import (
     stratified_split,
 )
 from training.provenance import git_commit
+from training.train import normalise
 
 FORMAT = "whole-digit-checkpoint/1"
 CHECKPOINT = "whole-digit.pt"
@@ -204,7 +205,8 @@ def examples(digits: np.ndarray, count: int, seed: int) -> tuple[np.ndarray, np.
 
 
 def to_tensor(images: np.ndarray, mean: float, std: float) -> torch.Tensor:
-    return ((torch.from_numpy(images).float() / 255.0 - mean) / std).unsqueeze(1)
+    """uint8 [N, 28, 28] -> normalised float32 [N, 1, 28, 28], as the models' inputs are."""
+    return normalise(torch.from_numpy(images).unsqueeze(1), mean, std)
 
 
 @torch.no_grad()
@@ -319,6 +321,7 @@ def parse_args(argv: list[str] | None) -> WholeDigitConfig:
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--val-size", type=int, default=d.val_size)
     p.add_argument("--split-seed", type=int, default=d.split_seed)
@@ -327,19 +330,7 @@ def parse_args(argv: list[str] | None) -> WholeDigitConfig:
         "--smoke", action="store_true", help="2,000 examples, one epoch: the pipeline in seconds"
     )
     a = p.parse_args(argv)
-    cfg = WholeDigitConfig(
-        out=a.out,
-        data_dir=a.data_dir,
-        examples=a.examples,
-        val_examples=a.val_examples,
-        epochs=a.epochs,
-        batch_size=a.batch_size,
-        lr=a.lr,
-        seed=a.seed,
-        val_size=a.val_size,
-        split_seed=a.split_seed,
-        threads=a.threads,
-    )
+    cfg = WholeDigitConfig(**{f.name: getattr(a, f.name) for f in dataclasses.fields(d)})
     if a.smoke:
         cfg = dataclasses.replace(cfg, examples=2_000, val_examples=500, epochs=1)
     return cfg
