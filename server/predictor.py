@@ -99,6 +99,8 @@ class Predictor:
         self.max_pixels = max_pixels
         self.rule = rule or UncertaintyRule(manifest.uncertainty)
         self.helpers = helpers
+        # The whole-digit check's threshold: a candidate digit scored under it is doubted.
+        self.doubt = manifest.whole_digit.below if manifest.whole_digit else 0.0
 
     def prepare_many(self, images: list[bytes]) -> list[Preprocessed | ApiError]:
         return preprocess_many(images, self.manifest.input, self.max_pixels)
@@ -201,7 +203,9 @@ class Predictor:
         answers: list[NumberReading | ApiError] = []
         for data in images:
             try:
-                number = segment.segment(data, self.manifest.input, self.max_pixels, self._read)
+                number = segment.segment(
+                    data, self.manifest.input, self.max_pixels, self._read, self.doubt
+                )
             except ApiError as e:
                 if isinstance(e, InferenceFailed):
                     raise
@@ -223,13 +227,12 @@ class Predictor:
 
     def _number(self, number: segment.Number, include_image: bool) -> NumberReading:
         digits: list[Digit | DigitWithImage] = []
-        below = self.manifest.whole_digit.below if self.manifest.whole_digit else 0.0
         for d in number.digits:
             p = d.prepared
             fields = self._verdicts(d.out, [p.shape], d.index)[0]
             # The whole-digit check doubts it: two touching digits read as one, a part of a
             # digit, a digit with a slice of another.
-            if d.out.whole is not None and d.out.whole[d.index] < below:
+            if d.out.whole is not None and d.out.whole[d.index] < self.doubt:
                 fields["uncertain_reasons"].append("not_one_digit")
                 fields["uncertain"] = True
             fields["box"] = list(d.box)

@@ -16,8 +16,9 @@ dealt with, server/preprocess.py):
            (through one stroke, into parts standing on one baseline) and the readings decide,
            the models' beside the bundle's whole-digit check (is it one whole digit?);
            a part as wide as a pair is looked at again, and so is a group that the models
-           read unsure whole, with its straight cuts (and if too narrow for a pair, its cuts
-           that are not clean)
+           read unsure whole or that the check doubts, with its straight cuts (and if too
+           narrow for a pair, its cuts that are not clean; as narrow as two 1s, its cuts
+           that do not run along a stroke)
   fit      each digit's own ink (its neighbours' removed) through the single digit's steps:
            preprocess.tighten, fit, normalise
 
@@ -90,6 +91,11 @@ ABOVE = 0.45  # the widest gap between a short piece above another and the piece
 ADDS = 0.95  # how sure of both parts the models must be for a narrow digit beside another
 ADDS_LOOSE = 0.99  # the same through a cut that is not clean
 MAY_SPLIT = 0.6  # a group this wide may hold a narrow digit (a 1) touching another
+# A narrower group this wide may be two 1s touching: its cuts are read when the models are
+# unsure of it whole, those that do not run along a stroke (through ink over more than ALONG of
+# the height, as a cut down the length of one slanted 1 does).
+TWO_ONES = 0.35
+ALONG = 0.75
 PAIR_WIDTH = 0.9  # this wide, any two touching digits; a part this wide is looked at again
 SPLIT_IF_SURER = 1.2  # this wide: cut when the models are surer of the cut than of the whole
 TALL = 0.75  # parts of a clean cut are at least this tall, of the digit height
@@ -604,6 +610,13 @@ def _wholeness(g: _Glyph) -> float:
     return CHECK_WEIGHT * math.log(max(1e-4, float(out.whole[i])))
 
 
+def _doubted(g: _Glyph, below: float) -> bool:
+    """The whole-digit check scores the glyph under `below`: it may be two digits written into
+    each other, which the models often read surely as one of them (31 as 3)."""
+    out, i = g.reading  # type: ignore[misc]
+    return out.whole is not None and g.width_ratio() >= CHECK_NARROW and bool(out.whole[i] < below)
+
+
 def _evidence(c: _Cut, height: float) -> float:
     """How likely the cut's parts are two digits: the log of the models' confidence in each
     part and the check's say, more for a clean cut, less for each stroke beyond the first it
@@ -677,8 +690,11 @@ def _choose_loose(g: _Glyph) -> list[_Glyph] | None:
     return None
 
 
-def _digits(page: _Page, spec: InputSpec, source_size, read: Reader) -> tuple[list[_Glyph], int]:
-    """The page's glyphs with touching digits cut apart, each prepared and read."""
+def _digits(
+    page: _Page, spec: InputSpec, source_size, read: Reader, doubt: float
+) -> tuple[list[_Glyph], int]:
+    """The page's glyphs with touching digits cut apart, each prepared and read. `doubt`: the
+    whole-digit check's score under which a glyph read surely whole has its loose cuts read."""
     final: list[_Glyph] = []
     pending = page.glyphs
     cuts = 0
@@ -701,6 +717,8 @@ def _digits(page: _Page, spec: InputSpec, source_size, read: Reader) -> tuple[li
                     g.cuts = [c for c in g.cuts if c.clean(g.height_ref)]
                 todo = g.cuts
             else:
+                if g.width_ratio() >= TWO_ONES:  # read only when the models are unsure of it
+                    g.loose = [c for c in _cuts(g) if c.inked <= ALONG * g.height_ref]
                 todo = []
             for c in todo:
                 _prepare(page, c.left, spec, source_size)
@@ -711,7 +729,7 @@ def _digits(page: _Page, spec: InputSpec, source_size, read: Reader) -> tuple[li
         for g in pending:
             chosen = _choose(g) or _choose_loose(g)
             if chosen is None:
-                if g.loose_unread() and _confidence(g) < SURE:
+                if g.loose_unread() and (_confidence(g) < SURE or _doubted(g, doubt)):
                     again.append(g)  # a group the models are unsure of: its loose cuts
                 else:
                     final.append(g)
@@ -739,8 +757,11 @@ def _upright_size(upload: Decoded) -> tuple[float, float]:
     return w * f, h * f
 
 
-def segment(data: bytes, spec: InputSpec, max_pixels: int, read: Reader) -> Number:
-    """The digits of the number in `data`, read by `read`, left to right. Raises the errors
+def segment(
+    data: bytes, spec: InputSpec, max_pixels: int, read: Reader, doubt: float = 0.0
+) -> Number:
+    """The digits of the number in `data`, read by `read`, left to right; `doubt`: the
+    whole-digit check's threshold (the manifest's), when `read` runs it. Raises the errors
     preprocessing raises, NoInk when no mark is a digit, TooManyDigits beyond MAX_DIGITS."""
     upload = decode(data, max_pixels)
     lossy = upload.format in LOSSY_FORMATS
@@ -794,7 +815,7 @@ def segment(data: bytes, spec: InputSpec, max_pixels: int, read: Reader) -> Numb
         page = zoomed
     elif (found := _form_lines(m, strong, page.height)) is not None:
         page = _look(m, lossy, strong, found, side)  # again, without the form's lines
-    glyphs, cuts = _digits(page, spec, upload.size, read)
+    glyphs, cuts = _digits(page, spec, upload.size, read, doubt)
     sx = full_w / upload.image.width
     sy = full_h / upload.image.height
     digits = []
