@@ -30,8 +30,8 @@ to ZOOM_TARGET px, where touching strokes part more clearly; a JPEG that decodin
 (draft mode) is decoded again for them, less reduced, when they are under DETAIL px there.
 A number too small for the first look (digits under FINE_EXTENT of a large upload's side, as
 on a page photographed whole) is looked for at preprocess.WIDE times the working size.
-python -m bench.numbers (bench/results/numbers.md) reads 94.2 % of its main set's numbers
-exactly. Of the 23 it misses, 8 have a digit too many or too few; the others a digit read
+python -m bench.numbers (bench/results/numbers.md) reads 94.5 % of its main set's numbers
+exactly. Of the 22 it misses, 7 have a digit too many or too few; the others a digit read
 wrong, often where touching digits were cut in the wrong place (a 6 losing its stem, a 4's arm
 given to its neighbour), or one that MNIST's writer made look like another. Its digits read
 alone are right 99.4 % of the time: about 97.6 % of its numbers at best.
@@ -717,8 +717,6 @@ def _digits(
                     g.cuts = [c for c in g.cuts if c.clean(g.height_ref)]
                 todo = g.cuts
             else:
-                if g.width_ratio() >= TWO_ONES:  # read only when the models are unsure of it
-                    g.loose = [c for c in _cuts(g) if c.inked <= ALONG * g.height_ref]
                 todo = []
             for c in todo:
                 _prepare(page, c.left, spec, source_size)
@@ -729,7 +727,10 @@ def _digits(
         for g in pending:
             chosen = _choose(g) or _choose_loose(g)
             if chosen is None:
-                if g.loose_unread() and (_confidence(g) < SURE or _doubted(g, doubt)):
+                unsure = _confidence(g) < SURE
+                if unsure and not g.loose and TWO_ONES <= g.width_ratio() < MAY_SPLIT:
+                    g.loose = [c for c in _cuts(g) if c.inked <= ALONG * g.height_ref]
+                if g.loose_unread() and (unsure or _doubted(g, doubt)):
                     again.append(g)  # a group the models are unsure of: its loose cuts
                 else:
                     final.append(g)
