@@ -94,11 +94,14 @@ def _bundle_files(out: Path) -> set[str]:
     return {Path(f).name for f in listed if isinstance(f, str)}
 
 
-def guard(out: Path, val_acc: float, force: bool) -> None:
-    """Refuses to replace the bundle in `out` with one whose validation vote is lower, unless
-    `force`: a smoke run's export must not silently replace the shipped models."""
+def guard(out: Path, val_acc: float, force: bool, with_check: bool) -> None:
+    """Refuses to replace the bundle in `out` with one whose validation vote is lower, or with
+    one without the whole-digit check it ships (`with_check`), unless `force`: a smoke run's
+    export must not silently replace the shipped models, nor a new run's drop what number mode
+    relies on."""
     try:
-        shipped = json.loads((out / "manifest.json").read_text())["ensemble"]["val_acc"]
+        manifest = json.loads((out / "manifest.json").read_text())
+        shipped = manifest["ensemble"]["val_acc"]
     except (OSError, ValueError, KeyError, TypeError):
         return  # nothing there, or nothing comparable: any bundle is better
     if val_acc < shipped and not force:
@@ -106,6 +109,12 @@ def guard(out: Path, val_acc: float, force: bool) -> None:
             f"the bundle in {out} votes {100 * shipped:.2f} % on validation, this run "
             f"{100 * val_acc:.2f} %: not replaced (pass --force to replace it anyway, or "
             "--out another folder)"
+        )
+    if "whole_digit" in manifest and not with_check and not force:
+        raise ExportError(
+            f"the bundle in {out} ships a whole-digit check, which the number mode weighs its "
+            "cuts with: not replaced by one without it (pass --whole-digit DIR, a run of "
+            "python -m training.whole_digit on this run's split, or --force to drop it)"
         )
 
 
@@ -189,7 +198,7 @@ def build(
     # Checked on the PyTorch models first, to refuse before minutes of export; checked again
     # below on what onnxruntime measures.
     ref = torch.stack([predict_probs(m, data.val_x, **norm) for m in models])
-    guard(out, float((vote(ref)[0] == data.val_y).double().mean()), force)
+    guard(out, float((vote(ref)[0] == data.val_y).double().mean()), force, check is not None)
 
     out.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
@@ -229,7 +238,7 @@ def build(
             metrics["models"][path.stem] = s
             entries.append(bundle.model_entry(path, model, ckpt, s))
         metrics["vote"]["val_acc"] = float((val_out[0] == val_y).mean())
-        guard(out, metrics["vote"]["val_acc"], force)
+        guard(out, metrics["vote"]["val_acc"], force, check is not None)
         rule, metrics["uncertainty"] = calibrate(ens, data.val_x.numpy(), val_y, val_out[3], norm)
         bundle.risk_coverage_plot(metrics["uncertainty"], stage / RISK_PLOT)
         check_entry = None
@@ -318,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--force",
         action="store_true",
-        help="replace the bundle in --out even when its validation vote is higher",
+        help="replace the bundle in --out even when its validation vote is higher, or when it "
+        "ships a whole-digit check and --whole-digit is not given",
     )
     args = p.parse_args(argv)
     command = shlex.join(["python", "-m", "export", *(argv if argv is not None else sys.argv[1:])])

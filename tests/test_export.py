@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from export.__main__ import ExportError, guard
 from export.verify import VerificationError, verify
 from server import manifest
 from server.ensemble import Ensemble
@@ -90,6 +91,38 @@ def test_a_run_that_votes_worse_on_validation_does_not_replace_the_bundle(
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "on validation" in last and "--force" in last, last
     assert snapshot(out) == before
+
+
+def test_a_bundle_without_the_whole_digit_check_does_not_replace_one_with_it(
+    smoke_run, bundle, mnist_dir, tmp_path
+):
+    # The shipped bundle has the check; an export without --whole-digit is refused before any
+    # work, and names both ways on. (Its vote marked lowest, so that the smoke run's does not
+    # decide.)
+    out = tmp_path / "artifacts"
+    shutil.copytree(bundle, out)
+    shipped = json.loads((out / "manifest.json").read_text())
+    assert "whole_digit" in shipped
+    shipped["ensemble"]["val_acc"] = 0.0
+    (out / "manifest.json").write_text(json.dumps(shipped))
+    before = snapshot(out)
+    proc = run_export(smoke_run[0], out, mnist_dir)
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "whole-digit check" in last and "--whole-digit DIR" in last and "--force" in last, last
+    assert snapshot(out) == before
+
+
+def test_the_guard_lets_a_bundle_with_the_check_or_forced_replace_one_with_it(tmp_path):
+    (tmp_path / "manifest.json").write_text(
+        json.dumps({"ensemble": {"val_acc": 0.99}, "whole_digit": {"file": "whole-digit.onnx"}})
+    )
+    guard(tmp_path, 0.995, force=False, with_check=True)
+    guard(tmp_path, 0.995, force=True, with_check=False)
+    with pytest.raises(ExportError, match="whole-digit check"):
+        guard(tmp_path, 0.995, force=False, with_check=False)
+    with pytest.raises(ExportError, match="on validation"):
+        guard(tmp_path, 0.98, force=False, with_check=True)
 
 
 def test_exported_bundle_loads_passes_the_self_test_and_serves(exported, smoke_run, mnist_test):
