@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import torch
 
-from export.__main__ import ExportError, guard
 from export.verify import VerificationError, verify
 from server import manifest
 from server.ensemble import Ensemble
@@ -111,18 +110,6 @@ def test_a_bundle_without_the_whole_digit_check_does_not_replace_one_with_it(
     last = proc.stderr.strip().splitlines()[-1]
     assert "whole-digit check" in last and "--whole-digit DIR" in last and "--force" in last, last
     assert snapshot(out) == before
-
-
-def test_the_guard_lets_a_bundle_with_the_check_or_forced_replace_one_with_it(tmp_path):
-    (tmp_path / "manifest.json").write_text(
-        json.dumps({"ensemble": {"val_acc": 0.99}, "whole_digit": {"file": "whole-digit.onnx"}})
-    )
-    guard(tmp_path, 0.995, force=False, with_check=True)
-    guard(tmp_path, 0.995, force=True, with_check=False)
-    with pytest.raises(ExportError, match="whole-digit check"):
-        guard(tmp_path, 0.995, force=False, with_check=False)
-    with pytest.raises(ExportError, match="on validation"):
-        guard(tmp_path, 0.98, force=False, with_check=True)
 
 
 def test_exported_bundle_loads_passes_the_self_test_and_serves(exported, smoke_run, mnist_test):

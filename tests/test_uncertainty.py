@@ -85,15 +85,24 @@ def test_split_votes_beyond_the_aim_are_flagged_where_the_vote_is_unsure():
     assert uncertainty.rates(rule, outliers)["flagged"] > 0.95
 
 
-def _bundle(tmp_path, val_acc: float):
-    (tmp_path / "manifest.json").write_text(json.dumps({"ensemble": {"val_acc": val_acc}}))
+def _bundle(tmp_path, val_acc: float, **more):
+    manifest = {"ensemble": {"val_acc": val_acc}, **more}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     return tmp_path
 
 
 def test_export_refuses_to_replace_a_bundle_that_votes_better_on_validation(tmp_path):
     out = _bundle(tmp_path, 0.996)
     with pytest.raises(ExportError, match=r"99\.60 % on validation, this run 43\.08 %.*--force"):
-        guard(out, 0.4308, force=False)
-    guard(out, 0.4308, force=True)  # asked for
-    guard(out, 0.9962, force=False)  # better
-    guard(tmp_path / "empty", 0.4308, force=False)  # nothing shipped there yet
+        guard(out, 0.4308, force=False, with_check=False)
+    guard(out, 0.4308, force=True, with_check=False)  # asked for
+    guard(out, 0.9962, force=False, with_check=False)  # better
+    guard(tmp_path / "empty", 0.4308, force=False, with_check=False)  # nothing shipped yet
+
+
+def test_export_refuses_to_drop_the_whole_digit_check_a_bundle_ships(tmp_path):
+    out = _bundle(tmp_path, 0.99, whole_digit={"file": "whole-digit.onnx"})
+    with pytest.raises(ExportError, match=r"whole-digit check.*--whole-digit DIR.*--force"):
+        guard(out, 0.995, force=False, with_check=False)
+    guard(out, 0.995, force=False, with_check=True)  # shipped again
+    guard(out, 0.995, force=True, with_check=False)  # asked for
