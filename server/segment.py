@@ -758,12 +758,10 @@ def _upright_size(upload: Decoded) -> tuple[float, float]:
     return w * f, h * f
 
 
-def segment(
-    data: bytes, spec: InputSpec, max_pixels: int, read: Reader, doubt: float = 0.0
-) -> Number:
+def segment(data: bytes, spec: InputSpec, max_pixels: int, read: Reader, doubt: float) -> Number:
     """The digits of the number in `data`, read by `read`, left to right; `doubt`: the
-    whole-digit check's threshold (the manifest's), when `read` runs it. Raises the errors
-    preprocessing raises, NoInk when no mark is a digit, TooManyDigits beyond MAX_DIGITS."""
+    whole-digit check's threshold (the manifest's; 0 when `read` does not run it). Raises the
+    errors preprocessing raises, NoInk when no mark is a digit, TooManyDigits beyond MAX_DIGITS."""
     upload = decode(data, max_pixels)
     lossy = upload.format in LOSSY_FORMATS
 
