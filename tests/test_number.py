@@ -128,12 +128,13 @@ def touching_pair(left: np.ndarray, right: np.ndarray, further: int = 0) -> np.n
 
 def read_pairs(client, mnist, pairs) -> list[str]:
     """The number read in each touching pair (left, right, which of their kind in MNIST's test
-    set), every pair one piece of ink."""
+    set, and optionally how many pixels the right one is written into the left one past
+    touching), every pair one piece of ink."""
     images, labels = mnist
     got = []
-    for left, right, skip in pairs:
+    for left, right, skip, *further in pairs:
         img = touching_pair(
-            images[first_of(labels, left, skip)], images[first_of(labels, right, skip)]
+            images[first_of(labels, left, skip)], images[first_of(labels, right, skip)], *further
         )
         assert pieces(img) == 1
         got.append(read(client, png(img)).get_json()["number"])
@@ -173,26 +174,10 @@ def test_touching_digits_are_cut_right_once_the_whole_digit_check_weighs_the_par
     # Without the check's say in the weighing, each was read wrong: touching (53 as 633, 54
     # as 4, 64 as 154, 66 as 156, 68 as 628, 88 as 838) or written 2 px into each other (02
     # as 2, 32 as 2, 81 as 8, 99 as 08, 69 as 159, 09 as 64, 06 as 66, 58 as 63).
-    images, labels = mnist
-    pairs = [(5, 3, 0), (5, 4, 0), (6, 4, 0), (6, 6, 0), (6, 8, 0), (8, 8, 0)]
-    pairs += [
-        (0, 2, 2),
-        (3, 2, 2),
-        (8, 1, 2),
-        (9, 9, 2),
-        (6, 9, 2),
-        (0, 9, 2),
-        (0, 6, 2),
-        (5, 8, 2),
-    ]
-    got = []
-    for left, right, further in pairs:
-        img = touching_pair(
-            images[first_of(labels, left)], images[first_of(labels, right)], further
-        )
-        assert pieces(img) == 1
-        got.append(read(client, png(img)).get_json()["number"])
-    assert got == [f"{a}{b}" for a, b, _ in pairs]
+    touching = [(5, 3), (5, 4), (6, 4), (6, 6), (6, 8), (8, 8)]
+    into = [(0, 2), (3, 2), (8, 1), (9, 9), (6, 9), (0, 9), (0, 6), (5, 8)]
+    pairs = [(a, b, 0, 0) for a, b in touching] + [(a, b, 0, 2) for a, b in into]
+    assert read_pairs(client, mnist, pairs) == [f"{a}{b}" for a, b, _, _ in pairs]
 
 
 def test_digits_overlapping_past_any_cut_are_read_as_one_and_flagged_not_one_digit(client, mnist):
@@ -236,32 +221,18 @@ def test_a_1_touching_a_digit_through_no_clean_cut_is_cut_off_when_the_whole_rea
     assert read_pairs(client, mnist, pairs) == [f"{a}{b}" for a, b, _ in pairs]
 
 
-def read_overlapping(client, mnist, pairs) -> list[str]:
-    """The number read in each pair (left, right, which of their kind in MNIST's test set, how
-    many pixels the right one is written into the left one past touching)."""
-    images, labels = mnist
-    got = []
-    for left, right, skip, further in pairs:
-        img = touching_pair(
-            images[first_of(labels, left, skip)], images[first_of(labels, right, skip)], further
-        )
-        assert pieces(img) == 1
-        got.append(read(client, png(img)).get_json()["number"])
-    return got
-
-
 def test_two_1s_touching_are_cut_apart_though_narrower_than_a_pair(client, mnist):
     # Two 1s side by side are as narrow as one wide digit: read whole, unsure, as one 1 (61
     # as 4), until the cuts of such a narrow group are read when the models are unsure of it.
     pairs = ((1, 1, 2, 2), (1, 1, 3, 0), (1, 1, 5, 0), (6, 1, 3, 4))
-    assert read_overlapping(client, mnist, pairs) == ["11", "11", "11", "61"]
+    assert read_pairs(client, mnist, pairs) == ["11", "11", "11", "61"]
 
 
 def test_a_1_written_into_a_digit_is_cut_off_when_the_check_doubts_the_whole(client, mnist):
     # Read whole as the other digit and surely (16 as 6, 71 as 7, 91 as 9), so its loose cuts
     # went unread; the whole-digit check scores each under its threshold, and they are read.
     pairs = ((1, 6, 0, 2), (1, 6, 1, 2), (7, 1, 5, 4), (9, 1, 5, 2))
-    assert read_overlapping(client, mnist, pairs) == ["16", "16", "71", "91"]
+    assert read_pairs(client, mnist, pairs) == ["16", "16", "71", "91"]
 
 
 def test_a_straight_1_as_tall_as_the_digits_is_read_not_taken_for_a_forms_line(client):
