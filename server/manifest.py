@@ -125,7 +125,9 @@ def _whole_digit(root: Path, entry: dict | None, spec: dict) -> WholeDigitCheck 
     if entry is None:
         return None
     if entry["inputs"].get(spec["name"]) != [None, 1, spec["height"], spec["width"]]:
-        raise ManifestError(f"whole_digit: its input is not the models' ({entry['inputs']})")
+        raise ManifestError(
+            f"{root / 'manifest.json'}: whole_digit's input is not the models' ({entry['inputs']})"
+        )
     if len(entry["outputs"]) != 1:
         raise ValueError(f"whole_digit: one output, not {list(entry['outputs'])}")
     below = float(entry["below"])

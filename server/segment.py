@@ -601,20 +601,27 @@ def _surest(c: _Cut) -> float:
     return min(_part_confidence(c.left), _part_confidence(c.right))
 
 
-def _wholeness(g: _Glyph) -> float:
-    """The whole-digit check's say in how likely the glyph is one digit: CHECK_WEIGHT times
-    the log of its score (0 without the check)."""
+def _check_score(g: _Glyph) -> float | None:
+    """The whole-digit check's score of the glyph: None without the check, or for a glyph
+    narrower than CHECK_NARROW, which it is not asked about."""
     out, i = g.reading  # type: ignore[misc]
     if out.whole is None or g.width_ratio() < CHECK_NARROW:
-        return 0.0
-    return CHECK_WEIGHT * math.log(max(1e-4, float(out.whole[i])))
+        return None
+    return float(out.whole[i])
+
+
+def _wholeness(g: _Glyph) -> float:
+    """The whole-digit check's say in how likely the glyph is one digit: CHECK_WEIGHT times
+    the log of its score (0 where it has none)."""
+    score = _check_score(g)
+    return 0.0 if score is None else CHECK_WEIGHT * math.log(max(1e-4, score))
 
 
 def _doubted(g: _Glyph, below: float) -> bool:
     """The whole-digit check scores the glyph under `below`: it may be two digits written into
     each other, which the models often read surely as one of them (31 as 3)."""
-    out, i = g.reading  # type: ignore[misc]
-    return out.whole is not None and g.width_ratio() >= CHECK_NARROW and bool(out.whole[i] < below)
+    score = _check_score(g)
+    return score is not None and score < below
 
 
 def _evidence(c: _Cut, height: float) -> float:
