@@ -70,7 +70,11 @@ SHADE = 0.45  # the most that uneven light darkens paper, in ink units (bench/sy
 STROKE_PEAK = 0.5  # of the strongest mark's peak: a piece of the digit reaches at least this
 FITTED_INK = 128  # the strongest pixel of a digit already fitted reaches this (MNIST: 255)
 MIN_EXTENT = 5  # pixels at analysis size: a mark shorter than this is a speck, not a digit
-WIDE = 2  # times the working size: where marks too small at working size are looked for
+# Times the working size: the most pixels the second look, for marks too small at working
+# size, is made at. The smallest digit it finds is FINE_EXTENT of half its side (1.25 % of
+# the upload's longer side), 12 pixels tall there: at 8, in a look at twice the working size,
+# the thin strokes of a digit so small are averaged with the paper and lose their contrast.
+WIDE = 3
 
 
 @dataclass(frozen=True)
@@ -187,9 +191,9 @@ def look_at(
     """`look(grey, side)` at the upload's grey at working size and what it found; `side` is
     the length the smallest digit is FINE_EXTENT of, 0 for the grey's own longer side. When it
     finds no ink and the upload holds more pixels than that, marks may be too small to be
-    digits there (a digit on a page photographed whole): the look is made again at WIDE times
-    the working size with `side` the working size, so the smallest digit is as many pixels
-    tall, the upload decoded again if draft mode reduced it below that."""
+    digits there (a digit on a page photographed whole): the look is made again at up to WIDE
+    times the working size with `side` half its side, the upload decoded again if draft mode
+    reduced it below that."""
     try:
         grey = to_grey(upload.image)
         return upload, grey, look(grey, 0)
@@ -203,15 +207,15 @@ def look_at(
 def look_wide(
     data: bytes, upload: Decoded, max_pixels: int, look: Callable[[np.ndarray, int], T]
 ) -> tuple[Decoded, np.ndarray, T] | None:
-    """look_at's second look, at WIDE times the working size; None when the upload holds no
-    more pixels than the first look had."""
-    size = WIDE * WORK_SIZE
-    if max(upload.size) < size:
+    """look_at's second look, at up to WIDE times the working size; None when the upload is
+    not twice the working size."""
+    size = min(WIDE * WORK_SIZE, max(upload.size))
+    if size < 2 * WORK_SIZE:
         return None
     if upload.format == "JPEG" and max(upload.image.size) < size:
         upload = decode(data, max_pixels, draft=size)
     grey = to_grey(upload.image, size)
-    return upload, grey, look(grey, WORK_SIZE)
+    return upload, grey, look(grey, size // 2)
 
 
 def _check_pixels(w: int, h: int, max_pixels: int) -> None:
@@ -499,8 +503,12 @@ def is_line_piece(
     return b - t < 0.6 * (comps.bottom[main] - comps.top[main])
 
 
-def stroke_contrast(m: InkMap) -> float:
-    """How strong the strokes are, in ink units; NoInk when nothing stands out."""
+def stroke_contrast(m: InkMap, least: int = 0) -> float:
+    """How strong the strokes are, in ink units; NoInk when nothing stands out. `least`: the
+    smallest digit's extent in pixels in a look finer than the working size, where the image
+    holds many times the pixels a digit that small has: its strongest `least` pixels (about
+    what a thin stroke of it holds) then set the contrast at least, if fewer than STRONG_FEW
+    of the image."""
     ink = m.ink
     h, w = ink.shape
     # Stroke contrast, measured away from the edges, where page borders and shadows lie: the
@@ -513,7 +521,7 @@ def stroke_contrast(m: InkMap) -> float:
         # Ranks counted from the top: the 99th percentile's and the few strongest pixels'.
         ranks = (
             len(marked) - int(0.99 * (len(marked) - 1)),
-            min(len(marked), max(1, round(STRONG_FEW * inner.size))),
+            min(len(marked), max(1, round(STRONG_FEW * inner.size)), least or len(marked)),
         )
         if len(marked) < LEVELS:
             ordered = np.sort(marked, axis=None)  # a sort, as in _kth
@@ -539,7 +547,7 @@ def find_digit(m: InkMap, lossy: bool = False, least: int = 0) -> Found:
     tenth of the stroke contrast do not count. The smallest digit found at full size is `least`
     pixels, FINE_EXTENT of the longer side unless given.
     """
-    strong = stroke_contrast(m)
+    strong = stroke_contrast(m, least)
     h, w = m.ink.shape
     side = max(h, w)
     fine = side > 1.25 * ANALYSIS_SIZE  # an analysis at full working size is possible

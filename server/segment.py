@@ -29,7 +29,7 @@ tall at working size are cut again from the upload's pixels (the number's region
 to ZOOM_TARGET px, where touching strokes part more clearly; a JPEG that decoding reduced
 (draft mode) is decoded again for them, less reduced, when they are under DETAIL px there.
 A number too small for the first look (digits under FINE_EXTENT of a large upload's side, as
-on a page photographed whole) is looked for at preprocess.WIDE times the working size.
+on a page photographed whole) is looked for at up to preprocess.WIDE times the working size.
 python -m bench.numbers (bench/results/numbers.md) reads 94.5 % of its main set's numbers
 exactly. Of the 22 it misses, 7 have a digit too many or too few; the others a digit read
 wrong, often where touching digits were cut in the wrong place (a 6 losing its stem, a 4's arm
@@ -777,7 +777,7 @@ def segment(data: bytes, spec: InputSpec, max_pixels: int, read: Reader, doubt: 
     # lines: then it is made again without them.
     def look(grey: np.ndarray, side: int) -> tuple[InkMap, float, int, _Page]:
         m = ink_map(grey)
-        strong = stroke_contrast(m)
+        strong = stroke_contrast(m, round(FINE_EXTENT * side) if side else 0)
         return m, strong, side, _look(m, lossy, strong, None, side)
 
     upload, grey, (m, strong, side, page) = look_at(data, upload, max_pixels, look)

@@ -188,10 +188,10 @@ def test_large_jpeg_is_decoded_in_draft_mode():
     assert max(decoded.image.size) <= 1000  # DCT-scaled while decoding, never 12 MP in memory
 
 
-def test_a_digit_too_small_for_working_size_is_found_at_twice_it(seven):
+def test_a_digit_too_small_for_working_size_is_found_in_a_wider_look(seven):
     """A digit 1.5 % of a 12-megapixel photo's side (one digit on a page photographed whole)
     is 5 pixels tall at working size, under the smallest digit there: it is looked for again at
-    twice that size, and fitted as the MNIST digit itself is. A blank page stays refused."""
+    three times that size, and fitted as the MNIST digit itself is. A blank page stays refused."""
     rng = np.random.default_rng(0)
     grain = rng.normal(0, 3, (3000, 4000))
     page = np.clip(225 - np.linspace(0, 40, 4000)[None, :] + grain, 0, 255).astype(np.uint8)
@@ -574,8 +574,9 @@ def test_a_batch_is_preprocessed_as_each_image_alone(digits, seven, monkeypatch,
     page = np.full((900, 1200), 230, np.uint8)  # larger than the working size's twice
     page[400:405, 600:604] = 40  # a speck: no digit at working size, looked for wider
     small = np.full((1000, 1000), 230, np.uint8)
-    ink = np.asarray(Image.fromarray(seven).resize((18, 18), Image.Resampling.BICUBIC))
-    np.minimum(small[600:618, 700:718], 255 - ink, out=small[600:618, 700:718])
+    # Its ink 1.6 % of the side: under the first look's smallest digit, above the second's.
+    ink = np.asarray(Image.fromarray(seven).resize((22, 22), Image.Resampling.BICUBIC))
+    np.minimum(small[600:622, 700:722], 255 - ink, out=small[600:622, 700:722])
     uploads = [
         encode(Image.fromarray(images[1]), "PNG"),
         b"\x89PNG\r\n\x1a\n" + b"\x00" * 40,  # corrupt
