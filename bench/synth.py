@@ -404,8 +404,21 @@ def tilted_form(digit: np.ndarray, rng: np.random.Generator) -> bytes:
 def small_in_photo(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     """A small digit (3-5 % of the longer side) in a large phone photo of paper with grain,
     specks of dust and uneven light: 2000x1500 or 1500x2000, JPEG."""
-    h, w = (1500, 2000) if rng.random() < 0.7 else (2000, 1500)
-    height = int(max(h, w) * rng.uniform(0.03, 0.05))
+    return _small_on_paper(digit, rng, (1500, 2000), (0.03, 0.05))
+
+
+def on_a_page(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """A digit written small on a page photographed whole: 1.3-2.5 % of a 12-megapixel
+    photo's longer side (52-100 px), the light, grain and dust of small_in_photo."""
+    return _small_on_paper(digit, rng, (3000, 4000), (0.013, 0.025))
+
+
+def _small_on_paper(
+    digit: np.ndarray, rng: np.random.Generator, size: tuple[int, int], share: tuple[float, float]
+) -> bytes:
+    """The digit `share` of the longer side of a photo of paper of `size` (either way up)."""
+    h, w = size if rng.random() < 0.7 else size[::-1]
+    height = int(max(h, w) * rng.uniform(*share))
     mask = _tight_shape(digit, height)
     dh, dw = mask.shape
     top, left = int(rng.integers(50, h - dh - 50)), int(rng.integers(50, w - dw - 50))
@@ -469,6 +482,7 @@ KINDS: dict[str, Callable[[np.ndarray, np.random.Generator], bytes]] = {
     "underlined": underlined,
     "tilted_form": tilted_form,
     "small_in_photo": small_in_photo,
+    "on_a_page": on_a_page,
     "blurry_thumbnail": blurry_thumbnail,
 }
 

@@ -75,6 +75,7 @@ MIN_EXTENT = 5  # pixels at analysis size: a mark shorter than this is a speck, 
 # the upload's longer side), 12 pixels tall there: at 8, in a look at twice the working size,
 # the thin strokes of a digit so small are averaged with the paper and lose their contrast.
 WIDE = 3
+WIDER_GAIN = 1.5  # how much more strongly the wider look's strokes must stand out (1.2-2 alike)
 
 
 @dataclass(frozen=True)
@@ -482,6 +483,7 @@ class Found:
     lines: int  # long straight lines removed (a form's box, comb, ruling, grid, underline)
     box: tuple[int, int, int, int]  # the crop's top, left, bottom, right in the ink map
     extent: float  # the largest piece's longer side, in pixels of the ink map
+    strong: float  # the stroke contrast it was found at
 
 
 def is_line_piece(
@@ -668,6 +670,7 @@ def _find_at(m: InkMap, strong: float, lossy: bool, size: int, min_extent: int) 
         found.count if found else 0,
         (y0 + t, x0 + le, y0 + b, x0 + r),
         max(comps.bottom[main] - comps.top[main], comps.right[main] - comps.left[main]) / scale,
+        strong,
     )
 
 
@@ -896,22 +899,35 @@ def _ink(w: _Work) -> None:
 
 
 def _find(w: _Work) -> None:
-    """The digit at working size; where there is none, look_at's second look, wider."""
+    """The digit at working size; where there is none, or where what stands out there is no
+    stronger than uneven light, look_at's second look, wider. A digit on a page photographed
+    whole may be too small to see at working size, beside the shade of the page's corners:
+    the wider look's find is kept when its strokes stand out WIDER_GAIN times as strongly."""
     if w.blank is None:
         try:
             w.found = find_digit(w.m, w.lossy)
-            return
         except NoInk as e:
             w.blank = as_value(e)
+        if w.found is not None and w.found.strong >= SHADE:
+            return
 
     def look(grey: np.ndarray, side: int) -> tuple[InkMap, Found]:
         m = ink_map(grey)
         return m, find_digit(m, w.lossy, least=round(FINE_EXTENT * side))
 
-    wide = look_wide(w.data, w.upload, w.max_pixels, look)
+    try:
+        wide = look_wide(w.data, w.upload, w.max_pixels, look)
+    except NoInk:
+        if w.found is None:
+            raise
+        return
     if wide is None:
-        raise w.blank
-    w.upload, _, (w.m, w.found) = wide
+        if w.found is None:
+            raise w.blank
+        return
+    upload, _, (m, found) = wide
+    if w.found is None or found.strong > WIDER_GAIN * w.found.strong:
+        w.upload, w.m, w.found = upload, m, found
 
 
 def _zoom(w: _Work) -> None:
