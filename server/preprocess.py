@@ -510,13 +510,15 @@ def stroke_contrast(m: InkMap, least: int = 0) -> float:
     smallest digit's extent in pixels in a look finer than the working size, where the image
     holds many times the pixels a digit that small has: its strongest `least` pixels (about
     what a thin stroke of it holds) then set the contrast at least, if fewer than STRONG_FEW
-    of the image."""
+    of the image, and the band left out along the edges is half as deep (a digit that small
+    may lie closer to the edge of a page photographed whole than a twentieth of its side)."""
     ink = m.ink
     h, w = ink.shape
     # Stroke contrast, measured away from the edges, where page borders and shadows lie: the
     # 99th percentile of what is marked, or, for a digit too small to be a hundredth of that
     # (3 % of a large photo's side), the strongest few pixels.
-    inner = ink[h // 20 : h - h // 20, w // 20 : w - w // 20]
+    band = 40 if least else 20  # parts of each side
+    inner = ink[h // band : h - h // band, w // band : w - w // band]
     marked = inner[inner > max(0.05, 3 * m.noise)]
     strong = 0.0
     if len(marked):
