@@ -203,19 +203,21 @@ def make(
     return Sample(_canvas(ink, rng), "image/png", truth, kinds)
 
 
+def sample(
+    images: np.ndarray, labels: np.ndarray, style: str, stats: Stats, k: int, lengths=(2, 6)
+) -> Sample:
+    """The set's `k`-th number of `style`: its digits drawn from `images`, its seed from `k`."""
+    seed = stats.seed + 7919 * k + {"photo": 0, "canvas": 104_729, PAGE: 209_459}[style]
+    rng = np.random.default_rng(seed)
+    count = int(rng.integers(lengths[0], lengths[1] + 1))
+    idx = rng.choice(len(images), count, replace=False)
+    return make([images[i] for i in idx], [int(labels[i]) for i in idx], style, stats, seed)
+
+
 def samples(
     images: np.ndarray, labels: np.ndarray, style: str, stats: Stats, n: int, lengths=(2, 6)
 ) -> list[Sample]:
-    out = []
-    for k in range(n):
-        seed = stats.seed + 7919 * k + {"photo": 0, "canvas": 104_729, PAGE: 209_459}[style]
-        rng = np.random.default_rng(seed)
-        count = int(rng.integers(lengths[0], lengths[1] + 1))
-        idx = rng.choice(len(images), count, replace=False)
-        out.append(
-            make([images[i] for i in idx], [int(labels[i]) for i in idx], style, stats, seed)
-        )
-    return out
+    return [sample(images, labels, style, stats, k, lengths) for k in range(n)]
 
 
 def free_port() -> int:

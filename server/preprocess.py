@@ -922,14 +922,13 @@ def _find(w: _Work) -> None:
     except NoInk:
         if w.found is None:
             raise
-        return
-    if wide is None:
-        if w.found is None:
-            raise w.blank
-        return
-    upload, _, (m, found) = wide
-    if w.found is None or found.strong > WIDER_GAIN * w.found.strong:
-        w.upload, w.m, w.found = upload, m, found
+        wide = None
+    if wide is not None:
+        upload, _, (m, found) = wide
+        if w.found is None or found.strong > WIDER_GAIN * w.found.strong:
+            w.upload, w.m, w.found = upload, m, found
+    if w.found is None:
+        raise w.blank
 
 
 def _zoom(w: _Work) -> None:

@@ -467,12 +467,7 @@ def test_a_page_photos_shaded_corners_are_not_taken_for_the_number(client, mnist
     read as digits (these read 44, 3218 and 0, the number itself unseen)."""
     images, labels = mnist
     for k in (6, 52, 56):  # the page style's samples of the main set that showed it
-        seed = numbers.MAIN.seed + 7919 * k + 209_459  # as numbers.samples draws them
-        rng = np.random.default_rng(seed)
-        idx = rng.choice(len(images), int(rng.integers(2, 7)), replace=False)
-        sample = numbers.make(
-            [images[i] for i in idx], [int(labels[i]) for i in idx], "page", numbers.MAIN, seed
-        )
+        sample = numbers.sample(images, labels, numbers.PAGE, numbers.MAIN, k)
         assert read(client, sample.data, ctype="image/jpeg").get_json()["number"] == sample.truth
 
 
@@ -483,12 +478,7 @@ def test_a_number_as_small_as_the_wider_look_finds_stands_out_of_the_page(client
     were refused as no_ink, in both modes."""
     images, labels = mnist
     for k in (32, 90, 103, 121):  # the page style's samples of the main set that showed it
-        seed = numbers.MAIN.seed + 7919 * k + 209_459  # as numbers.samples draws them
-        rng = np.random.default_rng(seed)
-        idx = rng.choice(len(images), int(rng.integers(2, 7)), replace=False)
-        sample = numbers.make(
-            [images[i] for i in idx], [int(labels[i]) for i in idx], "page", numbers.MAIN, seed
-        )
+        sample = numbers.sample(images, labels, numbers.PAGE, numbers.MAIN, k)
         assert read(client, sample.data, ctype="image/jpeg").get_json()["number"] == sample.truth
         r = client.post("/predict", data=sample.data, content_type="image/jpeg")
         assert r.status_code == 200, r.get_json()
