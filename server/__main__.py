@@ -25,10 +25,6 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from granian import Granian
-from granian.constants import HTTPModes, Interfaces
-from granian.http import HTTP1Settings
-
 from server import manifest as manifest_mod
 from server.config import METRICS_DIR_VARIABLE, ServerConfig, command_environment
 from server.manifest import ManifestError
@@ -136,6 +132,10 @@ def serve(config: ServerConfig) -> int:
             stale.unlink()
     # The whole app is imported here, once the environment is set and before granian forks
     # the workers, which share its pages instead of importing it each (0.3 s of CPU).
+    from granian import Granian
+    from granian.constants import HTTPModes, Interfaces
+    from granian.http import HTTP1Settings
+
     from server import worker
 
     failed_r, failed_w = os.pipe()
@@ -157,8 +157,11 @@ def serve(config: ServerConfig) -> int:
     server.on_shutdown(lambda: log.info("stopped"))
     # What the master has built so far lives as long as the workers: out of the cyclic
     # garbage collector's reach, so that a collection in a worker never writes to (and so
-    # copies) the pages it shares with the master (Python's gc.freeze documentation).
+    # copies) the pages it shares with the master (Python's gc.freeze documentation). The
+    # collector was off while it was built (main): a full collection amid the imports
+    # traversed every object made so far, for nothing.
     gc.freeze()
+    gc.enable()
     code = 0
     try:
         server.serve()
@@ -175,6 +178,7 @@ def serve(config: ServerConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    gc.disable()  # until serve() freezes what start-up built
     # Pillow warns about odd files (oversized tags, huge sizes) that we refuse or handle
     # anyway; one warning per hostile upload would flood the log.
     warnings.filterwarnings("ignore", module="PIL")
