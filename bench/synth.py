@@ -64,6 +64,12 @@ def _rotate(mask: np.ndarray, degrees: float) -> np.ndarray:
 
 def photo(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     """Phone photo: ink on tinted paper, uneven light, noise, slight blur, off-centre, JPEG."""
+    rgb, _ = _photographed(digit, rng)
+    return _phone_jpeg(rgb, rng)
+
+
+def _photographed(digit: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """photo's picture before the lens's blur and the JPEG, and its ink mask."""
     h, w = 900, 1200
     mask = _rotate(_shape(digit, int(rng.integers(300, 520))), rng.uniform(-8, 8))
     top = int(rng.integers(0, h - mask.shape[0]))
@@ -72,10 +78,73 @@ def photo(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     paper = np.array([rng.uniform(0.85, 0.97), rng.uniform(0.83, 0.95), rng.uniform(0.75, 0.9)])
     pen = np.array([rng.uniform(0.05, 0.2), rng.uniform(0.05, 0.2), rng.uniform(0.1, 0.45)])
     rgb = paper * (1 - ink[..., None]) + pen * ink[..., None]
-    rgb = rgb * _lighting(h, w, rng)[..., None] + rng.normal(0, 0.025, (h, w, 3))
+    return rgb * _lighting(h, w, rng)[..., None] + rng.normal(0, 0.025, (h, w, 3)), ink
+
+
+def _phone_jpeg(rgb: np.ndarray, rng: np.random.Generator) -> bytes:
     im = Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8), "RGB")
     im = im.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.5)))
     return _encode(im, "JPEG", quality=int(rng.integers(70, 92)))
+
+
+def _desk(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """A wooden desk, darker than paper: brown with a wavy grain, RGB in [0, 1]."""
+    base = np.array([rng.uniform(0.25, 0.55), rng.uniform(0.18, 0.4), rng.uniform(0.1, 0.3)])
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    wave = np.sin(xx / rng.uniform(8, 30) + 3 * np.sin(yy / rng.uniform(40, 120)))
+    return base * (1 + 0.06 * wave[..., None]) + rng.normal(0, 0.02, (h, w, 3))
+
+
+def page_on_a_desk(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """photo's page not filling the frame: the desk shows along one or two sides, 4-12 % of
+    the frame deep and slightly askew, never over the digit."""
+    rgb, ink = _photographed(digit, rng)
+    h, w = ink.shape
+    # Where the desk may not reach: the digit and about 15 px around it.
+    near = Image.fromarray((ink > 0.1).astype(np.uint8) * 255).reduce(8)
+    near = np.asarray(
+        near.filter(ImageFilter.MaxFilter(5)).resize((w, h), Image.Resampling.NEAREST)
+    )
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    desk = np.zeros((h, w), dtype=bool)
+    for side in rng.choice(4, size=int(rng.integers(1, 3)), replace=False):
+        depth, tilt = rng.uniform(0.04, 0.12), rng.uniform(-0.05, 0.05)
+        for _ in range(5):  # shallower until clear of the digit
+            strip = (
+                xx < w * depth + tilt * yy,
+                xx > w * (1 - depth) + tilt * yy,
+                yy < h * depth + tilt * xx,
+                yy > h * (1 - depth) + tilt * xx,
+            )[side]
+            if not (strip & (near > 0)).any():
+                desk |= strip
+                break
+            depth /= 2
+    rgb[desk] = _desk(h, w, rng)[desk]
+    return _phone_jpeg(rgb, rng)
+
+
+def sticky_note(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """A sticky note (yellow, pink or green) with the digit on it, turned up to 12 degrees
+    on a desk, 20-70 % of a phone photo: uneven light, slight blur, JPEG."""
+    h, w = 900, 1200
+    side = int(rng.integers(450, 850))
+    note = np.array([(0.98, 0.92, 0.45), (0.98, 0.7, 0.8), (0.7, 0.95, 0.6)][rng.integers(3)])
+    mask = _shape(digit, int(side * rng.uniform(0.5, 0.75)))
+    on_note = np.zeros((side, side), np.float32)
+    at = (side - mask.shape[0]) // 2
+    on_note[at : at + mask.shape[0], at : at + mask.shape[1]] = mask
+    turn = rng.uniform(-12, 12)
+    sheet, ink = _rotate(np.ones((side, side), np.float32), turn), _rotate(on_note, turn)
+    top = int(rng.integers(0, max(1, h - sheet.shape[0])))
+    left = int(rng.integers(0, w - sheet.shape[1]))
+    sh, sw = min(sheet.shape[0], h - top), sheet.shape[1]
+    sheet, ink = sheet[:sh, :, None], ink[:sh, :, None]
+    pen = np.array([rng.uniform(0.05, 0.2), rng.uniform(0.05, 0.2), rng.uniform(0.1, 0.45)])
+    rgb = _desk(h, w, rng)
+    area = rgb[top : top + sh, left : left + sw]
+    area[:] = area * (1 - sheet) + (note * (1 - ink) + pen * ink) * sheet
+    return _phone_jpeg(rgb * _lighting(h, w, rng)[..., None], rng)
 
 
 def coloured_paper(digit: np.ndarray, rng: np.random.Generator) -> bytes:
@@ -484,6 +553,8 @@ KINDS: dict[str, Callable[[np.ndarray, np.random.Generator], bytes]] = {
     "small_in_photo": small_in_photo,
     "on_a_page": on_a_page,
     "blurry_thumbnail": blurry_thumbnail,
+    "page_on_a_desk": page_on_a_desk,
+    "sticky_note": sticky_note,
 }
 
 

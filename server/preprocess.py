@@ -69,6 +69,20 @@ LEVELS = 1024  # histogram levels for the stroke contrast
 SHADE = 0.45  # the most that uneven light darkens paper, in ink units (bench/synth.py: 0.43)
 STROKE_PEAK = 0.5  # of the strongest mark's peak: a piece of the digit reaches at least this
 FITTED_INK = 128  # the strongest pixel of a digit already fitted reaches this (MNIST: 255)
+# A sheet of paper on a darker desk, found as a light mark (_on_the_paper): it covers SHEET
+# of the picture at least, its box is FILLED with ink on average, and SOLID of its box stays
+# marked when worn away by SHEET_WORN of its side (sticky notes 0.34-0.62; the boldest
+# digits found as large and filled, up to 0.38). What is found on it has strokes: worn by
+# STROKES_WORN, STROKES_LEFT of its box stays at most (digits 0.01, a bold 0's hole 0.08).
+SHEET = 0.2
+FILLED = 0.5
+SOLID = 0.3
+SHEET_WORN = 0.05
+STROKES_WORN = 0.1
+STROKES_LEFT = 0.04
+EDGE_BAND = 0.2  # of the picture's side: how deep a desk beside the paper may reach in
+EDGE_SHARE = 0.9  # of a piece's pixels within EDGE_BAND: a piece along the edges
+EDGE_SPAN = 0.8  # of the picture's side: how far a piece along the edges reaches at least
 MIN_EXTENT = 5  # pixels at analysis size: a mark shorter than this is a speck, not a digit
 # Times the working size: the most pixels the second look, for marks too small at working
 # size, is made at. The smallest digit it finds is FINE_EXTENT of half its side (1.25 % of
@@ -383,8 +397,9 @@ class InkMap:
     noise: float  # standard deviation of the paper's grain, in ink units
 
 
-def ink_map(grey: np.ndarray) -> InkMap:
-    """Ink is 1, paper 0, whatever the polarity, the lighting and the paper's colour."""
+def ink_map(grey: np.ndarray, inverted: bool | None = None) -> InkMap:
+    """Ink is 1, paper 0, whatever the polarity, the lighting and the paper's colour.
+    `inverted`, where known, says the polarity: dark ink on a light background."""
     lo, hi = float(grey.min()), float(grey.max())
     if hi - lo < MIN_CONTRAST:
         raise NoInk("No digit found: the image is blank.")
@@ -394,14 +409,20 @@ def ink_map(grey: np.ndarray) -> InkMap:
     ordered = np.sort(grey[:: step[0], :: step[1]], axis=None)  # a sort, as in _kth
     n = ordered.size
     median = float(ordered[n // 2])
-    inverted = median - lo > hi - median
+    known = inverted is not None
+    if not known:
+        inverted = median - lo > hi - median
     mid = 0.5 * (lo + hi)
     # Paper and ink, with little between them: what a digit is, and noise or a scene is not.
     third = (hi - lo) / 3
     between = int(np.searchsorted(ordered, hi - third)) - int(np.searchsorted(ordered, lo + third))
     two_toned = between < TWO_TONED * n
     strongest = None
-    if two_toned and ordered[int(n * (0.5 - BALANCED))] <= mid < ordered[int(n * (0.5 + BALANCED))]:
+    if (
+        not known
+        and two_toned
+        and ordered[int(n * (0.5 - BALANCED))] <= mid < ordered[int(n * (0.5 + BALANCED))]
+    ):
         # Between 30 and 70 % of the image is lighter than halfway: about half of it is ink.
         touching = _polarity_of_a_full_frame(grey, mid)
         if touching is not None:
@@ -461,6 +482,46 @@ def is_border(comps: components.Components, i: int, h: int, w: int) -> bool:
     if area <= 0.5 * h * w or (top == 0) + (left == 0) + (bottom == h) + (right == w) < 2:
         return False
     return area >= 0.8 * ch * cw or len(comps) > TEXTURE_PIECES
+
+
+def along_edges(comps: components.Components, i: int, h: int, w: int) -> bool:
+    """Whether piece `i` lies along the picture's edges, as the desk beside a page or a
+    sticky note does where the paper does not fill the frame: it touches a side, reaches
+    across EDGE_SPAN of the picture, and EDGE_SHARE of its pixels lie within EDGE_BAND of
+    the sides."""
+    t, le, b, r = comps.top[i], comps.left[i], comps.bottom[i], comps.right[i]
+    if not (t == 0 or le == 0 or b == h or r == w):
+        return False
+    if b - t < EDGE_SPAN * h and r - le < EDGE_SPAN * w:
+        return False
+    runs = comps.run_component == i
+    rows, start, end = comps.run_row[runs], comps.run_start[runs], comps.run_end[runs]
+    dy, dx = EDGE_BAND * h, EDGE_BAND * w
+    in_sides = np.clip(np.minimum(end, dx) - start, 0, None) + np.clip(
+        end - np.maximum(start, w - dx), 0, None
+    )
+    length = end - start
+    banded = np.where((rows < dy) | (rows >= h - dy), length, np.minimum(length, in_sides))
+    return int(banded.sum()) >= EDGE_SHARE * comps.area[i]
+
+
+def off_the_edges(
+    comps: components.Components, pieces: list[int], h: int, w: int, min_extent: int
+) -> list[int]:
+    """`pieces` without those along the picture's edges, when another piece, touching none
+    of them, is large enough to be a digit. The strokes of a digit cropped to its own ink
+    touch the edges too."""
+    edge = [i for i in pieces if along_edges(comps, i, h, w)]
+    if not edge or not any(
+        comps.top[i] > 0
+        and comps.left[i] > 0
+        and comps.bottom[i] < h
+        and comps.right[i] < w
+        and max(comps.bottom[i] - comps.top[i], comps.right[i] - comps.left[i]) >= min_extent
+        for i in pieces
+    ):
+        return pieces
+    return [i for i in pieces if i not in edge]
 
 
 def _is_noise(comps: components.Components, h: int, w: int) -> bool:
@@ -607,6 +668,8 @@ def _find_at(m: InkMap, strong: float, lossy: bool, size: int, min_extent: int) 
     if _is_noise(comps, sh, sw):
         raise NoInk("No digit found: the image is noise, with no mark standing out of it.")
     candidates = [i for i in range(len(comps)) if not is_border(comps, i, sh, sw)]
+    if len(candidates) > 1:
+        candidates = off_the_edges(comps, candidates, sh, sw, min_extent)
     if len(candidates) > 1:
         candidates = [
             i
@@ -830,6 +893,44 @@ def _zoom_in(image: Image.Image, m: InkMap, found: Found, lossy: bool) -> Found:
         return found
 
 
+def _on_the_paper(
+    image: Image.Image, m: InkMap, found: Found, lossy: bool
+) -> tuple[InkMap, Found] | None:
+    """The digit on a sheet or sticky note that fills about half a photo of a desk or less:
+    the desk is then the background the ink map takes, and the paper, lighter, is found as
+    a solid mark. Looked at alone, with dark ink, the paper is the background again, and
+    the digit is what lies inside it. None where what was found is no sheet, or nothing
+    with strokes lies on it."""
+    y0, x0, y1, x1 = found.box
+    h, w = m.ink.shape
+    if m.inverted or (y1 - y0) * (x1 - x0) < SHEET * h * w or float(found.crop.mean()) < FILLED:
+        return None
+    if _left_when_worn(m, found, SHEET_WORN) < SOLID:
+        return None
+    ratio = max(image.size) / max(m.ink.shape)
+    box = (round(x0 * ratio), round(y0 * ratio), round(x1 * ratio), round(y1 * ratio))
+    try:
+        paper = ink_map(to_grey(image.crop(box)), inverted=True)
+        on_it = find_digit(paper, lossy)
+    except NoInk:
+        return None
+    t, le, b, r = on_it.box
+    ph, pw = paper.ink.shape
+    if t == 0 or le == 0 or b == ph or r == pw or float(on_it.crop.mean()) >= FILLED:
+        return None
+    # A light digit's hole, seen so, is a solid blob too: the dark inside of a bold 0.
+    if _left_when_worn(paper, on_it, STROKES_WORN) > STROKES_LEFT:
+        return None
+    return paper, on_it
+
+
+def _left_when_worn(m: InkMap, found: Found, share: float) -> float:
+    """The share of what was found's box still marked after its marks are worn away by
+    `share` of the box's longer side each way: strokes go, solid regions stay."""
+    mask = found.crop > ink_threshold(m, found.strong)
+    return float((~dilated(~mask, max(1, round(share * max(mask.shape))))).mean())
+
+
 # preprocess_many takes a batch step by step, each step over a group of uploads: the step's
 # code then stays in the CPU's caches from one upload to the next (256 28x28 PNGs: about a
 # fifth less CPU for the whole request than image after image). A group ends once its decoded
@@ -932,6 +1033,10 @@ def _find(w: _Work) -> None:
 
 
 def _zoom(w: _Work) -> None:
+    paper = _on_the_paper(w.upload.image, w.m, w.found, w.lossy)
+    if paper is not None:
+        w.m, w.found = paper
+        return
     w.found = _zoom_in(w.upload.image, w.m, w.found, w.lossy)
 
 

@@ -66,6 +66,7 @@ from server.preprocess import (
     is_line_piece,
     look_at,
     normalise,
+    off_the_edges,
     region,
     shape_of,
     stroke_contrast,
@@ -303,18 +304,20 @@ def _look(m: InkMap, lossy: bool, strong: float, found: lines.Lines | None, side
     h, w = binary.shape
     if found is not None:
         binary &= ~found.mask
+    side = side or max(h, w)
+    # The single digit's smallest mark: MIN_EXTENT at analysis size, FINE_EXTENT at full size.
+    smallest = MIN_EXTENT * side / ANALYSIS_SIZE if side <= 1.25 * ANALYSIS_SIZE else 0
+    smallest = max(MIN_EXTENT, min(smallest or FINE_EXTENT * side, FINE_EXTENT * side))
     comps = components.label(binary)
     pieces = [i for i in range(len(comps)) if not is_border(comps, i, h, w)]
+    if len(pieces) > 1:
+        pieces = off_the_edges(comps, pieces, h, w, round(smallest))
     if len(pieces) > 1:
         pieces = [
             i for i in pieces if i == pieces[0] or not is_line_piece(comps, i, pieces[0], found)
         ]
     pieces = strokes(comps, m.ink, pieces)  # shade dropped, as for one digit
     extent = [max(comps.bottom[i] - comps.top[i], comps.right[i] - comps.left[i]) for i in pieces]
-    side = side or max(h, w)
-    # The single digit's smallest mark: MIN_EXTENT at analysis size, FINE_EXTENT at full size.
-    smallest = MIN_EXTENT * side / ANALYSIS_SIZE if side <= 1.25 * ANALYSIS_SIZE else 0
-    smallest = max(MIN_EXTENT, min(smallest or FINE_EXTENT * side, FINE_EXTENT * side))
     if not pieces or max(extent) < smallest:
         raise NoInk("No digit found: no mark is large enough to be a digit.")
     # The digits' height: of the pieces with a tenth of the largest one's ink, the height
