@@ -6,7 +6,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFile, ImageFilter
+from PIL import Image, ImageDraw, ImageFile, ImageFilter
 
 from bench import synth
 from server import decode_budget
@@ -243,6 +243,20 @@ def test_a_digit_on_a_sticky_note_on_a_desk_is_read_on_the_note(mnist_test):
     for k in (9999, 9997, 9995, 9994, 9992):
         got = pixels_of(synth.make("sticky_note", images[k], k))
         assert _agreement(got, images[k]) > 0.9, k
+
+
+def test_a_bold_light_0_on_black_is_not_taken_for_a_sheet_with_its_hole_on_it():
+    """A light mark that large and solid may be a sheet on a desk, and is looked at alone with
+    dark ink: there a bold 0's dark hole, soft-edged, is found, a blob without strokes, and
+    is not what is kept."""
+    block = np.zeros((200, 200), np.float32)
+    block[20:180, 40:160] = 1.0
+    hole = Image.new("L", (200, 200), 0)
+    ImageDraw.Draw(hole).ellipse((75, 55, 125, 145), fill=255)
+    soft = np.asarray(hole.filter(ImageFilter.GaussianBlur(12)), np.float32) / 255
+    zero = (255 * block * (1 - soft)).astype(np.uint8)
+    got = pixels_of(encode(Image.fromarray(zero), "PNG"))
+    assert got[14, 14] < 64 and got[14, 4:9].max() > 192  # the hole inside, the 0 round it
 
 
 def _marks(*boxes: tuple[int, int, int, int], size: int = 100) -> InkMap:
