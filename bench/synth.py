@@ -76,9 +76,14 @@ def _photographed(digit: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarr
     left = int(rng.integers(0, w - mask.shape[1]))
     ink = _paste(np.zeros((h, w)), mask, top, left)
     paper = np.array([rng.uniform(0.85, 0.97), rng.uniform(0.83, 0.95), rng.uniform(0.75, 0.9)])
-    pen = np.array([rng.uniform(0.05, 0.2), rng.uniform(0.05, 0.2), rng.uniform(0.1, 0.45)])
+    pen = _pen(rng)
     rgb = paper * (1 - ink[..., None]) + pen * ink[..., None]
     return rgb * _lighting(h, w, rng)[..., None] + rng.normal(0, 0.025, (h, w, 3)), ink
+
+
+def _pen(rng: np.random.Generator) -> np.ndarray:
+    """A ballpoint's colour, RGB: near black to dark blue."""
+    return np.array([rng.uniform(0.05, 0.2), rng.uniform(0.05, 0.2), rng.uniform(0.1, 0.45)])
 
 
 def _phone_jpeg(rgb: np.ndarray, rng: np.random.Generator) -> bytes:
@@ -100,7 +105,7 @@ def page_on_a_desk(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     the frame deep and slightly askew, never over the digit."""
     rgb, ink = _photographed(digit, rng)
     h, w = ink.shape
-    # Where the desk may not reach: the digit and about 15 px around it.
+    # Where the desk may not reach: the digit and 16 px or more around it.
     near = Image.fromarray((ink > 0.1).astype(np.uint8) * 255).reduce(8)
     near = np.asarray(
         near.filter(ImageFilter.MaxFilter(5)).resize((w, h), Image.Resampling.NEAREST)
@@ -140,7 +145,7 @@ def sticky_note(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     left = int(rng.integers(0, w - sheet.shape[1]))
     sh, sw = min(sheet.shape[0], h - top), sheet.shape[1]
     sheet, ink = sheet[:sh, :, None], ink[:sh, :, None]
-    pen = np.array([rng.uniform(0.05, 0.2), rng.uniform(0.05, 0.2), rng.uniform(0.1, 0.45)])
+    pen = _pen(rng)
     rgb = _desk(h, w, rng)
     area = rgb[top : top + sh, left : left + sw]
     area[:] = area * (1 - sheet) + (note * (1 - ink) + pen * ink) * sheet

@@ -877,20 +877,29 @@ def _zoom_in(image: Image.Image, m: InkMap, found: Found, lossy: bool) -> Found:
     size it has a few dozen pixels at most, and the upload more."""
     y0, x0, y1, x1 = found.box
     extent = max(y1 - y0, x1 - x0)
-    ratio = max(image.size) / max(m.ink.shape)
-    if extent >= ZOOM_BELOW or ratio < 1.5:
+    if extent >= ZOOM_BELOW or max(image.size) / max(m.ink.shape) < 1.5:
         return found
     # One digit's size of paper each side: enough to see the paper, not the rest of the page.
-    box = (
-        max(0, round((x0 - extent) * ratio)),
-        max(0, round((y0 - extent) * ratio)),
-        min(image.width, round((x1 + extent) * ratio)),
-        min(image.height, round((y1 + extent) * ratio)),
-    )
+    box = _in_image(image, m, found.box, extent)
     try:
         return find_digit(ink_map(to_grey(image.crop(box))), lossy)
     except NoInk:
         return found
+
+
+def _in_image(
+    image: Image.Image, m: InkMap, box: tuple[int, int, int, int], margin: int = 0
+) -> tuple[int, int, int, int]:
+    """`box` (top, left, bottom, right in the ink map), `margin` wider each way, as a crop box
+    of the decoded image (left, top, right, bottom), within it."""
+    ratio = max(image.size) / max(m.ink.shape)
+    y0, x0, y1, x1 = box
+    return (
+        max(0, round((x0 - margin) * ratio)),
+        max(0, round((y0 - margin) * ratio)),
+        min(image.width, round((x1 + margin) * ratio)),
+        min(image.height, round((y1 + margin) * ratio)),
+    )
 
 
 def _on_the_paper(
@@ -907,10 +916,8 @@ def _on_the_paper(
         return None
     if _left_when_worn(m, found, SHEET_WORN) < SOLID:
         return None
-    ratio = max(image.size) / max(m.ink.shape)
-    box = (round(x0 * ratio), round(y0 * ratio), round(x1 * ratio), round(y1 * ratio))
     try:
-        paper = ink_map(to_grey(image.crop(box)), inverted=True)
+        paper = ink_map(to_grey(image.crop(_in_image(image, m, found.box))), inverted=True)
         on_it = find_digit(paper, lossy)
     except NoInk:
         return None
@@ -1033,6 +1040,8 @@ def _find(w: _Work) -> None:
 
 
 def _zoom(w: _Work) -> None:
+    """What was found looked at again on the decoded pixels: a sheet of paper, or a digit
+    small at working size."""
     paper = _on_the_paper(w.upload.image, w.m, w.found, w.lossy)
     if paper is not None:
         w.m, w.found = paper
@@ -1062,8 +1071,8 @@ def _prepared(
 
 
 # After decoding: an upload already fitted is done; the others go through the look at working
-# size (a second one, wider, where it finds no ink), a small digit found again on the decoded
-# pixels, the fit.
+# size (a second one, wider, where it finds no ink or only shade), a sheet found as a mark
+# looked at alone or a small digit found again on the decoded pixels, the fit.
 STEPS = (_as_given, _grey, _ink, _find, _zoom, _fitted)
 
 

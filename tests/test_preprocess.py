@@ -205,44 +205,43 @@ def test_a_digit_too_small_for_working_size_is_found_in_a_wider_look(seven):
         preprocess(blank, SPEC, CAP)
 
 
+def _fitted_as_drawn(mnist_test, kind: str, ks: tuple[int, ...], above: float) -> None:
+    """bench/synth.py's `kind` made of the test digits `ks`, each fitted in agreement with
+    its MNIST digit above `above`."""
+    images, _ = mnist_test
+    for k in ks:
+        got = pixels_of(synth.make(kind, images[k], k))
+        assert _agreement(got, images[k]) > above, k
+
+
 def test_a_digit_too_small_to_see_is_not_taken_for_the_shade_of_a_page(mnist_test):
     """bench/synth.py's on_a_page: a digit 1.3-2.5 % of a 12-megapixel photo's side, its light
     falling off towards the corners. At working size the digit is too small to see and the
     shade is what stands out, faintly (a stroke contrast of 0.16-0.32 on these): the wider
     look finds the digit's strokes, which stand out more, and they are what is fitted."""
-    images, _ = mnist_test
-    for k in (9959, 9875, 9824, 9823, 9737):  # those whose shade was fitted instead
-        got = pixels_of(synth.make("on_a_page", images[k], k))
-        assert _agreement(got, images[k]) > 0.9, k
+    shaded = (9959, 9875, 9824, 9823, 9737)  # those whose shade was fitted instead
+    _fitted_as_drawn(mnist_test, "on_a_page", shaded, 0.9)
 
 
 def test_a_small_digit_near_the_edge_of_a_page_is_found(mnist_test):
     """on_a_page's digits lie 50 px or more from the photo's edge. The stroke contrast of the
     wider look is measured away from a fortieth of each side, not the working size's
     twentieth, which left these out and refused them as no_ink."""
-    images, _ = mnist_test
-    for k in (9921, 9907, 9874, 9753, 9715):
-        got = pixels_of(synth.make("on_a_page", images[k], k))
-        assert _agreement(got, images[k]) > 0.8, k  # the page's shade: 0.6 at most
+    near_the_edge = (9921, 9907, 9874, 9753, 9715)
+    _fitted_as_drawn(mnist_test, "on_a_page", near_the_edge, 0.8)  # the page's shade: 0.6 at most
 
 
 def test_the_desk_beside_a_page_photographed_is_not_taken_for_ink(mnist_test):
     """bench/synth.py's page_on_a_desk: a strip of desk along one or two sides, darker than
     the paper by as much as the ink. Found with the digit, it was fitted with it (agreement
     with the MNIST digit -0.12 to 0.29 on these before)."""
-    images, _ = mnist_test
-    for k in (9997, 9994, 9991, 9989, 9986):
-        got = pixels_of(synth.make("page_on_a_desk", images[k], k))
-        assert _agreement(got, images[k]) > 0.9, k
+    _fitted_as_drawn(mnist_test, "page_on_a_desk", (9997, 9994, 9991, 9989, 9986), 0.9)
 
 
 def test_a_digit_on_a_sticky_note_on_a_desk_is_read_on_the_note(mnist_test):
     """bench/synth.py's sticky_note: the desk around the note is most of the photo, so the
     note, lighter, was taken for the ink and fitted as a filled mark (agreement 0.33-0.59)."""
-    images, _ = mnist_test
-    for k in (9999, 9997, 9995, 9994, 9992):
-        got = pixels_of(synth.make("sticky_note", images[k], k))
-        assert _agreement(got, images[k]) > 0.9, k
+    _fitted_as_drawn(mnist_test, "sticky_note", (9999, 9997, 9995, 9994, 9992), 0.9)
 
 
 def test_a_bold_light_0_on_black_is_not_taken_for_a_sheet_with_its_hole_on_it():
