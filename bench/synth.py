@@ -152,6 +152,27 @@ def sticky_note(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     return _phone_jpeg(rgb * _lighting(h, w, rng)[..., None], rng)
 
 
+def shadowed(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """photo with a hard-edged shadow over part of the page, the phone's or a hand's: the
+    paper and ink under it 30-55 % darker, its edge 10-60 px soft, a straight or bowed line
+    across the photo or the rim of a round shape, over the digit or beside it."""
+    rgb, ink = _photographed(digit, rng)
+    h, w = ink.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    x, y = xx - w / 2, yy - h / 2
+    if rng.random() < 0.5:
+        angle = rng.uniform(0, 2 * math.pi)
+        c, s = math.cos(angle), math.sin(angle)
+        across, along = c * x + s * y, c * y - s * x
+        inside = across - rng.uniform(-200, 200) + rng.uniform(-6e-4, 6e-4) * along**2
+    else:
+        rx, ry = rng.uniform(250, 700), rng.uniform(250, 700)
+        x, y = x - rng.uniform(-w / 2, w / 2), y - rng.uniform(-h / 2, h / 2)
+        inside = (1 - np.hypot(x / rx, y / ry)) * min(rx, ry)
+    shade = 0.5 * (1 + np.tanh(inside / (2 * rng.uniform(10, 60))))  # a logistic edge
+    return _phone_jpeg(rgb * (1 - rng.uniform(0.3, 0.55) * shade)[..., None], rng)
+
+
 def coloured_paper(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     """Blue or grey ink on yellow, pink or green paper, scanned to PNG."""
     papers = [(0.98, 0.93, 0.55), (0.97, 0.8, 0.85), (0.75, 0.93, 0.78), (0.8, 0.88, 0.98)]
@@ -560,6 +581,7 @@ KINDS: dict[str, Callable[[np.ndarray, np.random.Generator], bytes]] = {
     "blurry_thumbnail": blurry_thumbnail,
     "page_on_a_desk": page_on_a_desk,
     "sticky_note": sticky_note,
+    "shadowed": shadowed,
 }
 
 

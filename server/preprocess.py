@@ -90,6 +90,21 @@ MIN_EXTENT = 5  # pixels at analysis size: a mark shorter than this is a speck, 
 # the thin strokes of a digit so small are averaged with the paper and lose their contrast.
 WIDE = 3
 WIDER_GAIN = 1.5  # how much more strongly the wider look's strokes must stand out (1.2-2 alike)
+# A shadow across the paper (a phone's or a hand's): even blocks of paper, lit (LIT of the
+# lightest block's brightness or more) and shaded (SHADED_PAPER of it), each SHADOW_SHARE of
+# the blocks or more, some of them NEAR blocks apart or less. The gentle fall of light across
+# a photo darkens paper as much, but not so close to lit paper (bench/synth.py's photos: by
+# 0.05 of its brightness a block). A block is even where its middle half of values spans
+# EVEN of the lightest block's brightness at most: no stroke and no shadow's edge crosses it.
+# Such paper is followed on a grid of CELL pixels, taking away what is narrower than
+# OPEN_CELLS cells (the strokes).
+LIT = 0.9
+SHADED_PAPER = (0.25, 0.72)
+SHADOW_SHARE = 0.15
+NEAR = 2
+EVEN = 0.1
+CELL = 2
+OPEN_CELLS = 11
 
 
 @dataclass(frozen=True)
@@ -367,6 +382,95 @@ def _block_background(
     return np.asarray(up, dtype=np.float32)
 
 
+def _shadowed(grey: np.ndarray, lo: float, hi: float) -> bool | None:
+    """None, or, where the paper is partly in a hard-edged shadow as the constants above say,
+    the ink's polarity (True: dark ink), which the median, lit paper or shaded, does not
+    tell: the ink lies beyond the paper's levels, darker than the shaded paper or lighter
+    than the lit, by MIN_INK of the paper's brightness at least. Blocks as
+    _block_background's; an even block's median is its paper.
+    `lo` and `hi` are the darkest and the lightest value."""
+    h, w = grey.shape
+    block = max(8, round(max(h, w) / 8))
+    step = max(1, block // 8)
+    sub, block = grey[::step, ::step], block // step
+    hb, wb = sub.shape[0] // block, sub.shape[1] // block
+    if max(h, w) < 4 * block * step or hb < 2 or wb < 2:
+        return None
+    cells = (
+        sub[: hb * block, : wb * block]
+        .reshape(hb, block, wb, block)
+        .transpose(0, 2, 1, 3)
+        .reshape(hb, wb, -1)
+    )
+    ordered = np.sort(cells, axis=2)
+    k = ordered.shape[2] // 4
+    paper, spread = ordered[:, :, 2 * k], ordered[:, :, 3 * k] - ordered[:, :, k]
+    most = float(paper.max())
+    even = spread < EVEN * most
+    lit = even & (paper >= LIT * most)
+    shaded = even & (paper >= SHADED_PAPER[0] * most) & (paper <= SHADED_PAPER[1] * most)
+    if lit.mean() < SHADOW_SHARE or shaded.mean() < SHADOW_SHARE:
+        return None
+    near_lit = Image.fromarray(lit.astype(np.uint8)).filter(ImageFilter.MaxFilter(2 * NEAR + 1))
+    if not (shaded & (np.asarray(near_lit) > 0)).any():
+        return None
+    darker, lighter = float(paper[shaded].min()) - lo, hi - most
+    if max(darker, lighter) < MIN_INK * most:
+        return None  # nothing beyond the paper's levels: what seemed shaded paper is the ink
+    return darker > lighter
+
+
+def _opened(values: np.ndarray) -> np.ndarray:
+    """A morphological opening of `values` (ink high) on a grid of CELL pixels, one value a
+    cell: what is narrower than OPEN_CELLS cells is taken away, a wide region (paper, lit or
+    in shadow) and the ramp of a shadow's edge are kept. The picture's edge values extend
+    beyond it, so a strip along a side (the desk beside a sticky note) is as wide as it is
+    there and stays."""
+    h, w = values.shape
+    hc, wc = -(-h // CELL), -(-w // CELL)
+    padded = np.pad(values, ((0, hc * CELL - h), (0, wc * CELL - w)), mode="edge")
+    cells = padded.reshape(hc, CELL, wc, CELL).min(axis=(1, 3))
+    r = OPEN_CELLS - 1
+    cells = np.pad(cells, r, mode="edge")
+    eroded = _rank(_rank(cells, np.minimum, 0), np.minimum, 1)
+    return _rank(_rank(eroded, np.maximum, 0), np.maximum, 1)[r:-r, r:-r]
+
+
+def _rank(values: np.ndarray, reduce: np.ufunc, axis: int) -> np.ndarray:
+    """`reduce` (np.minimum or np.maximum) over a window of OPEN_CELLS along `axis`, the edge
+    value repeated beyond: windows of doubling length, then the last two overlapping."""
+    r = OPEN_CELLS // 2
+    out = np.moveaxis(
+        np.pad(values, [(r, r) if a == axis else (0, 0) for a in (0, 1)], "edge"), axis, 0
+    )
+    span = 1
+    while 2 * span <= OPEN_CELLS:
+        out, span = reduce(out[:-span], out[span:]), 2 * span
+    if span < OPEN_CELLS:
+        out = reduce(out[: span - OPEN_CELLS], out[OPEN_CELLS - span :])
+    return np.moveaxis(out, 0, axis)
+
+
+def _on_the_grid(cells: np.ndarray, h: int, w: int) -> np.ndarray:
+    """One value a CELL-pixel cell, interpolated to [h, w] with each cell's value at its
+    centre."""
+    up = Image.fromarray(cells.astype(np.float32), "F").resize(
+        (w, h), Image.Resampling.BILINEAR, box=(0, 0, w / CELL, h / CELL)
+    )
+    return np.asarray(up, dtype=np.float32)
+
+
+def _in_the_shade(grey: np.ndarray, inverted: bool) -> np.ndarray:
+    """The background (ink high) of paper partly in shadow: the opened picture. Where it is
+    darker than the darkest shade (a stroke wider than the opening takes away), it is held
+    there."""
+    values = 1.0 - grey if inverted else grey
+    paper = _opened(values)
+    lit = float(paper.min())
+    paper = np.minimum(paper, lit + (1.0 - SHADED_PAPER[0]) * (1.0 - lit))
+    return _on_the_grid(paper, *grey.shape)
+
+
 def _polarity_of_a_full_frame(grey: np.ndarray, mid: float) -> bool | None:
     """Polarity of an image that is about half ink, as a digit cropped to its own ink is: its
     sides are mostly paper, which the strokes only touch. A side that is dark all along may be
@@ -428,7 +532,12 @@ def ink_map(grey: np.ndarray, inverted: bool | None = None) -> InkMap:
         if touching is not None:
             inverted = touching
             strongest = 1.0 - lo if inverted else hi
-    background = _block_background(grey, inverted, strongest)
+    shadowed = None if known or strongest is not None else _shadowed(grey, lo, hi)
+    if shadowed is not None:
+        inverted = shadowed
+        background = _in_the_shade(grey, inverted)
+    else:
+        background = _block_background(grey, inverted, strongest)
     # Contrast relative to the local paper brightness, so shade and paper colour cancel out:
     # (ink-high value - background) / (1 - background), in as few passes as possible.
     scale = 1.0 / np.maximum(1.0 - background, 0.1)
