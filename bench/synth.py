@@ -173,6 +173,30 @@ def shadowed(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     return _phone_jpeg(rgb * (1 - rng.uniform(0.3, 0.55) * shade)[..., None], rng)
 
 
+def thumb_in_frame(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """photo of a page held in the hand: a thumb reaching in from a side, skin-coloured,
+    rounded and soft-edged, clear of the digit."""
+    rgb, ink = _photographed(digit, rng)
+    h, w = ink.shape
+    near = ink > 0.1
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    side, along = int(rng.integers(4)), rng.uniform(0.15, 0.85)
+    cx, cy = ((along * w, h + 40), (along * w, -40), (-40, along * h), (w + 40, along * h))[side]
+    reach, width = rng.uniform(180, 320), rng.uniform(100, 160)  # half-axes, px
+    for _ in range(5):  # shorter until clear of the digit
+        ry, rx = (reach, width) if side < 2 else (width, reach)
+        r = ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2
+        thumb = np.clip((1 - r) * rng.uniform(3, 8), 0, 1)
+        if not (thumb[near] > 0).any():
+            break
+        reach *= 0.7
+    else:
+        thumb[:] = 0
+    skin = np.array([0.85, 0.62, 0.5]) * rng.uniform(0.7, 1.0)
+    shaded = skin * (0.8 + 0.2 * np.clip(1 - r, 0, 1))[..., None]  # rounded: darker at its rim
+    return _phone_jpeg(rgb * (1 - thumb[..., None]) + shaded * thumb[..., None], rng)
+
+
 def coloured_paper(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     """Blue or grey ink on yellow, pink or green paper, scanned to PNG."""
     papers = [(0.98, 0.93, 0.55), (0.97, 0.8, 0.85), (0.75, 0.93, 0.78), (0.8, 0.88, 0.98)]
@@ -582,6 +606,7 @@ KINDS: dict[str, Callable[[np.ndarray, np.random.Generator], bytes]] = {
     "page_on_a_desk": page_on_a_desk,
     "sticky_note": sticky_note,
     "shadowed": shadowed,
+    "thumb_in_frame": thumb_in_frame,
 }
 
 

@@ -68,6 +68,11 @@ TWO_TONED = 0.3  # share of an image at most in the middle third of its range: p
 LEVELS = 1024  # histogram levels for the stroke contrast
 SHADE = 0.45  # the most that uneven light darkens paper, in ink units (bench/synth.py: 0.43)
 STROKE_PEAK = 0.5  # of the strongest mark's peak: a piece of the digit reaches at least this
+# A finger or thumb in the frame: a solid mark (FINGER_FILL of its box or more) reaching in
+# from a side, lighter than the pen (skin on paper: 0.25-0.55 of the ink's contrast), under
+# FINGER_PEAK of the strongest mark's peak.
+FINGER_PEAK = 0.75
+FINGER_FILL = 0.6
 FITTED_INK = 128  # the strongest pixel of a digit already fitted reaches this (MNIST: 255)
 # A sheet of paper on a darker desk, found as a light mark (_on_the_paper): it covers SHEET
 # of the picture at least, its box is FILLED with ink on average, and SOLID of its box stays
@@ -868,15 +873,25 @@ def tighten(
 
 
 def strokes(comps: components.Components, values: np.ndarray, pieces: list[int]) -> list[int]:
-    """The `pieces` that are strokes, not shade. A stroke's ink comes near the strongest
-    somewhere; shade that uneven light leaves past the background's estimate (a vignette's
-    corners, a page's edge), or a trace of grime, stays under STROKE_PEAK of it everywhere,
-    however large."""
+    """The `pieces` that are strokes, not shade nor a finger. A stroke's ink comes near the
+    strongest somewhere; shade that uneven light leaves past the background's estimate (a
+    vignette's corners, a page's edge), or a trace of grime, stays under STROKE_PEAK of it
+    everywhere, however large."""
     if len(pieces) < 2:
         return pieces
     peak = _peaks(comps, values)
     strongest = max(peak[i] for i in pieces)
-    return [i for i in pieces if peak[i] >= STROKE_PEAK * strongest]
+    h, w = values.shape
+
+    def finger(i: int) -> bool:
+        t, le, b, r = comps.top[i], comps.left[i], comps.bottom[i], comps.right[i]
+        return (
+            (t == 0 or le == 0 or b == h or r == w)
+            and peak[i] < FINGER_PEAK * strongest
+            and comps.area[i] >= FINGER_FILL * (b - t) * (r - le)
+        )
+
+    return [i for i in pieces if peak[i] >= STROKE_PEAK * strongest and not finger(i)]
 
 
 def _peaks(comps: components.Components, values: np.ndarray) -> list[float]:

@@ -253,6 +253,13 @@ def test_a_digit_by_a_hard_shadow_is_fitted_without_the_shadow(mnist_test):
     _fitted_as_drawn(mnist_test, "shadowed", (9997, 9993, 9992, 9986, 9980), 0.9)
 
 
+def test_a_thumb_in_the_frame_is_not_fitted_with_the_digit(mnist_test):
+    """bench/synth.py's thumb_in_frame: a thumb reaching in from a side, lighter than the pen
+    but over half its contrast, was kept as a piece of the digit (agreement 0.06-0.38 on
+    these before)."""
+    _fitted_as_drawn(mnist_test, "thumb_in_frame", (9999, 9996, 9993, 9992, 9989), 0.9)
+
+
 def _in_a_shadow(paper: float, ink: float, shade: float) -> np.ndarray:
     """A 240x320 page of brightness `paper`, `shade` times as bright right of column 90 (an
     edge 8 px soft), with two strokes of brightness `ink`, one in the light and one in the
@@ -321,6 +328,17 @@ def test_a_piece_along_the_edges_is_dropped_only_beside_a_digit_clear_of_them():
     # the stem touches the bottom.
     assert find_digit(_marks((0, 20, 15, 75), (19, 60, 90, 70))).kept == 2
     assert find_digit(_marks((0, 0, 15, 100), (19, 60, 100, 70))).kept == 2
+
+
+def test_a_solid_lighter_mark_reaching_in_from_a_side_is_dropped_as_a_finger():
+    digit = (30, 40, 70, 46)  # a 1, clear of the sides
+    m = _marks(digit)
+    m.ink[80:, 60:90] = 0.6  # a thumb's tip from the bottom: lighter, filled
+    assert (find_digit(m).kept, find_digit(m).box) == (1, digit)
+    m.ink[80:, 60:90] = 1.0  # as strong as the pen: a stroke, kept
+    assert find_digit(m).kept == 2
+    m.ink[80:, 60:90], m.ink[85:, 62:88] = 0.6, 0.0  # lighter, but a frame, not filled
+    assert find_digit(m).kept == 2
 
 
 def test_a_region_of_a_reduced_jpeg_is_decoded_again_finer():
