@@ -74,17 +74,19 @@ STROKE_PEAK = 0.5  # of the strongest mark's peak: a piece of the digit reaches 
 FINGER_PEAK = 0.75
 FINGER_FILL = 0.6
 FITTED_INK = 128  # the strongest pixel of a digit already fitted reaches this (MNIST: 255)
-# A sheet of paper on a darker desk, found as a light mark (_on_the_paper): it covers SHEET
-# of the picture at least, its box is FILLED with ink on average, and SOLID of its box stays
-# marked when worn away by SHEET_WORN of its side (sticky notes 0.34-0.62; the boldest
-# digits found as large and filled, up to 0.38). What is found on it has strokes: worn by
-# STROKES_WORN, STROKES_LEFT of its box stays at most (digits 0.01, a bold 0's hole 0.08).
+# A sheet of paper on a darker desk, found as a light mark (on_the_paper): it covers SHEET
+# of the picture at least, its box is FILLED with ink on average (a note turned askew leaves
+# desk in its box's corners), and SOLID of its box stays marked when worn away by
+# SHEET_WORN of its side (sticky notes 0.34-0.62; the boldest digits found as large and
+# filled, up to 0.38). What is found on it has strokes: worn by STROKES_WORN, STROKES_LEFT
+# of its box stays at most (bold digits on notes 0.006 at most, a bold 0's hole 0.10).
 SHEET = 0.2
-FILLED = 0.5
+FILLED = 0.4
 SOLID = 0.3
 SHEET_WORN = 0.05
-STROKES_WORN = 0.1
+STROKES_WORN = 0.15
 STROKES_LEFT = 0.04
+DESK_RIM = 0.01  # of the sheet's look's longer side: the edge, blurred, taken with the desk
 EDGE_BAND = 0.2  # of the picture's side: how deep a desk beside the paper may reach in
 EDGE_SHARE = 0.9  # of a piece's pixels within EDGE_BAND: a piece along the edges
 EDGE_SPAN = 0.8  # of the picture's side: how far a piece along the edges reaches at least
@@ -1026,33 +1028,58 @@ def _in_image(
     )
 
 
-def _on_the_paper(
+def on_the_paper(
     image: Image.Image, m: InkMap, found: Found, lossy: bool
-) -> tuple[InkMap, Found] | None:
+) -> tuple[InkMap, Found, tuple[int, int, int, int]] | None:
     """The digit on a sheet or sticky note that fills about half a photo of a desk or less:
     the desk is then the background the ink map takes, and the paper, lighter, is found as
     a solid mark. Looked at alone, with dark ink, the paper is the background again, and
-    the digit is what lies inside it. None where what was found is no sheet, or nothing
-    with strokes lies on it."""
+    the digit is what lies inside it. The paper's ink map, what was found on it, and the
+    paper's crop box in `image`; None where what was found is no sheet, or nothing with
+    strokes lies on it."""
     y0, x0, y1, x1 = found.box
     h, w = m.ink.shape
     if m.inverted or (y1 - y0) * (x1 - x0) < SHEET * h * w or float(found.crop.mean()) < FILLED:
         return None
     if _left_when_worn(m, found, SHEET_WORN) < SOLID:
         return None
+    box = _in_image(image, m, found.box)
     try:
-        paper = ink_map(to_grey(image.crop(_in_image(image, m, found.box))), inverted=True)
+        paper = _off_the_desk(ink_map(to_grey(image.crop(box)), inverted=True), m, found)
         on_it = find_digit(paper, lossy)
     except NoInk:
         return None
     t, le, b, r = on_it.box
     ph, pw = paper.ink.shape
-    if t == 0 or le == 0 or b == ph or r == pw or float(on_it.crop.mean()) >= FILLED:
+    if t == 0 or le == 0 or b == ph or r == pw:
         return None
     # A light digit's hole, seen so, is a solid blob too: the dark inside of a bold 0.
     if _left_when_worn(paper, on_it, STROKES_WORN) > STROKES_LEFT:
         return None
-    return paper, on_it
+    return paper, on_it, box
+
+
+def _off_the_desk(paper: InkMap, m: InkMap, found: Found) -> InkMap:
+    """`paper`, the look at a sheet found as `found` in `m`, without the desk its box holds
+    beyond the sheet's edges (the corners of a sticky note turned askew), a little widened:
+    the sheet is what lies between its marks' ends along each row and along each column,
+    so a digit on it, a hole in those marks, is on the sheet even where it nears an edge."""
+    sheet = found.crop > ink_threshold(m, found.strong)
+
+    def between(mask: np.ndarray) -> np.ndarray:
+        n = mask.shape[1]
+        first = mask.argmax(1)[:, None]
+        last = n - 1 - mask[:, ::-1].argmax(1)[:, None]
+        at = np.arange(n)[None, :]
+        return (at >= first) & (at <= last) & mask.any(1)[:, None]
+
+    desk = ~(between(sheet) & between(sheet.T).T)
+    if not desk.any():
+        return paper
+    ph, pw = paper.ink.shape
+    desk = np.asarray(Image.fromarray(desk).resize((pw, ph), Image.Resampling.NEAREST))
+    ink = np.where(dilated(desk, max(1, round(DESK_RIM * max(ph, pw)))), 0.0, paper.ink)
+    return InkMap(ink.astype(np.float32), paper.inverted, paper.noise)
 
 
 def _left_when_worn(m: InkMap, found: Found, share: float) -> float:
@@ -1166,9 +1193,9 @@ def _find(w: _Work) -> None:
 def _zoom(w: _Work) -> None:
     """What was found looked at again on the decoded pixels: a sheet of paper, or a digit
     small at working size."""
-    paper = _on_the_paper(w.upload.image, w.m, w.found, w.lossy)
+    paper = on_the_paper(w.upload.image, w.m, w.found, w.lossy)
     if paper is not None:
-        w.m, w.found = paper
+        w.m, w.found, _ = paper
         return
     w.found = _zoom_in(w.upload.image, w.m, w.found, w.lossy)
 

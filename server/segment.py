@@ -59,6 +59,7 @@ from server.preprocess import (
     Preprocessed,
     decode,
     dilated,
+    find_digit,
     fit,
     ink_map,
     ink_threshold,
@@ -67,6 +68,7 @@ from server.preprocess import (
     look_at,
     normalise,
     off_the_edges,
+    on_the_paper,
     region,
     shape_of,
     stroke_contrast,
@@ -768,6 +770,25 @@ def _upright_size(upload: Decoded) -> tuple[float, float]:
     return w * f, h * f
 
 
+def _on_a_sheet(
+    upload: Decoded, m: InkMap, lossy: bool
+) -> tuple[InkMap, float, _Page, tuple[int, int, int, int]] | None:
+    """The look at the sheet or sticky note the number is written on, where the first look
+    took the desk around it for the paper (preprocess.on_the_paper): its ink map, stroke
+    contrast and page, and the sheet's crop box in upload.image; None elsewhere."""
+    if m.inverted:
+        return None
+    try:
+        sheet = on_the_paper(upload.image, m, find_digit(m, lossy), lossy)
+        if sheet is None:
+            return None
+        paper, _, box = sheet
+        strong = stroke_contrast(paper)
+        return paper, strong, _look(paper, lossy, strong, None), box
+    except NoInk:
+        return None
+
+
 def segment(data: bytes, spec: InputSpec, max_pixels: int, read: Reader, doubt: float) -> Number:
     """The digits of the number in `data`, read by `read`, left to right; `doubt`: the
     whole-digit check's threshold (the manifest's; 0 when `read` does not run it). Raises the
@@ -790,7 +811,11 @@ def segment(data: bytes, spec: InputSpec, max_pixels: int, read: Reader, doubt: 
     origin = (0.0, 0.0)  # the look's top-left corner in the decoded image
     ratio = to_image
     zoomed = None
-    if page.height < ZOOM_HEIGHT and max(upload.size) / max(grey.shape) > 1.25:
+    sheet = _on_a_sheet(upload, m, lossy)
+    if sheet is not None:
+        m, strong, page, box = sheet
+        side, origin, ratio = 0, (box[0], box[1]), (box[2] - box[0]) / m.ink.shape[1]
+    elif page.height < ZOOM_HEIGHT and max(upload.size) / max(grey.shape) > 1.25:
         t = min(g.top for g in page.glyphs)
         b = max(g.bottom for g in page.glyphs)
         le = min(g.left for g in page.glyphs)

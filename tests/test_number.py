@@ -484,6 +484,29 @@ def test_a_number_as_small_as_the_wider_look_finds_stands_out_of_the_page(client
         assert r.status_code == 200, r.get_json()
 
 
+def test_a_number_on_a_sticky_note_on_a_desk_is_read_on_the_note(client, mnist):
+    """The desk around the note is most of the photo: the first look takes the note, lighter,
+    for the ink. As for one digit, the note is looked at alone, with dark ink, and the
+    digits' boxes are in the upload's pixels, on the note."""
+    images, labels = mnist
+    ink = side_by_side([images[i] for i in (3, 2, 1)], gap=8)
+    ink = Image.fromarray(ink).resize((ink.shape[1] * 6, ink.shape[0] * 6), Image.BICUBIC)
+    note = Image.new("RGB", (ink.width + 120, ink.height + 120), (250, 234, 120))
+    note.paste((30, 30, 90), (60, 60), ink)  # blue pen
+    turned = note.rotate(8, resample=Image.BICUBIC, expand=True)
+    mask = Image.new("L", note.size, 255).rotate(8, resample=Image.BICUBIC, expand=True)
+    photo = Image.new("RGB", (1200, 900), (96, 66, 44))  # a wooden desk
+    at = (300, 200)
+    photo.paste(turned, at, mask)
+    buf = io.BytesIO()
+    photo.save(buf, format="JPEG", quality=90)
+    a = read(client, buf.getvalue(), ctype="image/jpeg").get_json()
+    assert a["number"] == "".join(str(labels[i]) for i in (3, 2, 1))  # 014
+    for d in a["digits"]:
+        x0, y0, x1, y1 = d["box"]
+        assert at[0] < x0 < x1 < at[0] + turned.width and at[1] < y0 < y1 < at[1] + turned.height
+
+
 def test_the_openapi_document_describes_the_mode(client, mnist):
     images, _ = mnist
     doc = client.get("/openapi.json").get_json()
