@@ -8,8 +8,10 @@ PNGs, in either polarity and at any size. Each step below undoes one way they di
   as_fitted   an upload that already is a fitted digit (an MNIST digit as stored) is taken
               as it is: the steps below would only resample it
   to_grey     any mode to one grey channel; transparent pixels become background
-  ink_map     ink polarity, uneven lighting and paper colour removed: ink is 1, background 0
-  find_digit  connected components; specks and page borders dropped
+  ink_map     ink polarity, uneven lighting, shadows and paper colour removed: ink is 1,
+              background 0
+  find_digit  connected components; specks, page borders, a desk along the edges and a
+              thumb dropped; a sheet on a desk looked at alone (on_the_paper)
   fit         the digit's ink box scaled to the manifest's box, centred by centre of mass
               on the manifest's pixel, quantised to 8 bits as MNIST is, then normalised
 """
