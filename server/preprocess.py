@@ -75,6 +75,7 @@ STROKE_PEAK = 0.5  # of the strongest mark's peak: a piece of the digit reaches 
 # FINGER_PEAK of the strongest mark's peak.
 FINGER_PEAK = 0.75
 FINGER_FILL = 0.6
+FINGER_WIDTH = 0.15  # of the picture's shorter side, both ways: a speck at the edge is no finger
 FITTED_INK = 128  # the strongest pixel of a digit already fitted reaches this (MNIST: 255)
 # A sheet of paper on a darker desk, found as a light mark (on_the_paper): it covers SHEET
 # of the picture at least, its box is FILLED with ink on average (a note turned askew leaves
@@ -893,6 +894,7 @@ def strokes(comps: components.Components, values: np.ndarray, pieces: list[int])
             (t == 0 or le == 0 or b == h or r == w)
             and peak[i] < FINGER_PEAK * strongest
             and comps.area[i] >= FINGER_FILL * (b - t) * (r - le)
+            and min(b - t, r - le) >= FINGER_WIDTH * min(h, w)
         )
 
     return [i for i in pieces if peak[i] >= STROKE_PEAK * strongest and not finger(i)]
