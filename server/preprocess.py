@@ -11,7 +11,9 @@ PNGs, in either polarity and at any size. Each step below undoes one way they di
   ink_map     ink polarity, uneven lighting, shadows and paper colour removed: ink is 1,
               background 0
   find_digit  connected components; specks, page borders, a desk along the edges and a
-              thumb dropped; a sheet on a desk looked at alone (on_the_paper)
+              thumb dropped
+  zoom        a sheet on a desk looked at alone (on_the_paper), a digit small at working
+              size found again on the decoded pixels
   fit         the digit's ink box scaled to the manifest's box, centred by centre of mass
               on the manifest's pixel, quantised to 8 bits as MNIST is, then normalised
 """
@@ -328,6 +330,27 @@ def _low(values: np.ndarray) -> float:
     return _kth(values, values.size // 10)
 
 
+def _blocks(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """The picture in blocks, for the background and for a shadow: every `step`-th pixel
+    (plenty for a percentile, and the cost flat in image size), those of each block one row
+    of an [hb, wb, n] array, None for a thumbnail or a sliver; and the blocks' pitch in the
+    picture's pixels."""
+    h, w = grey.shape
+    block = max(8, round(max(h, w) / 8))  # several stroke widths, even on a tiny image
+    step = max(1, block // 8)
+    sub, block = grey[::step, ::step], block // step
+    hb, wb = sub.shape[0] // block, sub.shape[1] // block  # a ragged edge strip is left out
+    if max(h, w) < 4 * block * step or not hb or not wb:
+        return sub, None, block * step
+    cells = (
+        sub[: hb * block, : wb * block]
+        .reshape(hb, block, wb, block)
+        .transpose(0, 2, 1, 3)
+        .reshape(hb, wb, -1)
+    )
+    return sub, cells, block * step
+
+
 def _block_background(
     grey: np.ndarray, inverted: bool, strongest: float | None
 ) -> np.ndarray | float:
@@ -335,21 +358,12 @@ def _block_background(
     or one value where the background is even. `strongest`, the inkiest value (ink high), is
     given for an image about half ink, whose strokes may fill whole blocks."""
     h, w = grey.shape
-    block = max(8, round(max(h, w) / 8))  # several stroke widths, even on a tiny image
-    # Every `step`-th pixel is plenty for a percentile and keeps the cost flat in image size.
-    step = max(1, block // 8)
-    sub, block = grey[::step, ::step], block // step
-    sub = 1.0 - sub if inverted else sub
-    hb, wb = sub.shape[0] // block, sub.shape[1] // block  # a ragged edge strip is left out
-    if max(h, w) < 4 * block * step or not hb or not wb:
+    sub, cells, pitch = _blocks(grey)
+    if cells is None:
         # A thumbnail (MNIST's own size) or a sliver (320 x 1): no light to follow.
-        return _low(sub)
-    cells = (
-        sub[: hb * block, : wb * block]
-        .reshape(hb, block, wb, block)
-        .transpose(0, 2, 1, 3)
-        .reshape(hb, wb, -1)
-    )
+        return _low(1.0 - sub if inverted else sub)
+    cells = 1.0 - cells if inverted else cells
+    hb, wb = cells.shape[:2]
     k = cells.shape[2] // 10
     low = np.sort(cells, axis=2)[:, :, k]  # a sort, as in _kth
     # A block inside a stroke holds no paper. Where the digit fills the picture (cropped to
@@ -385,7 +399,6 @@ def _block_background(
         ext[:, -1] = 2 * ext[:, -2] - ext[:, -3]
     else:
         ext[:, 0] = ext[:, -1] = ext[:, 1]
-    pitch = block * step
     up = Image.fromarray(ext, "F").resize(
         (w, h), Image.Resampling.BILINEAR, box=(1, 1, 1 + w / pitch, 1 + h / pitch)
     )
@@ -397,21 +410,11 @@ def _shadowed(grey: np.ndarray, lo: float, hi: float) -> bool | None:
     the ink's polarity (True: dark ink), which the median, lit paper or shaded, does not
     tell: the ink lies beyond the paper's levels, darker than the shaded paper or lighter
     than the lit, by MIN_INK of the paper's brightness at least. Blocks as
-    _block_background's; an even block's median is its paper.
+    _blocks'; an even block's median is its paper.
     `lo` and `hi` are the darkest and the lightest value."""
-    h, w = grey.shape
-    block = max(8, round(max(h, w) / 8))
-    step = max(1, block // 8)
-    sub, block = grey[::step, ::step], block // step
-    hb, wb = sub.shape[0] // block, sub.shape[1] // block
-    if max(h, w) < 4 * block * step or hb < 2 or wb < 2:
+    _, cells, _ = _blocks(grey)
+    if cells is None or min(cells.shape[:2]) < 2:
         return None
-    cells = (
-        sub[: hb * block, : wb * block]
-        .reshape(hb, block, wb, block)
-        .transpose(0, 2, 1, 3)
-        .reshape(hb, wb, -1)
-    )
     ordered = np.sort(cells, axis=2)
     k = ordered.shape[2] // 4
     paper, spread = ordered[:, :, 2 * k], ordered[:, :, 3 * k] - ordered[:, :, k]
