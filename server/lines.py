@@ -73,14 +73,23 @@ def _bands(rows: np.ndarray) -> int:
     return int(rows[0]) + int(np.count_nonzero(rows[1:] & ~rows[:-1]))
 
 
+def _beside(counts: np.ndarray, reach: int) -> np.ndarray:
+    """For each row (along the last axis), the emptier of its two sides: on each side the
+    emptiest of the `reach` rows next to it (rows beyond the picture empty), the fuller of
+    the two sides. The emptiest, not the row `reach` away: on squared paper that row may lie
+    on the next line of the grid."""
+    n = counts.shape[-1]
+    padded = np.zeros((*counts.shape[:-1], n + 2 * reach), dtype=counts.dtype)
+    padded[..., reach : reach + n] = counts
+    emptiest = np.lib.stride_tricks.sliding_window_view(padded, reach, axis=-1).min(axis=-1)
+    return np.maximum(emptiest[..., :n], emptiest[..., reach + 1 : reach + 1 + n])
+
+
 def _standing(counts: np.ndarray, long: float, thickness: int) -> np.ndarray:
     """Rows (by their ink counts) that may hold a line: enough ink for a long run, and more
-    than the rows `thickness` + 1 away on both sides, which a thick stroke's inner rows do
+    than some row within `thickness` + 1 on both sides, which a thick stroke's inner rows do
     not have; that alone passes over a canvas's fat strokes cheaply."""
-    h = len(counts)
-    padded = np.zeros(h + 2 * (thickness + 1), dtype=np.int64)
-    padded[thickness + 1 : thickness + 1 + h] = counts
-    beside = np.maximum(padded[:h], padded[2 * (thickness + 1) :])
+    beside = _beside(counts, thickness + 1)
     return np.flatnonzero((counts >= long) & (counts - beside >= 0.5 * long))
 
 
@@ -150,8 +159,7 @@ def _tilt(binary: np.ndarray, long: float, thickness: int) -> float:
     gap = thickness + 3  # three rows summed: the line's own rows reach one further
     padded = np.zeros((len(TILTS), h + 2 * gap), dtype=np.float32)
     padded[:, gap : gap + h] = profiles
-    beside = np.maximum(padded[:, :h], padded[:, 2 * gap :])
-    standing = (profiles >= long) & (profiles - beside >= 0.5 * long)
+    standing = (profiles >= long) & (profiles - _beside(profiles, gap) >= 0.5 * long)
     if not standing.any():
         return 0.0
     # The tilt with the most line ink in all: each line counted once, at its peak row. A

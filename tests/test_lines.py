@@ -28,6 +28,19 @@ def test_a_grid_is_removed_crossings_included():
     assert np.array_equal(found.mask, binary)
 
 
+def test_squared_paper_is_found_line_by_line_whatever_the_size_of_its_squares():
+    # Squares of 5 to 15 pixels on a 320-pixel side: some as fine as the thickest run that
+    # counts as a line, where the rows a line stands out of lie on the next line.
+    for pitch in range(5, 16):
+        binary = np.zeros((150, 320), bool)
+        binary[3::pitch] = True
+        binary[:, 5::pitch] = True
+        found = lines.find(binary)
+        assert found is not None
+        assert found.count == len(range(3, 150, pitch)) + len(range(5, 320, pitch)), pitch
+        assert np.array_equal(found.mask, binary), pitch
+
+
 def test_a_box_whose_side_touches_a_stroke_keeps_the_stroke():
     binary = np.zeros((100, 80), bool)
     binary[5:7, 5:75] = binary[93:95, 5:75] = True  # top and bottom
