@@ -6,12 +6,14 @@
 Numbers of 2 to 6 MNIST test digits side by side, with random gaps (some digits touching),
 baseline drift and slanted lines, in two styles: `photo` (ink on tinted paper, uneven light,
 camera noise and blur, JPEG) and `canvas` (thick strokes, white on black or black on white,
-PNG). `--styles page` adds, or measures alone, a third: a small number on a page photographed
-whole (digits 50-130 px in a 12-megapixel JPEG with the light, grain and blur of
-bench/synth.py's small_in_photo). Each is sent over HTTP to a `python -m server` started on
-127.0.0.1, and scored: the share of numbers read exactly, per style and per kind (plain,
-touching, drift, slant), the share of digits read right, and the share of numbers flagged
-uncertain.
+PNG). `--styles` adds, or measures alone, two more: `page`, a small number on a page
+photographed whole (digits 50-130 px in a 12-megapixel JPEG with the light, grain and blur of
+bench/synth.py's small_in_photo), and `forms`, a number written in a form's row of boxes or
+on its comb, on ruled or squared paper, or underlined (lines black, grey or a form's light
+colour, scanned or photographed, PNG or JPEG, as bench/synth.py's forms). Each is sent over
+HTTP to a `python -m server` started on 127.0.0.1, and scored: the share of numbers read
+exactly, per style and per kind (plain, touching, drift, slant; the form), the share of digits
+read right, and the share of numbers flagged uncertain.
 
 Two sets of statistics, each seeded: `main`, and `other`, with different gaps, more and deeper
 touching, more drift and slant, digits of uneven size each leaning its own way, drawn from
@@ -46,6 +48,8 @@ from training.data import load_split, resolve_data_dir
 ROOT = Path(__file__).resolve().parent.parent
 STYLES = ("photo", "canvas")  # the default report
 PAGE = "page"  # a small number in a large photo: --styles
+FORMS = "forms"  # a number written on a form or on lined paper: --styles
+FORM_KINDS = ("boxes", "comb", "ruled", "squared", "underlined")
 SINGLES = 1000  # single digits of each default style read alone
 
 
@@ -183,6 +187,69 @@ def _canvas(ink: np.ndarray, rng: np.random.Generator) -> bytes:
     return synth._encode(Image.fromarray((grey * 255).astype(np.uint8), "L"), "PNG")
 
 
+def _in_cells(
+    digits: list[np.ndarray], height: int, comb: bool, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """A digit a cell, in a row of boxes or on a comb (a baseline with ticks between the
+    cells), an empty cell or two after them; (ink, lines). A digit may touch its box."""
+    masks = [_digit_ink(d, height, 0, 0.0) for d in digits]
+    width = int(rng.integers(1, max(2, height // 30) + 1))
+    cell, box = round(height * rng.uniform(0.9, 1.3)), round(height * rng.uniform(1.05, 1.35))
+    n = len(masks) + int(rng.integers(0, 3))
+    pad = int(rng.integers(4, height // 2 + 6))
+    h, w = box + 2 * pad, n * cell + 2 * pad + width
+    ink, lines = np.zeros((h, w), np.float32), np.zeros((h, w), np.float32)
+    for i, m in enumerate(masks):
+        mh, mw = m.shape
+        x = (
+            pad
+            + i * cell
+            + max(1, (cell - mw) // 2)
+            + int(rng.integers(-cell // 10, cell // 10 + 1))
+        )
+        if comb:  # on the baseline, or dipping through it
+            y = pad + box - mh + int(rng.integers(-height // 12 - 1, 2))
+        else:
+            y = pad + max(1, box - mh - int(rng.integers(1, max(2, box - mh) + 1)))
+        x, y = int(np.clip(x, 0, w - mw)), int(np.clip(y, 0, h - mh))
+        ink[y : y + mh, x : x + mw] = np.maximum(ink[y : y + mh, x : x + mw], m)
+    if comb:
+        tick = round(height * rng.uniform(0.2, 0.45))
+        synth._hline(lines, pad + box, pad - width, pad + n * cell + width, width)
+        for k in range(n + 1):
+            synth._vline(lines, pad + k * cell, pad + box - tick, pad + box + 1, width)
+    else:
+        for y in (pad, pad + box):
+            synth._hline(lines, y, pad - width, pad + n * cell + width, width)
+        for k in range(n + 1):
+            synth._vline(lines, pad + k * cell, pad - width, pad + box + width, width)
+    return ink, lines
+
+
+def _on_lines(
+    ink: np.ndarray, height: int, form: str, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """The number's ink on a page with ruled or squared lines, or a line under it; (ink,
+    lines)."""
+    ih, iw = ink.shape
+    h, w = ih + int(rng.integers(30, 3 * height)), iw + int(rng.integers(40, 3 * height))
+    top, left = int(rng.integers(8, h - ih - 20)), int(rng.integers(5, w - iw - 4))
+    page = synth._paste(np.zeros((h, w), np.float32), ink, top, left)
+    lines = np.zeros((h, w), np.float32)
+    width = int(rng.integers(1, 3))
+    if form == "underlined":
+        y = top + ih + int(rng.integers(-2, max(3, height // 8)))
+        synth._hline(lines, y, 2, w - 2, int(rng.integers(1, max(2, height // 20) + 1)))
+        return page, lines
+    pitch = height * (rng.uniform(0.45, 0.9) if form == "ruled" else rng.uniform(0.2, 0.5))
+    for y in np.arange(rng.uniform(0, pitch), h, pitch):
+        synth._hline(lines, y, 0, w, width)
+    if form == "squared":
+        for x in np.arange(rng.uniform(0, pitch), w, pitch):
+            synth._vline(lines, x, 0, h, width)
+    return page, lines * rng.uniform(0.4, 1.0)
+
+
 def make(
     digits: list[np.ndarray], labels: list[int], style: str, stats: Stats, seed: int
 ) -> Sample:
@@ -191,11 +258,25 @@ def make(
         height, thicken = int(rng.integers(70, 130)), 0
     elif style == PAGE:
         height, thicken = int(rng.integers(50, 130)), 0
+    elif style == FORMS:
+        height, thicken = int(rng.integers(50, 120)), 0
     else:
         height = int(rng.integers(60, 110))
         thicken = round(height * rng.uniform(0.025, 0.065))  # bench/synth.py's canvas: alike
-    ink, kinds = _line(digits, height, thicken, stats, rng)
     truth = "".join(str(d) for d in labels)
+    if style == FORMS:
+        form = FORM_KINDS[int(rng.integers(len(FORM_KINDS)))]
+        if form in ("boxes", "comb"):
+            ink, lines = _in_cells(digits, height, form == "comb", rng)
+            kinds: tuple[str, ...] = (form,)
+        else:
+            ink, kinds = _line(digits, height, thicken, stats, rng)
+            ink, lines = _on_lines(ink, height, form, rng)
+            kinds = tuple(sorted({*kinds, form} - {"plain"}))
+        jpeg = bool(rng.random() < 0.5)
+        data = synth._form_sheet(ink, lines, rng, jpeg)
+        return Sample(data, "image/jpeg" if jpeg else "image/png", truth, kinds)
+    ink, kinds = _line(digits, height, thicken, stats, rng)
     if style == "photo":
         return Sample(_photo(ink, rng), "image/jpeg", truth, kinds)
     if style == PAGE:
@@ -207,7 +288,11 @@ def sample(
     images: np.ndarray, labels: np.ndarray, style: str, stats: Stats, k: int, lengths=(2, 6)
 ) -> Sample:
     """The set's `k`-th number of `style`: its digits drawn from `images`, its seed from `k`."""
-    seed = stats.seed + 7919 * k + {"photo": 0, "canvas": 104_729, PAGE: 209_459}[style]
+    seed = (
+        stats.seed
+        + 7919 * k
+        + {"photo": 0, "canvas": 104_729, PAGE: 209_459, FORMS: 314_159}[style]
+    )
     rng = np.random.default_rng(seed)
     count = int(rng.integers(lengths[0], lengths[1] + 1))
     idx = rng.choice(len(images), count, replace=False)
@@ -308,7 +393,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     p.add_argument("--samples", type=Path, help="write the first images of each set here")
     p.add_argument("--stats", default="main,other", help="main, other or both")
-    p.add_argument("--styles", default=",".join(STYLES), help=f"of {', '.join((*STYLES, PAGE))}")
+    p.add_argument(
+        "--styles", default=",".join(STYLES), help=f"of {', '.join((*STYLES, PAGE, FORMS))}"
+    )
     args = p.parse_args(argv)
     styles = args.styles.split(",")
     test = load_split(resolve_data_dir(os.environ.get("MNIST_DIR")), "test")
@@ -385,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         proc.wait(30)
     for (name, style), got in answers.items():
         results[f"{name}/{style}"] = score(got)
-        for kind in ("plain", "touching", "drift", "slant"):
+        for kind in ("plain", "touching", "drift", "slant", *FORM_KINDS):
             sub = [(s, a) for s, a in got if kind in s.kinds]
             if sub:
                 results[f"{name}/{style}/{kind}"] = score(sub)

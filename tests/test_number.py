@@ -528,6 +528,19 @@ def test_a_number_on_squared_paper_is_read(client, mnist):
     assert right >= 18
 
 
+def test_numbers_written_on_forms_are_read(client, mnist):
+    """bench.numbers' forms: in a row of boxes, on a comb, on ruled or squared paper,
+    underlined; the lines are taken out and each digit read."""
+    images, labels = mnist
+    made = [numbers.sample(images, labels, numbers.FORMS, numbers.MAIN, k) for k in range(12)]
+    forms = [set(s.kinds) & set(numbers.FORM_KINDS) for s in made]
+    assert all(len(f) == 1 for f in forms) and len(set.union(*forms)) >= 4
+    right = sum(
+        read(client, s.data, ctype=s.media_type).get_json().get("number") == s.truth for s in made
+    )
+    assert right >= 11
+
+
 def test_the_openapi_document_describes_the_mode(client, mnist):
     images, _ = mnist
     doc = client.get("/openapi.json").get_json()
