@@ -91,6 +91,10 @@ SOLID = 0.3
 SHEET_WORN = 0.05
 STROKES_WORN = 0.15
 STROKES_LEFT = 0.04
+# Ink on the sheet this strong, full black against full white, is no pen photographed on
+# paper (sticky notes 0.73-0.91): it is the dark canvas showing through a bold light digit
+# drawn on it, whose strokes the sheet look took for the paper.
+DRAWN = 0.97
 DESK_RIM = 0.01  # of the sheet's look's longer side: the edge, blurred, taken with the desk
 EDGE_BAND = 0.2  # of the picture's side: how deep a desk beside the paper may reach in
 EDGE_SHARE = 0.9  # of a piece's pixels within EDGE_BAND: a piece along the edges
@@ -1058,7 +1062,7 @@ def on_the_paper(
         return None
     t, le, b, r = on_it.box
     ph, pw = paper.ink.shape
-    if t == 0 or le == 0 or b == ph or r == pw:
+    if t == 0 or le == 0 or b == ph or r == pw or on_it.strong >= DRAWN:
         return None
     # A light digit's hole, seen so, is a solid blob too: the dark inside of a bold 0.
     if _left_when_worn(paper, on_it, STROKES_WORN) > STROKES_LEFT:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFile, ImageFilter
 
-from bench import synth
+from bench import numbers, synth
 from server import decode_budget
 from server import preprocess as preprocess_module
 from server.errors import ApiError, NoInk, TooManyPixels, UndecodableImage, UnsupportedFormat
@@ -317,6 +317,19 @@ def test_a_bold_light_0_on_black_is_not_taken_for_a_sheet_with_its_hole_on_it():
     zero = (255 * block * (1 - soft)).astype(np.uint8)
     got = pixels_of(encode(Image.fromarray(zero), "PNG"))
     assert got[14, 14] < 64 and got[14, 4:9].max() > 192  # the hole inside, the 0 round it
+
+
+def test_a_bold_light_digit_drawn_on_black_is_not_taken_for_a_sheet(mnist_test):
+    """bench.numbers' canvas style, white on black with a broad brush: the digit is light,
+    large and solid enough for a sheet on a desk, and the canvas showing through its loops
+    and bays was found on it as the digit (these read 1, 0 or 9 before). Ink on a sheet that
+    strong, full black on full white, is no pen photographed on paper."""
+    images, labels = mnist_test
+    for i in (277, 495, 701, 823, 923):
+        drawn = numbers.make([images[i]], [int(labels[i])], "canvas", numbers.MAIN, i)
+        p = preprocess(drawn.data, SPEC, CAP)
+        assert not p.inverted, i
+        assert _agreement(p.pixels, images[i]) > 0.8, i
 
 
 def _marks(*boxes: tuple[int, int, int, int], size: int = 100) -> InkMap:
