@@ -74,10 +74,10 @@ def _bands(rows: np.ndarray) -> int:
 
 
 def _beside(counts: np.ndarray, reach: int) -> np.ndarray:
-    """For each row (along the last axis), the emptier of its two sides: on each side the
-    emptiest of the `reach` rows next to it (rows beyond the picture empty), the fuller of
-    the two sides. The emptiest, not the row `reach` away: on squared paper that row may lie
-    on the next line of the grid."""
+    """For each row (along the last axis), the ink beside it: on each side the emptiest of the
+    `reach` rows next to it (rows beyond the picture empty), and of the two sides the fuller.
+    The emptiest, not the row `reach` away: on squared paper that row may lie on the next line
+    of the grid."""
     n = counts.shape[-1]
     padded = np.zeros((*counts.shape[:-1], n + 2 * reach), dtype=counts.dtype)
     padded[..., reach : reach + n] = counts

@@ -322,7 +322,7 @@ def test_a_bold_light_0_on_black_is_not_taken_for_a_sheet_with_its_hole_on_it():
 def test_a_bold_light_digit_drawn_on_black_is_not_taken_for_a_sheet(mnist_test):
     """bench.numbers' canvas style, white on black with a broad brush: the digit is light,
     large and solid enough for a sheet on a desk, and the canvas showing through its loops
-    and bays was found on it as the digit (these read 1, 0 or 9 before). Ink on a sheet that
+    and bays was found on it as the digit (these read 2, 5, 2, 6 and 0 before). Ink on a sheet that
     strong, full black on full white, is no pen photographed on paper."""
     images, labels = mnist_test
     for i in (277, 495, 701, 823, 923):
