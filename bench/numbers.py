@@ -10,10 +10,10 @@ PNG). `--styles` adds, or measures alone, two more: `page`, a small number on a 
 photographed whole (digits 50-130 px in a 12-megapixel JPEG with the light, grain and blur of
 bench/synth.py's small_in_photo), and `forms`, a number written in a form's row of boxes or
 on its comb, on ruled or squared paper, or underlined (lines black, grey or a form's light
-colour, scanned or photographed, PNG or JPEG, as bench/synth.py's forms). Each is sent over
-HTTP to a `python -m server` started on 127.0.0.1, and scored: the share of numbers read
-exactly, per style and per kind (plain, touching, drift, slant; the form), the share of digits
-read right, and the share of numbers flagged uncertain.
+colour on evenly lit paper with a little noise, PNG or JPEG, as bench/synth.py's forms). Each
+is sent over HTTP to a `python -m server` started on 127.0.0.1, and scored: the share of
+numbers read exactly, per style and per kind (plain, touching, drift, slant; the form), the
+share of digits read right, and the share of numbers flagged uncertain.
 
 Two sets of statistics, each seeded: `main`, and `other`, with different gaps, more and deeper
 touching, more drift and slant, digits of uneven size each leaning its own way, drawn from

@@ -782,9 +782,8 @@ def _on_a_sheet(
         sheet = on_the_paper(upload.image, m, find_digit(m, lossy), lossy)
         if sheet is None:
             return None
-        paper, _, box = sheet
-        strong = stroke_contrast(paper)
-        return paper, strong, _look(paper, lossy, strong, None), box
+        paper, on_it, box = sheet
+        return paper, on_it.strong, _look(paper, lossy, on_it.strong, None), box
     except NoInk:
         return None
 
