@@ -115,9 +115,14 @@ def _free_port(host: str) -> int:
 
 
 def serve(config: ServerConfig) -> int:
+    # Imported here, after command_environment(): onnxruntime reads its settings on import.
+    from server.ensemble import DeviceError, check_device
+
+    # A broken bundle or a missing CUDA provider fails here, once, before any worker starts.
     try:
-        manifest_mod.load(config.artifacts)  # a broken bundle fails here, once, not per worker
-    except ManifestError as e:
+        manifest_mod.load(config.artifacts)
+        check_device(config.device)
+    except (ManifestError, DeviceError) as e:
         log.error("cannot start: %s", e)
         return 2
     port = config.port or _free_port(config.host)

@@ -42,15 +42,21 @@ class Outputs:
     whole: np.ndarray | None = None
 
 
-def _providers(device: str) -> list:
+def check_device(device: str) -> list[str]:
+    """onnxruntime's providers; DeviceError where `device` asks for one it lacks."""
     available = ort.get_available_providers()
-    if device == "cpu":
-        return [CPU]
     if device == "cuda" and CUDA not in available:
         raise DeviceError(
             "--device cuda: this onnxruntime has no CUDA provider (install onnxruntime-gpu "
             f"instead of onnxruntime); available: {', '.join(available)}"
         )
+    return available
+
+
+def _providers(device: str) -> list:
+    if device == "cpu":
+        return [CPU]
+    available = check_device(device)
     if CUDA in available:
         # onnxruntime-gpu installed with its [cuda,cudnn] extras keeps CUDA and cuDNN in pip
         # packages the loader does not search; preloading them is its documented remedy.
