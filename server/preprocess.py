@@ -108,15 +108,18 @@ WIDE = 3
 WIDER_GAIN = 1.5  # how much more strongly the wider look's strokes must stand out (1.2-2 alike)
 # A shadow across the paper (a phone's or a hand's): even blocks of paper, lit (LIT of the
 # lightest block's brightness or more) and shaded (SHADED_PAPER of it), each SHADOW_SHARE of
-# the blocks or more, some of them NEAR blocks apart or less. The gentle fall of light across
-# a photo darkens paper as much, but not so close to lit paper (bench/synth.py's photos: by
-# 0.05 of its brightness a block). A block is even where its middle half of values spans
-# EVEN of the lightest block's brightness at most: no stroke and no shadow's edge crosses it.
-# Such paper is followed on a grid of CELL pixels, taking away what is narrower than
-# OPEN_CELLS cells (the strokes).
+# the blocks or more (4 of a 4:3 photo's 48), some of them NEAR blocks apart or less. It is
+# looked for before the picture is taken for a digit cropped to its ink, which a shadow over
+# half of it resembles. The gentle fall of light across a photo darkens paper as much, but
+# not so close to lit paper (bench/synth.py's photos: by 0.05 of its brightness a block). A
+# block is even where its middle half of values spans EVEN of the lightest block's brightness
+# at most: no stroke and no shadow's edge crosses it. Such paper is followed on a grid of CELL
+# pixels, taking away what is narrower than OPEN_CELLS cells (the strokes). What a wider
+# stroke leaves is inkier than any paper: there the lightest paper within twice that reach
+# stands for it, and never more ink than the deepest shaded block's paper, EVEN darker.
 LIT = 0.9
 SHADED_PAPER = (0.25, 0.72)
-SHADOW_SHARE = 0.15
+SHADOW_SHARE = 0.08
 NEAR = 2
 EVEN = 0.1
 CELL = 2
@@ -409,13 +412,13 @@ def _block_background(
     return np.asarray(up, dtype=np.float32)
 
 
-def _shadowed(grey: np.ndarray, lo: float, hi: float) -> bool | None:
+def _shadowed(grey: np.ndarray, lo: float, hi: float) -> tuple[bool, float] | None:
     """None, or, where the paper is partly in a hard-edged shadow as the constants above say,
     the ink's polarity (True: dark ink), which the median, lit paper or shaded, does not
-    tell: the ink lies beyond the paper's levels, darker than the shaded paper or lighter
-    than the lit, by MIN_INK of the paper's brightness at least. Blocks as
-    _blocks'; an even block's median is its paper.
-    `lo` and `hi` are the darkest and the lightest value."""
+    tell, and the inkiest the background may be (ink high: the deepest shade, EVEN beyond).
+    The ink lies beyond the paper's levels, darker than the shaded paper or lighter than the
+    lit, by MIN_INK of the paper's brightness at least. Blocks as _blocks'; an even block's
+    median is its paper. `lo` and `hi` are the darkest and the lightest value."""
     _, cells, _ = _blocks(grey)
     if cells is None or min(cells.shape[:2]) < 2:
         return None
@@ -431,10 +434,13 @@ def _shadowed(grey: np.ndarray, lo: float, hi: float) -> bool | None:
     near_lit = Image.fromarray(lit.astype(np.uint8)).filter(ImageFilter.MaxFilter(2 * NEAR + 1))
     if not (shaded & (np.asarray(near_lit) > 0)).any():
         return None
-    darker, lighter = float(paper[shaded].min()) - lo, hi - most
+    deepest = float(paper[shaded].min())
+    darker, lighter = deepest - lo, hi - most
     if max(darker, lighter) < MIN_INK * most:
         return None  # nothing beyond the paper's levels: what seemed shaded paper is the ink
-    return darker > lighter
+    if darker > lighter:
+        return True, 1.0 - deepest + EVEN * most
+    return False, most * (1.0 + EVEN)
 
 
 def _opened(values: np.ndarray) -> np.ndarray:
@@ -477,14 +483,18 @@ def _on_the_grid(cells: np.ndarray, h: int, w: int) -> np.ndarray:
     return np.asarray(up, dtype=np.float32)
 
 
-def _in_the_shade(grey: np.ndarray, inverted: bool) -> np.ndarray:
+def _in_the_shade(grey: np.ndarray, inverted: bool, inkiest: float) -> np.ndarray:
     """The background (ink high) of paper partly in shadow: the opened picture. Where it is
-    darker than the darkest shade (a stroke wider than the opening takes away), it is held
-    there."""
+    inkier than `inkiest`, what the opening left of a wider stroke, the lightest paper within
+    twice its reach, held at `inkiest`."""
     values = 1.0 - grey if inverted else grey
     paper = _opened(values)
-    lit = float(paper.min())
-    paper = np.minimum(paper, lit + (1.0 - SHADED_PAPER[0]) * (1.0 - lit))
+    stroke = paper > inkiest
+    if stroke.any():
+        near = paper
+        for axis in (0, 0, 1, 1):
+            near = _rank(near, np.minimum, axis)
+        paper = np.where(stroke, np.minimum(near, inkiest), paper)
     return _on_the_grid(paper, *grey.shape)
 
 
@@ -539,8 +549,10 @@ def ink_map(grey: np.ndarray, inverted: bool | None = None) -> InkMap:
     between = int(np.searchsorted(ordered, hi - third)) - int(np.searchsorted(ordered, lo + third))
     two_toned = between < TWO_TONED * n
     strongest = None
+    shadowed = None if known else _shadowed(grey, lo, hi)
     if (
         not known
+        and shadowed is None
         and two_toned
         and ordered[int(n * (0.5 - BALANCED))] <= mid < ordered[int(n * (0.5 + BALANCED))]
     ):
@@ -549,10 +561,9 @@ def ink_map(grey: np.ndarray, inverted: bool | None = None) -> InkMap:
         if touching is not None:
             inverted = touching
             strongest = 1.0 - lo if inverted else hi
-    shadowed = None if known or strongest is not None else _shadowed(grey, lo, hi)
     if shadowed is not None:
-        inverted = shadowed
-        background = _in_the_shade(grey, inverted)
+        inverted, inkiest = shadowed
+        background = _in_the_shade(grey, inverted, inkiest)
     else:
         background = _block_background(grey, inverted, strongest)
     # Contrast relative to the local paper brightness, so shade and paper colour cancel out:
