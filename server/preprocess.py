@@ -77,7 +77,8 @@ STROKE_PEAK = 0.5  # of the strongest mark's peak: a piece of the digit reaches 
 # FINGER_PEAK of the strongest mark's peak.
 FINGER_PEAK = 0.75
 FINGER_FILL = 0.6
-FINGER_WIDTH = 0.15  # of the picture's shorter side, both ways: a speck at the edge is no finger
+# A thumb shortened to stay clear of the digit reaches in 5-10 % of the picture's side.
+FINGER_WIDTH = 0.05  # of the picture's shorter side, both ways: a speck at the edge is no finger
 FITTED_INK = 128  # the strongest pixel of a digit already fitted reaches this (MNIST: 255)
 # A sheet of paper on a darker desk, found as a light mark (on_the_paper): it covers SHEET
 # of the picture at least, its box is FILLED with ink on average (a note turned askew leaves
@@ -99,6 +100,7 @@ DESK_RIM = 0.01  # of the sheet's look's longer side: the edge, blurred, taken w
 EDGE_BAND = 0.2  # of the picture's side: how deep a desk beside the paper may reach in
 EDGE_SHARE = 0.9  # of a piece's pixels within EDGE_BAND: a piece along the edges
 EDGE_SPAN = 0.8  # of the picture's side: how far a piece along the edges reaches at least
+SLIVER = 0.12  # of the picture's side: the deepest a sliver from a corner reaches in
 MIN_EXTENT = 5  # pixels at analysis size: a mark shorter than this is a speck, not a digit
 # Times the working size: the most pixels the second look, for marks too small at working
 # size, is made at. The smallest digit it finds is FINE_EXTENT of half its side (1.25 % of
@@ -624,12 +626,12 @@ def is_border(comps: components.Components, i: int, h: int, w: int) -> bool:
 def along_edges(comps: components.Components, i: int, h: int, w: int) -> bool:
     """Whether piece `i` lies along the picture's edges, as the desk beside a page or a
     sticky note does where the paper does not fill the frame: it touches a side, reaches
-    across EDGE_SPAN of the picture, and EDGE_SHARE of its pixels lie within EDGE_BAND of
-    the sides."""
+    across EDGE_SPAN of the picture or is a sliver from a corner, and EDGE_SHARE of its
+    pixels lie within EDGE_BAND of the sides."""
     t, le, b, r = comps.top[i], comps.left[i], comps.bottom[i], comps.right[i]
     if not (t == 0 or le == 0 or b == h or r == w):
         return False
-    if b - t < EDGE_SPAN * h and r - le < EDGE_SPAN * w:
+    if b - t < EDGE_SPAN * h and r - le < EDGE_SPAN * w and not _sliver(t, le, b, r, h, w):
         return False
     runs = comps.run_component == i
     rows, start, end = comps.run_row[runs], comps.run_start[runs], comps.run_end[runs]
@@ -640,6 +642,18 @@ def along_edges(comps: components.Components, i: int, h: int, w: int) -> bool:
     length = end - start
     banded = np.where((rows < dy) | (rows >= h - dy), length, np.minimum(length, in_sides))
     return int(banded.sum()) >= EDGE_SHARE * comps.area[i]
+
+
+def _sliver(t: int, le: int, b: int, r: int, h: int, w: int) -> bool:
+    """Whether the box (t, le, b, r) is a sliver from one corner along a side: a thin strip
+    of desk askew is ink only at its deep end. It reaches SLIVER of the picture in at most
+    and along the side twice that or more, under half the side; a digit at a tight crop's
+    edge reaches further along it, or touches both its ends."""
+    ch, cw = b - t, r - le
+    if (t == 0) == (b == h) or (le == 0) == (r == w):
+        return False
+    along_top = ch <= SLIVER * h and 2 * ch <= cw < w / 2
+    return along_top or (cw <= SLIVER * w and 2 * cw <= ch < h / 2)
 
 
 def off_the_edges(

@@ -239,6 +239,30 @@ def test_the_desk_beside_a_page_photographed_is_not_taken_for_ink(mnist_test):
     _fitted_as_drawn(mnist_test, "page_on_a_desk", (9997, 9994, 9991, 9989, 9986), 0.9)
 
 
+def test_a_sliver_of_desk_in_a_corner_is_not_taken_for_a_stroke(mnist_test):
+    """A strip of desk, shallow and askew, is ink only at its deep end: a short dash from a
+    corner, which a page's edge strip, reaching across 80 % of the picture, was not. Kept as
+    a stroke far from the digit, it shrank the digit in the fitted picture (agreement -0.02
+    to 0.37 on these before)."""
+    _fitted_as_drawn(mnist_test, "page_on_a_desk", (9893, 9849, 9831), 0.9)
+
+
+@pytest.mark.parametrize(
+    "box, sliver",
+    [
+        ((0, 0, 5, 32), True),  # along the top from the top left corner (80 x 107 look)
+        ((77, 0, 80, 7), True),  # a short one along the bottom
+        ((50, 101, 80, 107), True),  # up the right side from the bottom right corner
+        ((0, 0, 80, 8), False),  # a 1 at a tight crop's edge: both ends of the side
+        ((0, 0, 60, 8), False),  # a 1 of a tight crop's number: over half the side
+        ((0, 40, 5, 72), False),  # along the top, in no corner
+        ((0, 0, 14, 30), False),  # deeper than a sliver
+    ],
+)
+def test_a_sliver_is_thin_and_short_and_from_one_corner(box, sliver):
+    assert preprocess_module._sliver(*box, 80, 107) is sliver
+
+
 def test_a_digit_on_a_sticky_note_on_a_desk_is_read_on_the_note(mnist_test):
     """bench/synth.py's sticky_note: the desk around the note is most of the photo, so the
     note, lighter, was taken for the ink and fitted as a filled mark (agreement 0.33-0.59)."""
@@ -266,6 +290,13 @@ def test_a_thumb_in_the_frame_is_not_fitted_with_the_digit(mnist_test):
     but over half its contrast, was kept as a piece of the digit (agreement 0.06-0.38 on
     these before)."""
     _fitted_as_drawn(mnist_test, "thumb_in_frame", (9999, 9996, 9993, 9992, 9989), 0.9)
+
+
+def test_a_thumb_shortened_to_clear_the_digit_is_not_fitted_with_it(mnist_test):
+    """A thumb reaching in 5-15 % of the picture's shorter side (bench/synth.py shortens it
+    until it clears the digit) was kept as a stroke: a finger had to reach 15 % in (agreement
+    0.28-0.58 on these before)."""
+    _fitted_as_drawn(mnist_test, "thumb_in_frame", (9987, 9979, 9944, 9907, 9879), 0.9)
 
 
 def _in_a_shadow(paper: float, ink: float, shade: float) -> np.ndarray:
