@@ -77,7 +77,7 @@ STROKE_PEAK = 0.5  # of the strongest mark's peak: a piece of the digit reaches 
 # FINGER_PEAK of the strongest mark's peak.
 FINGER_PEAK = 0.75
 FINGER_FILL = 0.6
-# A thumb shortened to stay clear of the digit reaches in 5-10 % of the picture's side.
+# A thumb shortened to stay clear of the digit reaches in 5-15 % of the picture's side.
 FINGER_WIDTH = 0.05  # of the picture's shorter side, both ways: a speck at the edge is no finger
 FITTED_INK = 128  # the strongest pixel of a digit already fitted reaches this (MNIST: 255)
 # A sheet of paper on a darker desk, found as a light mark (on_the_paper): it covers SHEET
@@ -109,19 +109,22 @@ MIN_EXTENT = 5  # pixels at analysis size: a mark shorter than this is a speck, 
 WIDE = 3
 WIDER_GAIN = 1.5  # how much more strongly the wider look's strokes must stand out (1.2-2 alike)
 # A shadow across the paper (a phone's or a hand's): even blocks of paper, lit (LIT of the
-# lightest block's brightness or more) and shaded (SHADED_PAPER of it), each SHADOW_SHARE of
-# the blocks or more (4 of a 4:3 photo's 48), some of them NEAR blocks apart or less. It is
-# looked for before the picture is taken for a digit cropped to its ink, which a shadow over
-# half of it resembles. The gentle fall of light across a photo darkens paper as much, but
-# not so close to lit paper (bench/synth.py's photos: by 0.05 of its brightness a block). A
-# block is even where its middle half of values spans EVEN of the lightest block's brightness
-# at most: no stroke and no shadow's edge crosses it. Such paper is followed on a grid of CELL
-# pixels, taking away what is narrower than OPEN_CELLS cells (the strokes). What a wider
-# stroke leaves is inkier than any paper: there the lightest paper within twice that reach
-# stands for it, and never more ink than the deepest shaded block's paper, EVEN darker.
+# lightest block's brightness or more) and shaded (SHADED_PAPER of it), LIT_SHARE and
+# SHADOW_SHARE of the blocks or more (a round shadow may cover 4 of a 4:3 photo's 48; a small
+# note on a flat desk, the desk a shade of it, is left to the sheet look, which does not take
+# the note's edge, sharp and ringing in a JPEG, for ink), some of them NEAR blocks apart or
+# less. It is looked for before the picture is taken for a digit cropped to its ink, which a
+# shadow over half of it resembles. The gentle fall of light across a photo darkens paper as
+# much, but not so close to lit paper (bench/synth.py's photos: by 0.05 of its brightness a
+# block). A block is even where its middle half of values spans EVEN of the lightest block's
+# brightness at most: no stroke and no shadow's edge crosses it. Such paper is followed on a
+# grid of CELL pixels, taking away what is narrower than OPEN_CELLS cells (the strokes). What
+# a wider stroke leaves is inkier than any paper: there the lightest paper within twice that
+# reach stands for it, and never more ink than the deepest shaded block's paper, EVEN darker.
 LIT = 0.9
 SHADED_PAPER = (0.25, 0.72)
 SHADOW_SHARE = 0.08
+LIT_SHARE = 0.15
 NEAR = 2
 EVEN = 0.1
 CELL = 2
@@ -431,7 +434,7 @@ def _shadowed(grey: np.ndarray, lo: float, hi: float) -> tuple[bool, float] | No
     even = spread < EVEN * most
     lit = even & (paper >= LIT * most)
     shaded = even & (paper >= SHADED_PAPER[0] * most) & (paper <= SHADED_PAPER[1] * most)
-    if lit.mean() < SHADOW_SHARE or shaded.mean() < SHADOW_SHARE:
+    if lit.mean() < LIT_SHARE or shaded.mean() < SHADOW_SHARE:
         return None
     near_lit = Image.fromarray(lit.astype(np.uint8)).filter(ImageFilter.MaxFilter(2 * NEAR + 1))
     if not (shaded & (np.asarray(near_lit) > 0)).any():
@@ -646,14 +649,14 @@ def along_edges(comps: components.Components, i: int, h: int, w: int) -> bool:
 
 def _sliver(t: int, le: int, b: int, r: int, h: int, w: int) -> bool:
     """Whether the box (t, le, b, r) is a sliver from one corner along a side: a thin strip
-    of desk askew is ink only at its deep end. It reaches SLIVER of the picture in at most
-    and along the side twice that or more, under half the side; a digit at a tight crop's
+    of desk askew is ink only at its deep end. It reaches in SLIVER of the picture at most,
+    and along the side twice as far or more but under half of it; a digit at a tight crop's
     edge reaches further along it, or touches both its ends."""
     ch, cw = b - t, r - le
     if (t == 0) == (b == h) or (le == 0) == (r == w):
         return False
-    along_top = ch <= SLIVER * h and 2 * ch <= cw < w / 2
-    return along_top or (cw <= SLIVER * w and 2 * cw <= ch < h / 2)
+    flat = ch <= SLIVER * h and 2 * ch <= cw < w / 2  # along the top or the bottom
+    return flat or (cw <= SLIVER * w and 2 * cw <= ch < h / 2)
 
 
 def off_the_edges(
