@@ -331,8 +331,9 @@ def _shaded(inside: np.ndarray, shade: float, paper: float = 0.9) -> np.ndarray:
 
 
 def test_a_small_round_shadow_beside_a_stroke_is_paper():
-    """A round shadow 120 px across at working size, 6 % of the blocks: found as a shadow, its
-    rim followed (false ink 0.45 there before, when a shadow had to cover 15 % of them)."""
+    """A round shadow 120 px across at working size, even over 4 of the 48 blocks: found as a
+    shadow, its rim followed (false ink 0.45 there before, when a shadow had to cover 15 % of
+    them)."""
     yy, xx = np.mgrid[0:240, 0:320].astype(np.float32)
     grey = _shaded(60 - np.hypot(xx - 240, yy - 120), 0.5)
     grey[60:180, 60:66] = 0.08
