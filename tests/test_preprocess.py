@@ -299,12 +299,16 @@ def test_a_thumb_shortened_to_clear_the_digit_is_not_fitted_with_it(mnist_test):
     _fitted_as_drawn(mnist_test, "thumb_in_frame", (9987, 9979, 9944, 9907, 9879), 0.9)
 
 
+def _shaded(inside: np.ndarray, shade: float, paper: float = 0.9) -> np.ndarray:
+    """A page of brightness `paper`, `shade` times as bright where `inside` (px into the
+    shadow) is positive; the edge, a logistic step, goes from 12 to 88 % of the way over 16 px."""
+    return (paper * (1 - (1 - shade) / (1 + np.exp(-inside / 4)))).astype(np.float32)
+
+
 def _in_a_shadow(paper: float, ink: float, shade: float) -> np.ndarray:
-    """A 240x320 page of brightness `paper`, `shade` times as bright right of column 90 (an
-    edge 8 px soft), with two strokes of brightness `ink`, one in the light and one in the
-    shadow."""
-    x = np.arange(320, dtype=np.float32)
-    light = 1 - (1 - shade) / (1 + np.exp(-(x - 90) / 4))
+    """A 240x320 page of brightness `paper`, `shade` times as bright right of column 90, with
+    two strokes of brightness `ink`, one in the light and one in the shadow."""
+    light = _shaded(np.arange(320, dtype=np.float32) - 90, shade, paper=1.0)
     grey = np.tile(paper * light, (240, 1))
     for left in (40, 200):
         grey[60:180, left : left + 6] = ink * light[left]
@@ -322,12 +326,6 @@ def test_a_shadow_over_most_of_the_page_is_paper_in_either_polarity(paper, ink, 
     assert m.ink[:, 80:100].max() < 0.1  # the shadow's edge
     assert m.ink[60:180, 42:44].min() > 0.85 and m.ink[60:180, 202:204].min() > shaded_stroke
     assert m.ink[:40].max() < 0.1 and m.ink[200:].max() < 0.1
-
-
-def _shaded(inside: np.ndarray, shade: float, paper: float = 0.9) -> np.ndarray:
-    """A page of brightness `paper`, `shade` times as bright where `inside` (px into the
-    shadow) is positive, the edge 4 px soft."""
-    return (paper * (1 - (1 - shade) / (1 + np.exp(-inside / 4)))).astype(np.float32)
 
 
 def test_a_small_round_shadow_beside_a_stroke_is_paper():
