@@ -14,7 +14,8 @@ dealt with, server/preprocess.py):
            and straight down from the same columns;
            the models read the group whole and cut, and the group's width, the cut's shape
            (through one stroke, into parts standing on one baseline) and the readings decide,
-           the models' beside the bundle's whole-digit check (is it one whole digit?);
+           the models' beside the bundle's whole-digit check (is it one whole digit?; a
+           group it vouches for, read surely, is cut only where the readings say so);
            a part as wide as a pair is looked at again, and so is a group that the models
            read unsure whole or that the check doubts, with its straight cuts (and if too
            narrow for a pair, its cuts that are not clean; as narrow as two 1s, its cuts
@@ -122,6 +123,11 @@ CHECK_WEIGHT = 0.15
 # Of the digit height: a narrower glyph goes without the check's say, which takes a 1 for a
 # part of a digit (41 was read as 4).
 CHECK_NARROW = 0.5
+# The check's score from which a group is one digit unless the models' readings of a cut say
+# otherwise: a 0 open at the bottom, cut through its top, leaves two clean parts the models
+# read surely (1 and 7), and a 9 with an open loop two loose ones (6 and 1). Such a group keeps
+# only the weighing of the readings, without the clean cut's bonus, and no loose cut.
+WHOLE = 0.9
 # The confidence a part as wide as SPLIT_IF_SURER counts with: it is cut again, and what the
 # models make of it whole says nothing of this cut. A part still to be cut is a less likely
 # digit than one read surely (bench.numbers reads the same at 0.5 to 0.7, less at SURE).
@@ -622,6 +628,12 @@ def _wholeness(g: _Glyph) -> float:
     return 0.0 if score is None else CHECK_WEIGHT * math.log(max(1e-4, score))
 
 
+def _vouched(g: _Glyph) -> bool:
+    """The whole-digit check scores the glyph WHOLE or more."""
+    score = _check_score(g)
+    return score is not None and score >= WHOLE
+
+
 def _doubted(g: _Glyph, below: float) -> bool:
     """The whole-digit check scores the glyph under `below`: it may be two digits written into
     each other, which the models often read surely as one of them (31 as 3)."""
@@ -629,12 +641,13 @@ def _doubted(g: _Glyph, below: float) -> bool:
     return score is not None and score < below
 
 
-def _evidence(c: _Cut, height: float) -> float:
+def _evidence(c: _Cut, height: float, shape: bool = True) -> float:
     """How likely the cut's parts are two digits: the log of the models' confidence in each
-    part and the check's say, more for a clean cut, less for each stroke beyond the first it
-    goes through."""
+    part and the check's say, less for each stroke beyond the first it goes through, and (with
+    `shape`) more for a clean cut."""
     logs = sum(math.log(max(1e-4, _part_confidence(p))) + _wholeness(p) for p in (c.left, c.right))
-    return logs + CLEAN_BONUS * c.clean(height) - CROSSING_COST * max(0, c.crossings - 1)
+    bonus = CLEAN_BONUS * c.clean(height) if shape else 0.0
+    return logs + bonus - CROSSING_COST * max(0, c.crossings - 1)
 
 
 def _wider(c: _Cut) -> _Glyph:
@@ -662,6 +675,11 @@ def _choose(g: _Glyph) -> list[_Glyph] | None:
     if not g.cuts:
         return None
     height = g.height_ref
+    if _vouched(g) and _confidence(g) >= SURE:
+        likeliest = max(g.cuts, key=lambda c: _evidence(c, height, shape=False))
+        if _evidence(likeliest, height, shape=False) > _whole_evidence(g) + MARGIN:
+            return [likeliest.left, likeliest.right]
+        return None
     best = max(g.cuts, key=lambda c: (c.clean(height), _surest(c)))
     likeliest = max(g.cuts, key=lambda c: _evidence(c, height))
     sure, clean = _surest(best), best.clean(height)
@@ -742,7 +760,7 @@ def _digits(
                 unsure = _confidence(g) < SURE
                 if unsure and not g.loose and TWO_ONES <= g.width_ratio() < MAY_SPLIT:
                     g.loose = [c for c in _cuts(g) if c.inked <= ALONG * g.height_ref]
-                if g.loose_unread() and (unsure or _doubted(g, doubt)):
+                if g.loose_unread() and (unsure or _doubted(g, doubt)) and not _vouched(g):
                     again.append(g)  # a group the models are unsure of: its loose cuts
                 else:
                     final.append(g)

@@ -249,6 +249,18 @@ def test_a_straight_1_as_tall_as_the_digits_is_read_not_taken_for_a_forms_line(c
     assert a["preprocessing"]["lines_removed"] == 0
 
 
+@pytest.mark.parametrize("gap, width", [(40, 60), (50, 80)])
+def test_a_0_open_at_the_bottom_is_not_cut_into_1_and_7(client, gap, width):
+    """Cut through its top, such a 0 leaves two clean parts the models read surely as 1 and 7;
+    the whole-digit check vouches for it whole, so only the readings may cut it (read 171
+    before)."""
+    im, d = drawn()
+    d.arc([60, 30, 60 + width, 150], 90 + gap, 450 - gap, fill=0, width=10)
+    d.line([(230, 30), (230, 150)], fill=0, width=10)
+    a = read(client, encode(im)).get_json()
+    assert a["number"] == "01", a
+
+
 def test_a_digit_drawn_in_two_strokes_stays_one_digit(client):
     im, d = drawn((300, 200))
     # A 7 whose bar was drawn apart from its stem, a 4 whose corner stops short of its stem.
