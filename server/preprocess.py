@@ -77,8 +77,15 @@ STROKE_PEAK = 0.5  # of the strongest mark's peak: a piece of the digit reaches 
 # FINGER_PEAK of the strongest mark's peak.
 FINGER_PEAK = 0.75
 FINGER_FILL = 0.6
-# A thumb shortened to stay clear of the digit reaches in 5-15 % of the picture's side.
-FINGER_WIDTH = 0.05  # of the picture's shorter side, both ways: a speck at the edge is no finger
+FINGER_WIDTH = 0.15  # of the picture's shorter side, both ways: a speck at the edge is no finger
+# A thumb shortened to stay clear of the digit reaches in 5-15 % of the picture's side. So
+# narrow (THUMB_WIDTH or more), a mark is a thumb only beside a piece touching no side with
+# CLEAR of the largest piece's ink or more, and when it holds THUMB_SHARE of the largest
+# other piece's ink: the tips of strokes a tight crop cuts, faint in a blurred thumbnail, are
+# as solid and as wide, but their digit touches the sides, or they hold little of its ink.
+THUMB_WIDTH = 0.05
+THUMB_SHARE = 0.2
+CLEAR = 0.25
 FITTED_INK = 128  # the strongest pixel of a digit already fitted reaches this (MNIST: 255)
 # A sheet of paper on a darker desk, found as a light mark (on_the_paper): it covers SHEET
 # of the picture at least, its box is FILLED with ink on average (a note turned askew leaves
@@ -121,8 +128,10 @@ WIDER_GAIN = 1.5  # how much more strongly the wider look's strokes must stand o
 # grid of CELL pixels, taking away what is narrower than OPEN_CELLS cells (the strokes). What
 # a wider stroke leaves is inkier than any paper: there the lightest paper within twice that
 # reach stands for it, and never more ink than the deepest shaded block's paper, EVEN darker.
+# A bold grey pen's strokes, wider than a block, are as even, at 0.25-0.29 of the paper's
+# brightness (bench/synth.py's boxed digits); its shadows leave 0.34 of it or more.
 LIT = 0.9
-SHADED_PAPER = (0.25, 0.72)
+SHADED_PAPER = (0.3, 0.72)
 SHADOW_SHARE = 0.08
 LIT_SHARE = 0.15
 NEAR = 2
@@ -923,14 +932,27 @@ def strokes(comps: components.Components, values: np.ndarray, pieces: list[int])
     strongest = max(peak[i] for i in pieces)
     h, w = values.shape
 
+    def at_a_side(i: int) -> bool:
+        return (
+            comps.top[i] == 0 or comps.left[i] == 0 or comps.bottom[i] == h or comps.right[i] == w
+        )
+
+    largest = max(comps.area[i] for i in pieces)
+    clear = any(not at_a_side(i) and comps.area[i] >= CLEAR * largest for i in pieces)
+
     def finger(i: int) -> bool:
         t, le, b, r = comps.top[i], comps.left[i], comps.bottom[i], comps.right[i]
-        return (
-            (t == 0 or le == 0 or b == h or r == w)
+        if not (
+            at_a_side(i)
             and peak[i] < FINGER_PEAK * strongest
             and comps.area[i] >= FINGER_FILL * (b - t) * (r - le)
-            and min(b - t, r - le) >= FINGER_WIDTH * min(h, w)
-        )
+        ):
+            return False
+        narrow = min(b - t, r - le) / min(h, w)
+        if narrow >= FINGER_WIDTH:
+            return True
+        other = max(comps.area[j] for j in pieces if j != i)
+        return clear and narrow >= THUMB_WIDTH and comps.area[i] >= THUMB_SHARE * other
 
     return [i for i in pieces if peak[i] >= STROKE_PEAK * strongest and not finger(i)]
 

@@ -443,6 +443,32 @@ def test_a_solid_lighter_mark_reaching_in_from_a_side_is_dropped_as_a_finger():
     assert find_digit(m).kept == 2
 
 
+def test_the_faint_tip_of_a_stroke_the_frame_cuts_is_no_thumb():
+    """A thumb shortened to clear the digit reaches in 5-15 % of the side, beside a digit clear
+    of the sides, with a fifth of its ink or more. The tip of a stroke that a tight crop cuts,
+    faint in a blurred thumbnail, is as solid and as wide, but holds less of its digit's ink,
+    or its digit touches the sides: it is kept (blurred thumbnails lost such tips, a 9 read
+    4)."""
+    digit = (14, 30, 80, 70)  # bold, clear of the sides: 2,640 px
+    m = _marks(digit)
+    m.ink[:12, 45:55] = 0.65  # a tip just above it, 12 % deep: 120 px
+    assert find_digit(m).kept == 2
+    m.ink[:12, 25:75] = 0.65  # a thumb's cap as deep: 600 px
+    assert (find_digit(m).kept, find_digit(m).box) == (1, digit)
+    m = _marks((14, 0, 80, 26))  # a digit at the left side: 1,716 px
+    m.ink[:12, 30:59] = 0.65  # a tip with a fifth of that: 348 px
+    assert find_digit(m).kept == 2
+
+
+def test_a_bold_grey_digit_is_not_paper_in_a_shadow(mnist_test):
+    """Strokes wider than a block, grey and even, with a box's black line beyond them, passed
+    for paper in a shadow 0.25 as bright as the rest, and were taken away as such (agreement
+    0.23-0.79 on these before). A shadow's paper is 0.3 of the lit paper's brightness or more."""
+    _fitted_as_drawn(mnist_test, "boxed", (9093, 9454, 9071), 0.85)
+    _fitted_as_drawn(mnist_test, "grid", (9422,), 0.85)
+    _fitted_as_drawn(mnist_test, "blurry_thumbnail", (9133,), 0.85)
+
+
 def test_a_region_of_a_reduced_jpeg_is_decoded_again_finer():
     im = Image.new("L", (4000, 3000), 255)
     im.paste(0, (2000, 1000, 2040, 1100))  # a stroke 40 px wide: 10 px in the reduced image
