@@ -15,7 +15,7 @@ dealt with, server/preprocess.py):
            the models read the group whole and cut, and the group's width, the cut's shape
            (through one stroke, into parts standing on one baseline) and the readings decide,
            the models' beside the bundle's whole-digit check (is it one whole digit?; a
-           group it vouches for, read surely, is cut only where the readings say so);
+           group it vouches for is cut only where the readings say so);
            a part as wide as a pair is looked at again, and so is a group that the models
            read unsure whole or that the check doubts, with its straight cuts (and if too
            narrow for a pair, its cuts that are not clean; as narrow as two 1s, its cuts
@@ -675,7 +675,7 @@ def _choose(g: _Glyph) -> list[_Glyph] | None:
     if not g.cuts:
         return None
     height = g.height_ref
-    if _vouched(g) and _confidence(g) >= SURE:
+    if _vouched(g):
         likeliest = max(g.cuts, key=lambda c: _evidence(c, height, shape=False))
         if _evidence(likeliest, height, shape=False) > _whole_evidence(g) + MARGIN:
             return [likeliest.left, likeliest.right]
