@@ -671,7 +671,9 @@ def _choose(g: _Glyph) -> list[_Glyph] | None:
     the rules for those cases, a cut is made when its parts are likelier digits than the whole
     is, by MARGIN in log terms, the whole's likelihood lowered for every bit of width beyond
     a pair's. Either way the cut made is the likeliest: the cleanest that decided for a cut may
-    cut the wrong digit (a 0 and a 4 as 0 and 1, the 4's arm left with the 0)."""
+    cut the wrong digit (a 0 and a 4 as 0 and 1, the 4's arm left with the 0). A group the
+    whole-digit check vouches for (WHOLE) is cut only by that weighing, without the clean
+    cut's bonus."""
     if not g.cuts:
         return None
     height = g.height_ref
