@@ -129,7 +129,7 @@ WIDER_GAIN = 1.5  # how much more strongly the wider look's strokes must stand o
 # a wider stroke leaves is inkier than any paper: there the lightest paper within twice that
 # reach stands for it, and never more ink than the deepest shaded block's paper, EVEN darker.
 # A bold grey pen's strokes, wider than a block, are as even, at 0.25-0.29 of the paper's
-# brightness (bench/synth.py's boxed digits); its shadows leave 0.34 of it or more.
+# brightness (bench/synth.py's boxed digits); its shadows leave 0.36 of it or more.
 LIT = 0.9
 SHADED_PAPER = (0.3, 0.72)
 SHADOW_SHARE = 0.08
@@ -635,14 +635,20 @@ def is_border(comps: components.Components, i: int, h: int, w: int) -> bool:
     return area >= 0.8 * ch * cw or len(comps) > TEXTURE_PIECES
 
 
+def _at_a_side(comps: components.Components, i: int, h: int, w: int) -> bool:
+    """Whether piece `i` touches a side of the [h, w] picture."""
+    t, le, b, r = comps.top[i], comps.left[i], comps.bottom[i], comps.right[i]
+    return t == 0 or le == 0 or b == h or r == w
+
+
 def along_edges(comps: components.Components, i: int, h: int, w: int) -> bool:
     """Whether piece `i` lies along the picture's edges, as the desk beside a page or a
     sticky note does where the paper does not fill the frame: it touches a side, reaches
     across EDGE_SPAN of the picture or is a sliver from a corner, and EDGE_SHARE of its
     pixels lie within EDGE_BAND of the sides."""
-    t, le, b, r = comps.top[i], comps.left[i], comps.bottom[i], comps.right[i]
-    if not (t == 0 or le == 0 or b == h or r == w):
+    if not _at_a_side(comps, i, h, w):
         return False
+    t, le, b, r = comps.top[i], comps.left[i], comps.bottom[i], comps.right[i]
     if b - t < EDGE_SPAN * h and r - le < EDGE_SPAN * w and not _sliver(t, le, b, r, h, w):
         return False
     runs = comps.run_component == i
@@ -676,10 +682,7 @@ def off_the_edges(
     touch the edges too."""
     edge = [i for i in pieces if along_edges(comps, i, h, w)]
     if not edge or not any(
-        comps.top[i] > 0
-        and comps.left[i] > 0
-        and comps.bottom[i] < h
-        and comps.right[i] < w
+        not _at_a_side(comps, i, h, w)
         and max(comps.bottom[i] - comps.top[i], comps.right[i] - comps.left[i]) >= min_extent
         for i in pieces
     ):
@@ -932,18 +935,13 @@ def strokes(comps: components.Components, values: np.ndarray, pieces: list[int])
     strongest = max(peak[i] for i in pieces)
     h, w = values.shape
 
-    def at_a_side(i: int) -> bool:
-        return (
-            comps.top[i] == 0 or comps.left[i] == 0 or comps.bottom[i] == h or comps.right[i] == w
-        )
-
     largest = max(comps.area[i] for i in pieces)
-    clear = any(not at_a_side(i) and comps.area[i] >= CLEAR * largest for i in pieces)
+    clear = any(not _at_a_side(comps, i, h, w) and comps.area[i] >= CLEAR * largest for i in pieces)
 
     def finger(i: int) -> bool:
         t, le, b, r = comps.top[i], comps.left[i], comps.bottom[i], comps.right[i]
         if not (
-            at_a_side(i)
+            _at_a_side(comps, i, h, w)
             and peak[i] < FINGER_PEAK * strongest
             and comps.area[i] >= FINGER_FILL * (b - t) * (r - le)
         ):

@@ -678,10 +678,7 @@ def _choose(g: _Glyph) -> list[_Glyph] | None:
         return None
     height = g.height_ref
     if _vouched(g):
-        likeliest = max(g.cuts, key=lambda c: _evidence(c, height, shape=False))
-        if _evidence(likeliest, height, shape=False) > _whole_evidence(g) + MARGIN:
-            return [likeliest.left, likeliest.right]
-        return None
+        return _likelier(g, g.cuts, shape=False)
     best = max(g.cuts, key=lambda c: (c.clean(height), _surest(c)))
     likeliest = max(g.cuts, key=lambda c: _evidence(c, height))
     sure, clean = _surest(best), best.clean(height)
@@ -706,7 +703,14 @@ def _choose(g: _Glyph) -> list[_Glyph] | None:
         )
     ):
         return [likeliest.left, likeliest.right]
-    if _evidence(likeliest, height) > _whole_evidence(g) + MARGIN:
+    return _likelier(g, g.cuts)
+
+
+def _likelier(g: _Glyph, cuts: list[_Cut], shape: bool = True) -> list[_Glyph] | None:
+    """The parts of the likeliest of `cuts` (_evidence, with or without the clean cut's bonus),
+    if they are likelier digits than the whole group by MARGIN."""
+    likeliest = max(cuts, key=lambda c: _evidence(c, g.height_ref, shape))
+    if _evidence(likeliest, g.height_ref, shape) > _whole_evidence(g) + MARGIN:
         return [likeliest.left, likeliest.right]
     return None
 
@@ -716,10 +720,7 @@ def _choose_loose(g: _Glyph) -> list[_Glyph] | None:
     clean), once read, if its parts are likelier digits than the whole by MARGIN."""
     if not g.loose or g.loose_unread():
         return None
-    likeliest = max(g.loose, key=lambda c: _evidence(c, g.height_ref))
-    if _evidence(likeliest, g.height_ref) > _whole_evidence(g) + MARGIN:
-        return [likeliest.left, likeliest.right]
-    return None
+    return _likelier(g, g.loose)
 
 
 def _digits(
