@@ -10,6 +10,7 @@ bench/realworld.py (accuracy per kind) and bench/__main__.py (payloads).
 from __future__ import annotations
 
 import io
+import itertools
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -335,6 +336,52 @@ def _grey_bytes(grey: np.ndarray, rng: np.random.Generator, jpeg: bool) -> bytes
     return _encode(im, "PNG")
 
 
+def _thinned(mask: np.ndarray) -> np.ndarray:
+    """The strokes of a boolean mask thinned to their centre lines, a pixel wide (Zhang and
+    Suen, 1984: pixels on the outline are peeled away in two alternating passes, as long as
+    each stays an end or a joint of nothing)."""
+    out = np.pad(mask, 1).astype(np.uint8)
+    while True:
+        changed = False
+        for step in (0, 1):
+            p = out
+            # The eight neighbours, clockwise from the one above: P2 .. P9.
+            n = [
+                p[:-2, 1:-1], p[:-2, 2:], p[1:-1, 2:], p[2:, 2:],
+                p[2:, 1:-1], p[2:, :-2], p[1:-1, :-2], p[:-2, :-2],
+            ]  # fmt: skip
+            count = sum(x.astype(np.int32) for x in n)
+            turns = sum(
+                ((a == 0) & (b == 1)).astype(np.int32) for a, b in itertools.pairwise([*n, n[0]])
+            )
+            if step == 0:
+                away = (n[0] * n[2] * n[4] == 0) & (n[2] * n[4] * n[6] == 0)
+            else:
+                away = (n[0] * n[2] * n[6] == 0) & (n[0] * n[4] * n[6] == 0)
+            peel = (p[1:-1, 1:-1] == 1) & (count >= 2) & (count <= 6) & (turns == 1) & away
+            if peel.any():
+                out[1:-1, 1:-1][peel] = 0
+                changed = True
+        if not changed:
+            return out[1:-1, 1:-1].astype(bool)
+
+
+def thin_pen(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """A digit drawn with a fine pen or a stylus on a large canvas: the handwriting's centre
+    line, 1 to 4 px wide, 50-85 % of a 300-600 px white picture's side, PNG."""
+    side = int(rng.integers(300, 601))
+    mask = _tight_shape(digit, round(side * rng.uniform(0.5, 0.85))) > 0.5
+    line = Image.fromarray(_thinned(mask).astype(np.uint8) * 255)
+    pen = int(rng.integers(1, 5))
+    if pen > 1:
+        line = line.filter(ImageFilter.MaxFilter(pen | 1 if pen % 2 else pen + 1))
+    ink = np.asarray(line.filter(ImageFilter.GaussianBlur(0.5)), dtype=np.float32) / 255.0
+    h, w = ink.shape
+    top, left = int(rng.integers(0, side - h + 1)), int(rng.integers(0, side - w + 1))
+    grey = 1.0 - _paste(np.zeros((side, side)), np.clip(ink * 1.5, 0, 1), top, left)
+    return _encode(Image.fromarray((grey * 255).astype(np.uint8), "L"), "PNG")
+
+
 def tight_crop(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     """Cropped to the digit's own ink (0 or 1 px of margin), either polarity, upscaled 1-10x
     by any filter; a third are phone-photo JPEGs (noise, tinted paper), the rest PNGs."""
@@ -588,6 +635,7 @@ KINDS: dict[str, Callable[[np.ndarray, np.random.Generator], bytes]] = {
     "scan": scan,
     "screenshot": screenshot,
     "canvas": canvas,
+    "thin_pen": thin_pen,
     "transparent_white": transparent_white,
     "inverted": inverted,
     "off_centre": off_centre,

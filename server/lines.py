@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 LINE_LENGTH = 0.45  # of the image's side along the line: a digit's own straight strokes are
-# shorter than this unless the digit fills the picture, and then they are thick
+# shorter than this unless the digit fills much of the picture; preprocess.form_lines gives
+# such strokes back to their digit
 LINE_SPAN = 0.25  # of the image's longer side, at least
 LINE_THICKNESS = 0.03  # of the image's longer side: thicker runs are strokes or regions
 MIN_LINE = 16  # pixels: the shortest line
@@ -35,9 +36,10 @@ class Lines:
     count: int  # separate lines: bands of rows with horizontal, of columns with vertical ones
     thickness: int  # the thickest run across a line that counted as line, in pixels
     level: int  # how many of them run along the rows (the rest run down the columns)
+    upright: np.ndarray  # bool, the pixels of those that run down the columns, crossings included
 
 
-def _run_lengths(binary: np.ndarray) -> np.ndarray:
+def run_lengths(binary: np.ndarray) -> np.ndarray:
     """For every pixel, the length of the horizontal run of ink it belongs to (0 off ink)."""
     h, w = binary.shape
     padded = np.zeros((h, w + 2), dtype=np.int8)
@@ -66,7 +68,7 @@ def _typical(across: np.ndarray, thickness: int) -> int:
     return min(thickness, int(np.sort(thin)[thin.size // 2]) + 1)
 
 
-def _bands(rows: np.ndarray) -> int:
+def bands(rows: np.ndarray) -> int:
     """Groups of consecutive True values."""
     if not rows.size:
         return 0
@@ -112,14 +114,14 @@ def _along(
         )
     else:
         source = binary[rows]
-    along[rows] = _run_lengths(_bridged(source)) >= long
+    along[rows] = run_lengths(_bridged(source)) >= long
     along &= binary
     rows = np.flatnonzero(along.any(1))
     if not rows.size:
         return along, along, 0
     top, bottom = max(0, int(rows[0]) - thickness - 1), min(h, int(rows[-1]) + thickness + 2)
     across = np.zeros((h, w), dtype=np.int32)
-    across[top:bottom] = _run_lengths(np.ascontiguousarray(binary[top:bottom].T)).T
+    across[top:bottom] = run_lengths(np.ascontiguousarray(binary[top:bottom].T)).T
     # How thick the lines are: the commonest run across their long runs, plus a pixel for a
     # soft edge. A stroke that crosses is longer across, even a thin pen's on a wide form.
     typical = _typical(across[along], thickness)
@@ -188,9 +190,9 @@ def _could_hold(binary: np.ndarray, long: float, thickness: int) -> bool:
     h, w = binary.shape
     cols = binary.any(axis=0)
     cols[1:-1] |= cols[:-2] & cols[2:]
-    if _run_lengths(cols[None, :]).max(initial=0) < long:
+    if run_lengths(cols[None, :]).max(initial=0) < long:
         return False
-    across = _run_lengths(np.ascontiguousarray(binary.T)).T
+    across = run_lengths(np.ascontiguousarray(binary.T)).T
     thin = (across > 0) & (across <= thickness)
     edge = int(np.abs(_shear(1, w, float(np.abs(TILTS).max()))).max()) + 1
     thin[:edge] |= binary[:edge]
@@ -210,7 +212,7 @@ def _level(
     rows = _standing(np.count_nonzero(binary, axis=1), long, thickness)
     if rows.size:
         along, thin, typical = _along(binary, rows, long, thickness)
-        count = _bands(thin.any(1))
+        count = bands(thin.any(1))
         if count:
             return along, thin, typical, count
     tilt = _tilt(binary, long, thickness) if w >= MIN_LINE else 0.0
@@ -229,7 +231,7 @@ def _level(
     along, thin, typical = _along(sheared, rows, long, thickness, slack=True)
     if not along.any():  # no long run: nothing to map back
         return along, along, 0, 0
-    count = _bands(thin.any(1))
+    count = bands(thin.any(1))
     # Back to the picture's own rows: each sheared pixel is one of the picture's.
     back = np.zeros((2, h + 2 * reach, w), dtype=bool)
     back[0, source + reach, cols] = along
@@ -262,4 +264,4 @@ def find(binary: np.ndarray) -> Lines | None:
     crossing = along & down & rows[:, None] & cols[None, :]
     # The thickness of the lines found: a direction without any says nothing of them.
     thickness = max(thick_h if count_h else 0, thick_v if count_v else 0)
-    return Lines(horizontal | vertical | crossing, count, thickness, count_h)
+    return Lines(horizontal | vertical | crossing, count, thickness, count_h, vertical | crossing)

@@ -21,6 +21,7 @@ PNGs, in either polarity and at any size. Each step below undoes one way they di
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import math
 from collections.abc import Callable
@@ -61,6 +62,13 @@ BALANCED = 0.2  # light and dark shares of an image within 50 +- this: a digit f
 # under 6 % of the picture's shorter side.
 FRAME_DEPTH = 0.08
 LINE_SCRAP = 0.15  # of the digit's area: a piece touching a removed line and smaller is the line's
+# A level line of a digit (a 7's bar, a 2's base) has the rest of its digit reaching at least
+# this share of its length across it; a comb's base, whose teeth are its only other ink, not.
+OWN_DEPTH = 0.6
+OWN_NEAR = 0.2  # of a line's length: how far from it the ink that meets it is looked for
+OWN_END = 0.1  # of a line's length: how near one of its ends that ink reaches
+OWN_OVER = 0.4  # of a line's length: the most of it beyond the rest of its digit (a 7's bar: 0.3)
+OWN_EDGE = 0.01  # of the picture's side: a line ending this near the edge runs on beyond it
 STRONG_FEW = 0.0002  # of the image: its strongest pixels set the stroke contrast at least
 # (20 at working size; a digit 3 % of a photo's side has about twice as many)
 SMALL_EXTENT = 16  # pixels at analysis size: a digit smaller is found again at working size
@@ -87,6 +95,14 @@ THUMB_WIDTH = 0.05
 THUMB_SHARE = 0.2
 CLEAR = 0.25
 FITTED_INK = 128  # the strongest pixel of a digit already fitted reaches this (MNIST: 255)
+# Stroke width (stroke_width), in pixels of the fitted digit: MNIST's are 2 (1st percentile)
+# to 5 (95th), median 3. A thin pen on a large canvas or a ballpoint in a photo fits thinner
+# than THIN, a faint ghost the models read as 1; such strokes are widened to STROKE before the
+# digit is scaled. Digits fitted 0.8-1 px wide are read right, but too unsurely (6 % of
+# bench/synth.py's thin_pen flagged with THIN at 0.8); widening up to 1.2 px wide makes
+# more thin scribbles pass for digits (95.0 % flagged against 96.3 %).
+THIN = 1.0
+STROKE = 2.4
 # A sheet of paper on a darker desk, found as a light mark (on_the_paper): it covers SHEET
 # of the picture at least, its box is FILLED with ink on average (a note turned askew leaves
 # desk in its box's corners), and SOLID of its box stays marked when worn away by
@@ -732,6 +748,91 @@ def is_line_piece(
     return b - t < 0.6 * (comps.bottom[main] - comps.top[main])
 
 
+def _run_on(on: np.ndarray, start: int, step: int) -> int:
+    """The last index reached from `start` in `step`s over True values of `on`, a gap of
+    two False ones bridged."""
+    last, i = start, start + step
+    while 0 <= i < on.size and (on[i] or (0 <= i + step < on.size and on[i + step])):
+        if on[i]:
+            last = i
+        i += step
+    return last
+
+
+def _own_line(line: np.ndarray, rest: np.ndarray, along: int) -> bool:
+    """Whether `line`, one straight stroke running along `along` (1: the rows), could be a
+    stroke of the digit `rest` belongs to: clear of the picture's edges along its run (with
+    any of it lines.find left out, where a crossing or its tilt broke it up), met near one
+    of its ends by the ink beside it (within OWN_NEAR of its length), as a 7's bar is by its
+    stem, and reaching beyond all of that digit by OWN_OVER of its length at most. A form's
+    line under or through a digit runs on past it, and often to the edge."""
+    span = np.flatnonzero(line.any(axis=1 - along))
+    across = np.flatnonzero(line.any(axis=along))
+
+    def band(lo: int, hi: int) -> np.ndarray:  # the rest's columns (rows) with ink in rows lo..hi
+        part = rest[max(0, lo) : hi + 1] if along == 1 else rest[:, max(0, lo) : hi + 1]
+        return part.any(axis=1 - along)
+
+    on = band(across[0] - 3, across[-1] + 3) | line.any(axis=1 - along)
+    size = line.shape[along]
+    edge = max(1, round(OWN_EDGE * size))
+    if _run_on(on, span[0], -1) < edge or _run_on(on, span[-1], 1) >= size - edge:
+        return False
+    length = span[-1] - span[0] + 1
+    reach = np.flatnonzero(rest.any(axis=1 - along))
+    if max(0, reach[0] - span[0]) + max(0, span[-1] - reach[-1]) > OWN_OVER * length:
+        return False
+    near = round(OWN_NEAR * length)
+    met = np.flatnonzero(band(across[0] - near, across[-1] + near))
+    if not met.size:
+        return False
+    end = OWN_END * length
+    return span[0] >= met[0] - end or span[-1] <= met[-1] + end
+
+
+def form_lines(found: lines.Lines, ink: np.ndarray) -> lines.Lines | None:
+    """`found` without the lines that are a digit's own straight strokes: a 7's bar, a 4's
+    stem or a 1 drawn ruler-straight with a pen thin beside the picture, which lines.find
+    takes for a form's lines. A piece of `ink` holds its own strokes when its lines are one
+    level and one upright at most, each a stroke of the rest of the piece (_own_line), that
+    rest reaching across a level one OWN_DEPTH of its length (a comb's base has only its
+    teeth); an upright line alone is a 1. A form's lines are several in a piece (a box, a
+    grid, a ruled page), reach the picture's edge, run on past the digit they touch, or stand
+    alone level (an empty field's underline), and go. None when no line is left."""
+    labels = components.label(ink).labels(ink.shape)
+    level_all = found.mask & ~found.upright
+    keep = np.zeros_like(found.mask)
+    for i in np.unique(labels[found.mask]).tolist():
+        piece = labels == i
+        level, upright = level_all & piece, found.upright & piece
+        if lines.bands(level.any(1)) > 1 or lines.bands(upright.any(0)) > 1:
+            continue
+        rest = piece & ~found.mask
+        if not rest.any():
+            own = not level.any() and _own_line(upright, upright, 0)
+        else:
+            rows = np.flatnonzero(rest.any(1))
+            own = (
+                not level.any()
+                or (
+                    _own_line(level, rest, 1)
+                    and np.ptp(rows) >= OWN_DEPTH * np.ptp(np.flatnonzero(level.any(0)))
+                )
+            ) and (not upright.any() or _own_line(upright, rest, 0))
+        if own:
+            keep |= piece & found.mask
+    if not keep.any():
+        return found
+    mask = found.mask & ~keep
+    if not mask.any():
+        return None
+    upright = found.upright & mask
+    level = lines.bands((mask & ~upright).any(1))
+    return dataclasses.replace(
+        found, mask=mask, upright=upright, level=level, count=level + lines.bands(upright.any(0))
+    )
+
+
 def stroke_contrast(m: InkMap, least: int = 0) -> float:
     """How strong the strokes are, in ink units; NoInk when nothing stands out. `least`: the
     smallest digit's extent in pixels in a look finer than the working size, where the image
@@ -826,6 +927,8 @@ def _find_at(m: InkMap, strong: float, lossy: bool, size: int, min_extent: int) 
     # still stay beside the strokes in the crop.
     faint = small > 0.5 * threshold
     found = lines.find(faint)
+    if found is not None:
+        found = form_lines(found, faint)
     if found is not None:
         binary &= ~found.mask
         faint &= ~found.mask
@@ -1015,10 +1118,51 @@ def _line_pixels(
     )
 
 
+def stroke_width(ink: np.ndarray, side: int = 64) -> float:
+    """The strokes' typical width in pixels: over the ink, the median of the shorter of the
+    row's and the column's run through each pixel. Ink pixels are mostly the digit's where a
+    form's thin lines or specks are left beside it, as the mean would not be. Measured on the
+    ink max-pooled to about `side` pixels, which keeps a thin stroke and costs a fraction of
+    the full size's time: the width is then a pooling block wide at least."""
+    k = max(1, max(ink.shape) // side)
+    if k > 1:
+        h, w = (-(-n // k) * k for n in ink.shape)
+        padded = np.zeros((h, w), dtype=ink.dtype)
+        padded[: ink.shape[0], : ink.shape[1]] = ink
+        # Strided maxima, k per axis: numpy's reduction over a 4-d view costs far more.
+        rows = np.maximum.reduce([padded[i::k] for i in range(k)])
+        ink = np.maximum.reduce([rows[:, i::k] for i in range(k)])
+    marked = ink > 0.5
+    if not marked.any():
+        return 0.0
+    across = np.minimum(
+        lines.run_lengths(marked), lines.run_lengths(np.ascontiguousarray(marked.T)).T
+    )
+    return k * float(np.median(across[marked]))
+
+
+def _widened(crop: np.ndarray, by: int) -> np.ndarray:
+    """The ink grown by `by` pixels on every side (a square's grey dilation, one axis at a
+    time); the padding it grows into is what np.roll brings round."""
+    out = np.pad(crop, by)
+    for axis in (0, 1):
+        source = out.copy()
+        for d in range(1, by + 1):
+            np.maximum(out, np.roll(source, d, axis), out=out)
+            np.maximum(out, np.roll(source, -d, axis), out=out)
+    return out
+
+
 def fit(crop: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """The digit scaled into the box and centred by centre of mass: uint8 [height, width]."""
+    """The digit scaled into the box and centred by centre of mass, strokes too thin for the
+    models widened first: uint8 [height, width]."""
     h, w = crop.shape
     scale = spec.digit_box / max(h, w)
+    width = stroke_width(crop) * scale
+    if 0 < width < THIN:
+        crop = _widened(crop, math.ceil((STROKE - width) / scale / 2))
+        h, w = crop.shape
+        scale = spec.digit_box / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     if size != (w, h):
         resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
