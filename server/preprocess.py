@@ -1019,6 +1019,8 @@ def tighten(
     tenth of the stroke contrast do not count."""
     traces = digit > (0.1 * strong if lossy else 0.0)
     rows, cols = np.flatnonzero(traces.any(1)), np.flatnonzero(traces.any(0))
+    if not rows.size:  # what was found at analysis size was all a form's line at full size
+        raise NoInk("No digit found: no mark is large enough to be a digit.")
     crop = digit[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     # Strokes as dark as MNIST's: its cores are saturated, a pencil's are not.
     core = float(crop.max())

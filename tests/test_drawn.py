@@ -11,8 +11,9 @@ from bench import synth
 from server import manifest
 from server.config import ServerConfig
 from server.ensemble import Ensemble
+from server.errors import NoInk
 from server.predictor import Predictor
-from server.preprocess import STROKE, THIN, preprocess, stroke_width
+from server.preprocess import STROKE, THIN, preprocess, stroke_width, tighten
 from tests.test_preprocess import CAP, SPEC
 
 
@@ -99,6 +100,16 @@ def test_handwriting_drawn_with_a_fine_pen_reads_as_the_digit(predictor, mnist_t
     right = sum(a.label == labels[i] for i, a in enumerate(answers))
     flagged = sum(a.uncertain for a in answers)
     assert right >= 39 and flagged <= 1
+
+
+def test_a_fine_pen_1_is_read_not_a_crash(predictor, mnist_test):
+    # Taken for a form's line, this 1 left only scraps at analysis size and nothing at full
+    # size, and the fit raised IndexError: a 500.
+    images, labels = mnist_test
+    assert labels[180] == 1
+    assert predictor.predict([synth.make("thin_pen", images[180], 180)])[0].label == 1
+    with pytest.raises(NoInk):
+        tighten(np.zeros((20, 20), np.float32), 1.0, False)
 
 
 @pytest.mark.parametrize("digit", [7, 4, 2, 5, 1])
