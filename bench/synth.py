@@ -338,8 +338,8 @@ def _grey_bytes(grey: np.ndarray, rng: np.random.Generator, jpeg: bool) -> bytes
 
 def _thinned(mask: np.ndarray) -> np.ndarray:
     """The strokes of a boolean mask thinned to their centre lines, a pixel wide (Zhang and
-    Suen, 1984: pixels on the outline are peeled away in two alternating passes, as long as
-    each stays an end or a joint of nothing)."""
+    Suen, 1984: in two alternating passes, outline pixels are peeled away where that neither
+    breaks a stroke nor shortens one's end)."""
     out = np.pad(mask, 1).astype(np.uint8)
     while True:
         changed = False
@@ -368,13 +368,13 @@ def _thinned(mask: np.ndarray) -> np.ndarray:
 
 def thin_pen(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     """A digit drawn with a fine pen or a stylus on a large canvas: the handwriting's centre
-    line, 1 to 4 px wide, 50-85 % of a 300-600 px white picture's side, PNG."""
+    line, 1, 3 or 5 px wide, 50-85 % of a 300-600 px white picture's side, PNG."""
     side = int(rng.integers(300, 601))
     mask = _tight_shape(digit, round(side * rng.uniform(0.5, 0.85))) > 0.5
     line = Image.fromarray(_thinned(mask).astype(np.uint8) * 255)
     pen = int(rng.integers(1, 5))
     if pen > 1:
-        line = line.filter(ImageFilter.MaxFilter(pen | 1 if pen % 2 else pen + 1))
+        line = line.filter(ImageFilter.MaxFilter(pen | 1))
     ink = np.asarray(line.filter(ImageFilter.GaussianBlur(0.5)), dtype=np.float32) / 255.0
     h, w = ink.shape
     top, left = int(rng.integers(0, side - h + 1)), int(rng.integers(0, side - w + 1))

@@ -94,7 +94,7 @@ def test_a_digit_drawn_with_a_thin_pen_is_fitted_with_strokes_the_models_know(
 
 
 def test_handwriting_drawn_with_a_fine_pen_reads_as_the_digit(predictor, mnist_test):
-    # MNIST's handwriting thinned to its centre line, 1-4 px wide on a 300-600 px picture.
+    # MNIST's handwriting thinned to its centre line, 1-5 px wide on a 300-600 px picture.
     images, labels = mnist_test
     answers = predictor.predict([synth.make("thin_pen", images[i], i) for i in range(40)])
     right = sum(a.label == labels[i] for i, a in enumerate(answers))
