@@ -903,15 +903,16 @@ def ink_threshold(m: InkMap, strong: float) -> float:
 
 
 def dilated(mask: np.ndarray, by: int) -> np.ndarray:
-    """`mask` grown by `by` pixels every way (a square's reach), within its own bounds."""
+    """`mask` grown by `by` pixels every way (a square's reach), within its own bounds; grey
+    values take the largest within reach."""
     tall = mask.copy()
     for d in range(1, by + 1):
-        tall[d:] |= mask[:-d]
-        tall[:-d] |= mask[d:]
+        np.maximum(tall[d:], mask[:-d], out=tall[d:])
+        np.maximum(tall[:-d], mask[d:], out=tall[:-d])
     out = tall.copy()
     for d in range(1, by + 1):
-        out[:, d:] |= tall[:, :-d]
-        out[:, :-d] |= tall[:, d:]
+        np.maximum(out[:, d:], tall[:, :-d], out=out[:, d:])
+        np.maximum(out[:, :-d], tall[:, d:], out=out[:, :-d])
     return out
 
 
@@ -1136,18 +1137,6 @@ def stroke_width(ink: np.ndarray, side: int = 64) -> float:
     return float(np.median(np.minimum(rows, cols)[sampled]))
 
 
-def _widened(crop: np.ndarray, by: int) -> np.ndarray:
-    """The ink grown by `by` pixels on every side (a square's grey dilation, one axis at a
-    time); the padding it grows into is what np.roll brings round."""
-    out = np.pad(crop, by)
-    for axis in (0, 1):
-        source = out.copy()
-        for d in range(1, by + 1):
-            np.maximum(out, np.roll(source, d, axis), out=out)
-            np.maximum(out, np.roll(source, -d, axis), out=out)
-    return out
-
-
 def fit(crop: np.ndarray, spec: InputSpec) -> np.ndarray:
     """The digit scaled into the box and centred by centre of mass, strokes too thin for the
     models widened first: uint8 [height, width]."""
@@ -1155,7 +1144,8 @@ def fit(crop: np.ndarray, spec: InputSpec) -> np.ndarray:
     scale = spec.digit_box / max(h, w)
     width = stroke_width(crop) * scale
     if 0 < width < THIN:
-        crop = _widened(crop, math.ceil((STROKE - width) / scale / 2))
+        by = math.ceil((STROKE - width) / scale / 2)
+        crop = dilated(np.pad(crop, by), by)
         h, w = crop.shape
         scale = spec.digit_box / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))

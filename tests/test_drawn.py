@@ -1,8 +1,6 @@
 """Digits drawn with pens unlike MNIST's: thin strokes on a large canvas, ruler-straight
 strokes as long as a form's lines, and a form's lines that still go beside them."""
 
-import io
-
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
@@ -14,7 +12,7 @@ from server.ensemble import Ensemble
 from server.errors import NoInk
 from server.predictor import Predictor
 from server.preprocess import STROKE, THIN, preprocess, stroke_width, tighten
-from tests.test_preprocess import CAP, SPEC
+from tests.test_preprocess import CAP, SPEC, encode
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +50,6 @@ def drawn(digit: int, pen: int, side: int = 400) -> Image.Image:
     return im
 
 
-def png(im: Image.Image) -> bytes:
-    out = io.BytesIO()
-    im.save(out, "PNG")
-    return out.getvalue()
-
-
 def test_stroke_width_is_the_width_of_a_line():
     def line(width: int) -> np.ndarray:
         ink = np.zeros((100, 100), np.float32)
@@ -85,7 +77,7 @@ def test_a_digit_drawn_with_a_thin_pen_is_fitted_with_strokes_the_models_know(
     predictor, digit, pen
 ):
     # A 2-3 px pen on a 400 px canvas fits a tenth of a pixel wide: a faint ghost, read as 1.
-    data = png(drawn(digit, pen))
+    data = encode(drawn(digit, pen), "PNG")
     fitted = preprocess(data, SPEC, CAP).pixels
     assert fitted.max() > 200
     assert stroke_width(fitted / 255.0) >= 0.8 * STROKE
@@ -115,7 +107,7 @@ def test_a_fine_pen_1_is_read_not_a_crash(predictor, mnist_test):
 @pytest.mark.parametrize("digit", [7, 4, 2, 5, 1])
 @pytest.mark.parametrize("pen", [3, 8])
 def test_a_digits_own_straight_strokes_are_not_taken_for_a_forms_lines(predictor, digit, pen):
-    a = predictor.predict([png(drawn(digit, pen))])[0]
+    a = predictor.predict([encode(drawn(digit, pen), "PNG")])[0]
     assert a.preprocessing.lines_removed == 0
     assert (a.label, a.uncertain) == (digit, False)
 
@@ -123,7 +115,7 @@ def test_a_digits_own_straight_strokes_are_not_taken_for_a_forms_lines(predictor
 def test_an_underline_touching_a_drawn_digit_still_goes(predictor):
     im = drawn(3, 4)
     ImageDraw.Draw(im).line([(40, 350), (360, 350)], fill=0, width=4)  # under the 3's foot
-    a = predictor.predict([png(im)])[0]
+    a = predictor.predict([encode(im, "PNG")])[0]
     assert a.preprocessing.lines_removed == 1
     assert a.label == 3
 
@@ -132,6 +124,6 @@ def test_a_ruled_line_crossing_a_drawn_digit_still_goes(predictor):
     # One line through the digit, as a stroke of it could be, but reaching the picture's edges.
     im = drawn(3, 4)
     ImageDraw.Draw(im).line([(0, 200), (399, 200)], fill=0, width=4)
-    a = predictor.predict([png(im)])[0]
+    a = predictor.predict([encode(im, "PNG")])[0]
     assert a.preprocessing.lines_removed == 1
     assert a.label == 3
